@@ -1,0 +1,172 @@
+"""The library functions behind each CLI command.
+
+Everything ``ltbench`` does on the command line is one call here::
+
+    import ltbench
+    records = ltbench.run(methods=["ce", "bal_bce"], data=["digits_lt"], budget="smoke")
+    ltbench.report(store="results/ltbench.db", out_dir="results/report")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .recipes import load_catalog
+from .store import DEFAULT_OUT, DEFAULT_STORE, ResultStore
+
+
+def run(
+    methods: Sequence[str] | None = None,
+    data: Sequence[str] | None = None,
+    budget: str = "quick",
+    seeds: Sequence[int] = (0,),
+    data_seed: int = 0,
+    overrides: Sequence[str] = (),
+    store: str | Path = DEFAULT_STORE,
+    out_dir: str | Path = DEFAULT_OUT,
+    device: str | None = None,
+    force: bool = False,
+    recipes: Sequence[str] = (),
+    console: Console | None = None,
+) -> list[dict[str, Any]]:
+    """Run methods x datasets x seeds under one budget; store and return their records.
+
+    Args:
+        methods: method names; None means every registered method.
+        data: dataset names; None means the embedded default, ``mnist_lt``.
+        budget: ``smoke``, ``quick`` or ``paper`` (or any budget the recipes define).
+        seeds: training seeds; one run each.
+        data_seed: seed of the long-tail draw (which images), separate from training seeds.
+        overrides: ``key=value`` recipe overrides; part of each run's identity.
+        store: SQLite results store; run folders go under ``out_dir/runs``.
+        device: ``cpu``, ``cuda``, ``cuda:1``...; None picks CUDA when present.
+        force: re-run runs that are already done instead of skipping them.
+        recipes: extra recipe folders.
+        console: where progress and the summary go (rich); a quiet one in tests.
+
+    Returns:
+        One record per run, in plan order. Failed runs have ``status == "failed"``.
+
+    Raises:
+        UnknownNameError, RecipeError: bad names or overrides; nothing runs.
+        RunSetupError: a run's data could not be built; runs before it are stored.
+    """
+    from .runner import DEFAULT_DATASET, execute_run, plan_runs  # loads torch
+
+    catalog = load_catalog(tuple(recipes))
+    specs = plan_runs(
+        methods if methods is not None else catalog.methods.names(),
+        data if data is not None else (DEFAULT_DATASET,),
+        budget, seeds, data_seed, overrides, Path(out_dir), catalog,
+    )
+    db = ResultStore(store)
+    console = console or Console(stderr=True)
+    records = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
+    with Progress(*columns, console=console, transient=False) as progress:
+        runs_task = progress.add_task("runs", total=len(specs), info="")
+        for spec in specs:
+            epochs = progress.add_task(f"  {spec.label}", total=spec.config.train.epochs, info="")
+
+            def on_epoch(epoch: int, total: int, row: dict, task=epochs) -> None:
+                info = f"loss {row['train_loss']:.3f}  val {100 * row['val_top1']:.1f}%"
+                progress.update(task, completed=epoch, info=info)
+
+            record = execute_run(spec, db, device, force, on_epoch)
+            status = "skipped (done)" if record.get("skipped") else record["status"]
+            progress.update(epochs, completed=spec.config.train.epochs, info=status)
+            progress.advance(runs_task)
+            records.append(record)
+    console.print(summary_table(records))
+    return records
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def summary_table(records: Sequence[dict[str, Any]]) -> Table:
+    """A rich table of runs: test accuracy by group (last epoch), best-on-val, ECE, time."""
+    table = Table(title="ltbench: test top-1 % (last epoch; groups by training count >100 / 20-100 / <20)")
+    for col in ("method", "dataset", "budget", "seed", "many", "medium", "few", "all",
+                "all (best val)", "ECE", "train s", "status"):
+        table.add_column(col, justify="left" if col in ("method", "dataset", "budget", "status") else "right")
+    for r in records:
+        m = r.get("metrics", {})
+        last, best = m.get("last", {}), m.get("best_val", {})
+        secs = r.get("timings", {}).get("train_seconds")
+        status = "skipped (done)" if r.get("skipped") else r["status"]
+        if r["status"] == "failed":
+            status = f"failed: {r.get('error', '')[:60]}"
+        table.add_row(
+            r["method"], r["dataset"], r["budget"], str(r["seed"]),
+            _pct(last.get("many")), _pct(last.get("medium")), _pct(last.get("few")),
+            _pct(last.get("top1")), _pct(best.get("top1")), _pct(last.get("ece")),
+            "–" if secs is None else f"{secs:.0f}", status,
+        )
+    return table
+
+
+def list_recipes(kind: str = "all", pattern: str = "*", recipes: Sequence[str] = ()) -> dict[str, list[dict]]:
+    """Methods and/or datasets matching a wildcard, as plain dicts (what ``ltbench list`` shows)."""
+    if kind not in ("all", "methods", "datasets"):
+        raise ValueError(f"unknown list kind {kind!r}; choose methods, datasets or all")
+    catalog = load_catalog(tuple(recipes))
+    out: dict[str, list[dict]] = {}
+    if kind in ("all", "methods"):
+        out["methods"] = [
+            {"name": m.name, "title": m.title, "paper": m.paper, "loss": m.loss, "version": m.version,
+             "budgets": {b: {"epochs": t.epochs, "batch_size": t.batch_size,
+                             "model": f"ViT d{t.embed_dim} x{t.depth} p{t.patch_size}"}
+                         for b, t in m.budgets.items()},
+             "recipe": str(catalog.origins[f"methods/{m.name}"])}
+            for m in map(catalog.methods.get, catalog.methods.names(pattern))
+        ]
+    if kind in ("all", "datasets"):
+        out["datasets"] = [
+            {"name": d.name, "title": d.title, "paper": d.paper, "classes": d.num_classes,
+             "image_size": d.image_size, "rho": d.longtail.rho, "profile": d.longtail.profile,
+             "version": d.version, "recipe": str(catalog.origins[f"datasets/{d.name}"])}
+            for d in map(catalog.datasets.get, catalog.datasets.names(pattern))
+        ]
+    return out
+
+
+def open_store(store: str | Path) -> ResultStore:
+    """An existing results store; a missing one is an error (reading never creates it)."""
+    if not Path(store).is_file():
+        raise FileNotFoundError(f"no results store at {store}; run `ltbench run` first or pass --store PATH")
+    return ResultStore(store)
+
+
+def results(store: str | Path = DEFAULT_STORE) -> list[dict[str, Any]]:
+    """Every stored run (done and failed) with its headline metrics, one flat dict each."""
+    return open_store(store).summary_rows()
+
+
+def report(
+    store: str | Path = DEFAULT_STORE,
+    out_dir: str | Path | None = None,
+    convention: str = "threshold",
+    selection: str = "last",
+) -> dict[str, Path]:
+    """Write the LaTeX table, Markdown table and per-class plot of all finished runs.
+
+    Returns:
+        Paths of the written files by kind (``latex``, ``markdown``, ``plot``).
+
+    Raises:
+        ValueError: the store holds no finished run, or a bad convention / selection.
+    """
+    from . import report as _report  # pandas and matplotlib load only when reporting
+
+    store = Path(store)
+    out = Path(out_dir) if out_dir is not None else store.parent / "report"
+    return _report.write_report(open_store(store).records(), out, convention, selection)

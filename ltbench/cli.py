@@ -1,0 +1,214 @@
+"""The ``ltbench`` command line: a thin layer over :mod:`ltbench.api`.
+
+Each subcommand parses its arguments and calls one documented library function. Bad input
+(an unknown name, a malformed recipe or override) exits with status 2 and a message that
+names the input and the fix; a run that fails exits with status 1; Ctrl-C with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from ._version import __version__
+
+EPILOGS = {
+    "run": """examples:
+  ltbench run                                   # every method on mnist_lt, quick budget
+  ltbench run --methods ce,bal_bce --data digits_lt --budget smoke
+  ltbench run --methods la --seeds 0-2 --set tau=1.5 --set rho=100
+""",
+    "list": """examples:
+  ltbench list
+  ltbench list methods '*bce*'
+  ltbench list datasets --json
+""",
+    "results": """examples:
+  ltbench results
+  ltbench results --json --store results/ltbench.db
+""",
+    "report": """examples:
+  ltbench report                                # results/report/table.tex, table.md, per_class.png
+  ltbench report --convention oltr --selection best_val --out paper/tables
+""",
+}
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` or ``"0-4"`` (inclusive) or a mix: ``"0-2,7"``."""
+    seeds: list[int] = []
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                seeds.extend(range(int(lo), int(hi) + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad seed list {text!r}; use e.g. 0,1,2 or 0-4") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("empty seed list; use e.g. 0,1,2 or 0-4")
+    return seeds
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def _add_store(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", default="results/ltbench.db", help="SQLite results store (default: %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ltbench", description="Benchmark harness for long-tailed recognition.")
+    parser.add_argument("--version", action="version", version=f"ltbench {__version__}")
+    parser.add_argument("--recipes", action="append", default=[], metavar="DIR",
+                        help="extra recipe folder with methods/ and datasets/ (repeatable)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, epilog=EPILOGS[name],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = add("run", "Train, evaluate and store methods x datasets x seeds.")
+    p.add_argument("--methods", type=_names, default=None, help="comma-separated (default: all)")
+    p.add_argument("--data", type=_names, default=None, help="comma-separated datasets (default: mnist_lt)")
+    p.add_argument("--budget", default="quick", help="smoke | quick | paper (default: %(default)s)")
+    p.add_argument("--seeds", type=parse_seeds, default=[0], help="training seeds: 0,1,2 or 0-4 (default: 0)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the long-tail draw (default: 0)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value, e.g. epochs=5, rho=100, tau=1.05 (repeatable)")
+    _add_store(p)
+    p.add_argument("--out", default="results", help="folder for run folders (default: %(default)s)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--force", action="store_true", help="re-run runs that are already done")
+
+    p = add("list", "Show registered methods and datasets.")
+    p.add_argument("kind", nargs="?", default="all", choices=("all", "methods", "datasets"))
+    p.add_argument("pattern", nargs="?", default="*", help="shell wildcard on names")
+    p.add_argument("--json", action="store_true")
+
+    p = add("results", "List stored runs with their metrics.")
+    _add_store(p)
+    p.add_argument("--json", action="store_true")
+
+    p = add("report", "Write LaTeX and Markdown tables and plots from the store.")
+    _add_store(p)
+    p.add_argument("--out", default=None, help="output folder (default: report/ next to the store)")
+    p.add_argument("--convention", default="threshold", choices=("threshold", "oltr", "index"),
+                   help="many/medium/few convention (default: %(default)s)")
+    p.add_argument("--selection", default="last", choices=("last", "best_val"),
+                   help="model selection: last epoch or best on validation (default: %(default)s)")
+    return parser
+
+
+def _cmd_run(args, console) -> int:
+    from . import api
+
+    records = api.run(args.methods, args.data, args.budget, args.seeds, args.data_seed, args.overrides,
+                      args.store, args.out, args.device, args.force, args.recipes, console)
+    failed = [r for r in records if r["status"] == "failed"]
+    for r in failed:
+        console.print(f"[red]failed[/red] {r['method']} on {r['dataset']} (seed {r['seed']}): {r['error']}"
+                      f"\n  log: {r['run_dir']}/record.json")
+    return 1 if failed else 0
+
+
+def _cmd_list(args, console) -> int:
+    from rich.table import Table
+
+    from . import api
+
+    found = api.list_recipes(args.kind, args.pattern, args.recipes)
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    for kind, rows in found.items():
+        table = Table(title=kind)
+        if kind == "methods":
+            for col in ("name", "title", "paper", "budgets (epochs)"):
+                table.add_column(col)
+            for m in rows:
+                budgets = ", ".join(f"{b} ({v['epochs']})" for b, v in m["budgets"].items())
+                table.add_row(m["name"], m["title"], m["paper"], budgets)
+        else:
+            for col in ("name", "title", "classes", "size", "rho", "paper"):
+                table.add_column(col)
+            for d in rows:
+                table.add_row(d["name"], d["title"], str(d["classes"]), str(d["image_size"]),
+                              f"{d['rho']:g} ({d['profile']})", d["paper"])
+        console.print(table)
+    return 0
+
+
+def _cmd_results(args, console) -> int:
+    from rich.table import Table
+
+    from . import api
+
+    rows = api.results(args.store)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(title=f"runs in {args.store}")
+    cols = ("method", "dataset", "budget", "seed", "status", "last.top1", "last.many", "last.medium",
+            "last.few", "best_val.top1", "last.ece")
+    for c in cols:
+        table.add_column(c)
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            cells.append("–" if v is None else f"{100 * v:.1f}" if "." in c else str(v))
+        table.add_row(*cells)
+    console.print(table)
+    return 0
+
+
+def _cmd_report(args, console) -> int:
+    from . import api
+
+    paths = api.report(args.store, args.out, args.convention, args.selection)
+    for kind, path in paths.items():
+        console.print(f"{kind:9s} {path}")
+    md = paths.get("markdown")
+    if md is not None:
+        console.print(md.read_text(), markup=False, highlight=False)
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "list": _cmd_list, "results": _cmd_results, "report": _cmd_report}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ltbench`` console script; returns the exit status."""
+    from rich.console import Console
+
+    from .errors import RunSetupError
+    from .recipes import RecipeError
+    from .registry import UnknownNameError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    console = Console(stderr=args.command == "run")
+    err = Console(stderr=True)
+    try:
+        return COMMANDS[args.command](args, console)
+    except (UnknownNameError, RecipeError, FileNotFoundError, ValueError) as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False)
+        return 2
+    except RunSetupError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        err.print("interrupted: finished runs are stored; the same command resumes from the last epoch")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""In-memory data on the training device: uint8 storage, batched augmentation.
+
+After airbench's CifarLoader: the whole set sits on the device as uint8, each epoch is a
+random permutation sliced into batches, and augmentation (random translation, flip, resize,
+normalisation) runs on whole batches with masks and one gather, never per sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..recipes import AugmentSpec
+
+
+class DeviceBatches:
+    """Batches of one split, kept on ``device`` as uint8 and normalised on the fly.
+
+    Args:
+        images: uint8 array (N, C, H, W).
+        labels: int array (N,).
+        mean, std: per-channel normalisation in [0, 1] pixel units.
+        device: where the data and batches live.
+        out_size: resize batches to this square size (0 keeps the native size).
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, mean, std, device, out_size: int = 0):
+        self.x = torch.as_tensor(images, device=device)
+        self.y = torch.as_tensor(labels, dtype=torch.long, device=device)
+        self.device = torch.device(device)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255
+        self.out_size = out_size
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def _finish(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x.float() - self.mean) / self.std
+        if self.out_size and self.out_size != x.shape[-1]:
+            x = F.interpolate(x, size=(self.out_size, self.out_size), mode="bilinear", align_corners=False)
+        return x
+
+    def train_batches(self, batch_size: int, aug: AugmentSpec, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of shuffled, augmented batches; the last incomplete batch is dropped."""
+        n = len(self)
+        batch_size = min(batch_size, n - n % 2)  # timm's Mixup needs an even batch
+        perm = torch.randperm(n, generator=generator, device=generator.device).to(self.device)
+        for start in range(0, n - batch_size + 1, batch_size):
+            idx = perm[start:start + batch_size]
+            x = self.x[idx]
+            if aug.crop_pad:
+                x = random_translate(x, aug.crop_pad, generator)
+            if aug.flip:
+                x = random_flip(x, generator)
+            yield self._finish(x), self.y[idx]
+
+    def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(self), batch_size):
+            yield self._finish(self.x[start:start + batch_size]), self.y[start:start + batch_size]
+
+
+def _rand(shape, generator: torch.Generator, device, high: int) -> torch.Tensor:
+    return torch.randint(0, high, shape, generator=generator, device=generator.device).to(device)
+
+
+def random_translate(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift each image by up to ``pad`` pixels in x and y, filling with zeros (one gather)."""
+    b, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = _rand((b,), generator, x.device, 2 * pad + 1)
+    dx = _rand((b,), generator, x.device, 2 * pad + 1)
+    rows = (torch.arange(h, device=x.device)[None, :] + dy[:, None])  # (B, H)
+    cols = (torch.arange(w, device=x.device)[None, :] + dx[:, None])  # (B, W)
+    bi = torch.arange(b, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Flip a random half of the batch horizontally."""
+    mask = _rand((x.shape[0],), generator, x.device, 2).bool().view(-1, 1, 1, 1)
+    return torch.where(mask, x.flip(3), x)

@@ -1,0 +1,406 @@
+"""TOML recipes for methods and datasets, parsed into frozen, validated specs.
+
+A recipe is data: loading one runs no code. ``methods/*.toml`` and ``datasets/*.toml`` ship
+inside the wheel; more folders can be added with ``--recipes DIR`` or the ``LTBENCH_RECIPES``
+environment variable (``os.pathsep``-separated; each folder holds ``methods/`` and/or
+``datasets/``; a later folder's recipe replaces a built-in one of the same name).
+
+Files whose name starts with ``_`` are bases, not entries: a recipe may ``include`` one base
+(one level) and override any of its keys. Unknown keys, missing keys and wrong types are
+errors that name the file and the key (see :class:`RecipeError`).
+
+A run's configuration is a :class:`RunConfig`: the method (without its other budgets), the
+dataset, one training budget and the seeds. ``--set key=value`` overrides apply to its dict
+form before it is validated again (:func:`apply_overrides`), and :func:`config_hash` of the
+result identifies the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .registry import Registry
+
+# Descriptive fields: shown to users, never part of a run's identity.
+_DESCRIPTIVE = frozenset({"title", "paper"})
+
+
+class RecipeError(ValueError):
+    """A recipe or override that cannot be used; the message names the file and key."""
+
+
+# --------------------------------------------------------------------------- specs
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """Per-class sizes carved out of a balanced source before the long-tail draw."""
+
+    test_per_class: int
+    val_per_class: int
+
+
+@dataclass(frozen=True)
+class LongTailSpec:
+    """CIFAR-LT protocol (Cao et al., 2019): class i keeps int(n_max * (1/rho)^(i/(C-1)))."""
+
+    n_max: int
+    rho: float = 100.0
+    profile: Literal["exp", "step"] = "exp"
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """Many/medium/few settings; ``index_sizes`` serve DeiT-LT's index convention."""
+
+    index_sizes: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """Batched, on-device augmentation for in-memory data."""
+
+    crop_pad: int = 0  # random translation by up to this many pixels (zero padding)
+    flip: bool = False  # horizontal flip; wrong for digits, right for natural images
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    title: str
+    paper: str
+    version: int
+    source: str  # a key of ltbench.data.SOURCES
+    num_classes: int
+    image_size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    split: SplitSpec
+    longtail: LongTailSpec
+    groups: GroupSpec = field(default_factory=GroupSpec)
+    augment: AugmentSpec = field(default_factory=AugmentSpec)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training budget: model size, optimisation and augmentation."""
+
+    epochs: int
+    batch_size: int
+    lr: float  # base learning rate at batch size ``lr_base_batch`` (linear scaling rule)
+    warmup_epochs: float
+    # model (timm VisionTransformer)
+    patch_size: int
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float = 4.0
+    drop_path: float = 0.0
+    global_pool: Literal["token", "avg"] = "token"
+    img_size: int = 0  # 0: the dataset's native size; otherwise images are resized
+    # optimisation
+    lr_base_batch: int = 512
+    min_lr: float = 1e-6
+    weight_decay: float = 0.05
+    grad_clip: float = 0.0  # 0: no clipping
+    # augmentation and targets
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    label_smoothing: float = 0.0
+    eval_batch_size: int = 1024
+
+    @property
+    def scaled_lr(self) -> float:
+        return self.lr * self.batch_size / self.lr_base_batch
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    title: str
+    paper: str
+    version: int
+    model: Literal["vit"]
+    loss: str
+    budgets: dict[str, TrainConfig]
+    loss_params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """The part of a method that a run depends on (no budgets)."""
+
+    name: str
+    version: int
+    model: Literal["vit"]
+    loss: str
+    loss_params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one run's result."""
+
+    method: MethodConfig
+    data: DatasetSpec
+    train: TrainConfig
+    budget: str
+    seed: int = 0
+    data_seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+
+# ------------------------------------------------------------------- validation
+
+
+def _to_plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: expected a table, got {value!r}")
+        return from_mapping(tp, value, where)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            choices = ", ".join(repr(c) for c in typing.get_args(tp))
+            raise RecipeError(f"{where}: {value!r} is not one of {choices}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"{where}: expected a list, got {value!r}")
+        item = typing.get_args(tp)[0]
+        return tuple(_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: expected a table, got {value!r}")
+        _, vt = typing.get_args(tp)
+        return {k: _convert(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise RecipeError(f"{where}: expected true or false, got {value!r}")
+    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise RecipeError(f"{where}: expected an integer, got {value!r}")
+    if tp in (int, str, bool) and not isinstance(value, tp):
+        raise RecipeError(f"{where}: expected {tp.__name__}, got {value!r}")
+    if tp is float and not isinstance(value, float):
+        raise RecipeError(f"{where}: expected a number, got {value!r}")
+    return value
+
+
+def from_mapping(cls: type, data: dict[str, Any], where: str) -> Any:
+    """Build dataclass ``cls`` from a TOML table, rejecting unknown and missing keys."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise RecipeError(
+            f"{where}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}" if ":" in where else f"{where}: {name}"
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise RecipeError(f"{where}: missing required key {name!r}")
+    return cls(**kwargs)
+
+
+# ---------------------------------------------------------------------- loading
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a recipe, resolving one level of ``include`` relative to the file."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(f"{path}: not valid TOML: {e}") from None
+    inc = data.pop("include", None)
+    if inc is None:
+        return data
+    base_path = path.parent / inc
+    if not base_path.is_file():
+        raise RecipeError(f"{path}: include {inc!r} not found next to it ({base_path})")
+    base = tomllib.loads(base_path.read_text())
+    if "include" in base:
+        raise RecipeError(f"{base_path}: included files may not include others (one level only)")
+    return _deep_merge(base, data)
+
+
+def load_method(path: Path) -> MethodSpec:
+    data = read_toml(path)
+    budgets = data.get("budgets")
+    if not isinstance(budgets, dict) or not budgets:
+        raise RecipeError(f"{path}: missing required table 'budgets' (e.g. [budgets.quick])")
+    data = {**data, "budgets": {}}
+    spec = from_mapping(MethodSpec, data, str(path))
+    parsed = {b: from_mapping(TrainConfig, v, f"{path}: budgets.{b}") for b, v in budgets.items()}
+    _check_name(spec.name, path)
+    return dataclasses.replace(spec, budgets=parsed)
+
+
+def load_dataset(path: Path) -> DatasetSpec:
+    spec = from_mapping(DatasetSpec, read_toml(path), str(path))
+    _check_name(spec.name, path)
+    if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
+        raise RecipeError(f"{path}: mean and std need {spec.channels} values (one per channel)")
+    if spec.groups.index_sizes and sum(spec.groups.index_sizes) != spec.num_classes:
+        raise RecipeError(f"{path}: groups.index_sizes must sum to num_classes ({spec.num_classes})")
+    return spec
+
+
+def _check_name(name: str, path: Path) -> None:
+    if name != path.stem:
+        raise RecipeError(f"{path}: name {name!r} must match the file name {path.stem!r}")
+
+
+def builtin_recipe_dir() -> Path:
+    """Recipes inside the installed wheel, or the repository root in a source checkout."""
+    packaged = Path(__file__).parent / "_recipes"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[1]
+
+
+def recipe_dirs(extra: tuple[str, ...] = ()) -> tuple[Path, ...]:
+    env = tuple(p for p in os.environ.get("LTBENCH_RECIPES", "").split(os.pathsep) if p)
+    dirs = (builtin_recipe_dir(), *map(Path, env), *map(Path, extra))
+    for d in dirs[1:]:
+        if not d.is_dir():
+            raise RecipeError(f"recipe folder {d} does not exist (from --recipes or LTBENCH_RECIPES)")
+    return dirs
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """All known methods and datasets, with the file each came from."""
+
+    methods: Registry[MethodSpec]
+    datasets: Registry[DatasetSpec]
+    origins: dict[str, Path]
+
+
+@functools.lru_cache(maxsize=8)
+def load_catalog(extra_dirs: tuple[str, ...] = ()) -> Catalog:
+    """Parse every recipe in the built-in folders and ``extra_dirs``.
+
+    Raises:
+        RecipeError: the first malformed recipe, naming its file and key.
+    """
+    methods: Registry[MethodSpec] = Registry("method")
+    datasets: Registry[DatasetSpec] = Registry("dataset")
+    origins: dict[str, Path] = {}
+    for root in recipe_dirs(extra_dirs):
+        for sub, loader, reg in (("methods", load_method, methods), ("datasets", load_dataset, datasets)):
+            for path in sorted((root / sub).glob("*.toml")):
+                if path.name.startswith("_"):
+                    continue
+                spec = loader(path)
+                reg.add(spec.name, spec, replace=True)
+                origins[f"{sub}/{spec.name}"] = path
+    return Catalog(methods, datasets, origins)
+
+
+# ---------------------------------------------------------------- run configs
+
+
+def resolve(method: MethodSpec, dataset: DatasetSpec, budget: str, seed: int = 0, data_seed: int = 0,
+            overrides: tuple[str, ...] = ()) -> RunConfig:
+    """The run configuration for ``method`` on ``dataset`` under ``budget``, with overrides."""
+    if budget not in method.budgets:
+        raise RecipeError(
+            f"method {method.name!r} has no budget {budget!r}; it has {', '.join(method.budgets)}"
+        )
+    mcfg = MethodConfig(method.name, method.version, method.model, method.loss, dict(method.loss_params))
+    cfg = RunConfig(mcfg, dataset, method.budgets[budget], budget, seed, data_seed)
+    return apply_overrides(cfg, overrides) if overrides else cfg
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word is a string: --set profile=step
+
+
+def apply_overrides(cfg: RunConfig, overrides: tuple[str, ...]) -> RunConfig:
+    """Apply ``key=value`` overrides; a key is a dotted path or a unique last part of one.
+
+    Example: ``rho=10``, ``data.longtail.rho=10``, ``epochs=3``, ``tau=1.05``.
+    """
+    d = cfg.to_dict()
+    flat = _flatten(d)
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"override {item!r} is not key=value (e.g. --set train.epochs=3)")
+        key, text = (s.strip() for s in item.split("=", 1))
+        matches = [k for k in flat if k == key] or [k for k in flat if k.endswith("." + key)]
+        if len(matches) != 1:
+            valid = sorted(k for k in flat if k.split(".")[-1] not in _DESCRIPTIVE)
+            what = "is ambiguous" if matches else "matches no setting"
+            options = matches or valid
+            raise RecipeError(f"override key {key!r} {what}; use one of: {', '.join(options)}")
+        path = matches[0].split(".")
+        node = d
+        for part in path[:-1]:
+            node = node[part]
+        node[path[-1]] = _parse_value(text)
+    return run_config_from_dict(d, "override")
+
+
+def run_config_from_dict(d: dict[str, Any], where: str = "config") -> RunConfig:
+    """Rebuild a validated :class:`RunConfig` from its dict form (records, overrides)."""
+    return from_mapping(RunConfig, d, where)
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """Stable identity of a run: SHA-256 of its canonical JSON, descriptive fields removed."""
+
+    def strip(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k not in _DESCRIPTIVE}
+        return x
+
+    blob = json.dumps(strip(cfg.to_dict()), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()

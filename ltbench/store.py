@@ -1,0 +1,174 @@
+"""The results store: run records as JSON files in run folders, indexed in SQLite.
+
+A run writes its record atomically into its own folder (``record.json``, temp file + rename),
+so a result survives the process that launched it. :meth:`ResultStore.ingest` copies records
+into the database idempotently (``INSERT OR REPLACE`` keyed by ``run_id``), inside one
+transaction; SQLite's WAL mode and a busy timeout let several processes write at once.
+
+Tables (see :data:`SCHEMA`):
+
+- ``runs``: one row per run: identity, status, timings, provenance columns for queries, and the
+  whole record as JSON (per-class vectors, calibration bins, history, resolved config).
+- ``metrics``: long form (run_id, selection, convention, metric, value), under the recipe's
+  default convention; reports recompute other conventions from the per-class counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+DEFAULT_OUT = Path("results")
+DEFAULT_STORE = DEFAULT_OUT / "ltbench.db"
+RECORD = "record.json"
+RECORD_SCHEMA = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id        TEXT PRIMARY KEY,   -- config hash (SHA-256 hex) of the resolved run config
+    method        TEXT NOT NULL,
+    dataset       TEXT NOT NULL,
+    budget        TEXT NOT NULL,
+    seed          INTEGER NOT NULL,   -- training seed
+    data_seed     INTEGER NOT NULL,   -- which images form the long-tailed train set
+    status        TEXT NOT NULL,      -- done | failed
+    error         TEXT,               -- the failure's message, for failed runs
+    started_at    TEXT,               -- ISO 8601, UTC
+    finished_at   TEXT,
+    train_seconds REAL,
+    eval_seconds  REAL,
+    ltbench_version TEXT,
+    git_commit    TEXT,
+    device        TEXT,
+    data_fingerprint TEXT,
+    run_dir       TEXT,
+    record        TEXT NOT NULL       -- the full record as JSON
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id     TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    selection  TEXT NOT NULL,         -- last | best_val
+    convention TEXT NOT NULL,         -- group convention of many/medium/few
+    metric     TEXT NOT NULL,         -- top1, many, medium, few, ece, ece_many, ...
+    value      REAL,                  -- fraction in [0, 1]; NULL for an empty group
+    PRIMARY KEY (run_id, selection, convention, metric)
+);
+CREATE INDEX IF NOT EXISTS runs_by_cell ON runs (dataset, method, budget);
+"""
+
+
+def write_record(record: dict[str, Any], run_dir: Path) -> Path:
+    """Write ``record`` to ``run_dir/record.json`` atomically and return the path."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / RECORD
+    tmp = run_dir / f".{RECORD}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(record, indent=1, allow_nan=False))
+    os.replace(tmp, path)
+    return path
+
+
+def read_record(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / RECORD
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+class ResultStore:
+    """SQLite index of run records.
+
+    Example:
+        >>> store = ResultStore("results/ltbench.db")
+        >>> store.ingest(record)            # idempotent
+        >>> [r["method"] for r in store.records()]
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=60)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        return db
+
+    def ingest(self, record: dict[str, Any]) -> None:
+        """Insert or replace one record and its metrics, atomically."""
+        if record.get("schema") != RECORD_SCHEMA:
+            raise ValueError(f"record {record.get('run_id')} has schema {record.get('schema')}, expected {RECORD_SCHEMA}")
+        prov = record.get("provenance", {})
+        timings = record.get("timings", {})
+        row = (
+            record["run_id"], record["method"], record["dataset"], record["budget"], record["seed"],
+            record["data_seed"], record["status"], record.get("error"), record.get("started_at"),
+            record.get("finished_at"), timings.get("train_seconds"), timings.get("eval_seconds"),
+            prov.get("ltbench_version"), prov.get("git_commit"), prov.get("device"),
+            prov.get("data_fingerprint"), record.get("run_dir"), json.dumps(record),
+        )
+        convention = record.get("group_convention", "threshold")
+        metric_rows = [
+            (record["run_id"], sel, convention, name, value)
+            for sel, metrics in record.get("metrics", {}).items()
+            for name, value in metrics.items()
+        ]
+        with self._connect() as db:  # one transaction: the run and its metrics, or nothing
+            db.execute("DELETE FROM metrics WHERE run_id = ?", (record["run_id"],))
+            db.execute(f"INSERT OR REPLACE INTO runs VALUES ({','.join('?' * len(row))})", row)
+            db.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?)", metric_rows)
+
+    def ingest_dirs(self, run_dirs: Iterable[Path]) -> int:
+        """Ingest every ``record.json`` found in ``run_dirs``; returns how many."""
+        n = 0
+        for d in run_dirs:
+            rec = read_record(Path(d))
+            if rec is not None:
+                self.ingest(rec)
+                n += 1
+        return n
+
+    def get(self, run_id: str) -> dict[str, Any] | None:
+        with self._connect() as db:
+            row = db.execute("SELECT record FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def status(self, run_id: str) -> str | None:
+        with self._connect() as db:
+            row = db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return row[0] if row else None
+
+    def records(self, status: str | None = "done", **where: Any) -> list[dict[str, Any]]:
+        """Full records, oldest first; filter by status and columns (``method="ce"``)."""
+        allowed = {"method", "dataset", "budget", "seed", "data_seed"}
+        bad = set(where) - allowed
+        if bad:
+            raise ValueError(f"cannot filter records by {sorted(bad)}; use {sorted(allowed)}")
+        clauses = [f"{k} = ?" for k in where] + (["status = ?"] if status else [])
+        params = [*where.values(), *([status] if status else [])]
+        sql = "SELECT record FROM runs" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        with self._connect() as db:
+            rows = db.execute(sql + " ORDER BY started_at, run_id", params).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        """One flat row per run with its headline metrics (for ``ltbench results``)."""
+        sql = """
+            SELECT r.run_id, r.method, r.dataset, r.budget, r.seed, r.data_seed, r.status, r.error,
+                   r.train_seconds, r.finished_at, m.selection, m.metric, m.value
+            FROM runs r LEFT JOIN metrics m ON m.run_id = r.run_id
+            ORDER BY r.dataset, r.method, r.budget, r.seed"""
+        rows: dict[str, dict[str, Any]] = {}
+        with self._connect() as db:
+            for (run_id, method, dataset, budget, seed, data_seed, status, error, secs, finished,
+                 sel, metric, value) in db.execute(sql):
+                row = rows.setdefault(run_id, {
+                    "run_id": run_id, "method": method, "dataset": dataset, "budget": budget,
+                    "seed": seed, "data_seed": data_seed, "status": status, "error": error,
+                    "train_seconds": secs, "finished_at": finished,
+                })
+                if metric is not None:
+                    row[f"{sel}.{metric}"] = value
+        return list(rows.values())

@@ -1,0 +1,221 @@
+"""The training loop of one run: ViT from scratch, AdamW, warm-up + cosine, per-epoch checkpoints.
+
+Reproducibility and resume: every random stream of epoch ``e`` (shuffling, augmentation,
+Mixup/CutMix, drop path) is seeded from ``(seed, e)`` inside a context that restores the
+global RNG states afterwards, and the learning rate is a function of the step count. A run
+resumed from the checkpoint of epoch ``e`` therefore follows exactly the path of an
+uninterrupted one.
+
+Model selection is honest: the validation set picks the best epoch (the test set is
+evaluated then, but never chooses), and the last epoch is always kept as well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from timm.data import Mixup
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+
+from .data import LTData
+from .data.memory import DeviceBatches
+from .losses import build_loss
+from .metrics import ClassStats
+from .models import build_model
+from .recipes import RunConfig
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class FitResult:
+    results: dict  # {"last": stats, "best_val": stats}; stats from ClassStats.as_dict + epoch
+    history: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    resumed_from_epoch: int = 0
+
+
+EpochCallback = Callable[[int, int, dict], None]
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Seed torch, NumPy and ``random`` globally inside the block, then restore them.
+
+    timm's Mixup draws from NumPy's global RNG and drop path from torch's, so they are
+    seeded here; restoring keeps the caller's streams untouched.
+    """
+    np_state, py_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7_919 + 17) % 2**63
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, batches: DeviceBatches, num_classes: int, batch_size: int) -> dict:
+    """Per-class correct/total and calibration bins over one split."""
+    model.eval()
+    stats = ClassStats(num_classes, batches.device)
+    with _autocast(batches.device):
+        for x, y in batches.eval_batches(batch_size):
+            stats.update(model(x), y)
+    return stats.as_dict()
+
+
+def _autocast(device: torch.device):
+    # bf16 on CUDA; the CPU path stays in fp32, where autocast is slower and less exact.
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _targets(cfg: RunConfig, mixup: Mixup | None, x: torch.Tensor, y: torch.Tensor):
+    t = cfg.train
+    if mixup is not None:
+        return mixup(x, y)
+    if t.label_smoothing > 0:
+        off = t.label_smoothing / cfg.data.num_classes
+        soft = torch.full((len(y), cfg.data.num_classes), off, device=y.device)
+        soft.scatter_(1, y[:, None], 1.0 - t.label_smoothing + off)
+        return x, soft
+    return x, y
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def fit(
+    cfg: RunConfig,
+    data: LTData,
+    run_dir: Path,
+    device: str | torch.device = "cpu",
+    on_epoch: EpochCallback | None = None,
+) -> FitResult:
+    """Train ``cfg`` on ``data``, checkpointing into ``run_dir`` after every epoch.
+
+    If ``run_dir`` holds a checkpoint, training resumes after its epoch.
+
+    Args:
+        cfg: the resolved run configuration.
+        data: the in-memory long-tailed dataset.
+        run_dir: folder for ``checkpoint.pt``.
+        device: training device.
+        on_epoch: called as ``on_epoch(epoch, epochs, info)`` after each epoch, with
+            ``info`` the epoch's history row; an exception raised there stops training
+            with the checkpoint of that epoch already on disk.
+
+    Returns:
+        FitResult with test statistics of the last epoch and of the best validation epoch.
+
+    Raises:
+        NonFiniteLoss: the loss became NaN or infinite.
+    """
+    device = torch.device(device)
+    t = cfg.train
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with seeded(cfg.seed):
+        model = build_model(cfg).to(device)
+    optimizer = create_optimizer_v2(model, "adamw", lr=t.scaled_lr, weight_decay=t.weight_decay)
+    train = DeviceBatches(data.train_x, data.train_y, cfg.data.mean, cfg.data.std, device, t.img_size)
+    val = DeviceBatches(data.val_x, data.val_y, cfg.data.mean, cfg.data.std, device, t.img_size)
+    test = DeviceBatches(data.test_x, data.test_y, cfg.data.mean, cfg.data.std, device, t.img_size)
+    batch_size = min(t.batch_size, len(train) - len(train) % 2)
+    steps_per_epoch = len(train) // batch_size
+    scheduler = CosineLRScheduler(
+        optimizer,
+        t_initial=t.epochs * steps_per_epoch,
+        lr_min=t.min_lr,
+        warmup_t=round(t.warmup_epochs * steps_per_epoch),
+        warmup_lr_init=min(1e-6, t.scaled_lr),
+        warmup_prefix=True,
+        t_in_epochs=False,
+    )
+    criterion = build_loss(cfg.method.loss, data.class_counts, **cfg.method.loss_params).to(device)
+    mixup = None
+    if t.mixup > 0 or t.cutmix > 0:
+        mixup = Mixup(mixup_alpha=t.mixup, cutmix_alpha=t.cutmix,
+                      label_smoothing=t.label_smoothing, num_classes=cfg.data.num_classes)
+
+    result = FitResult(results={})
+    ckpt_path = run_dir / CHECKPOINT
+    start = 0
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start = ckpt["epoch"]
+        result = FitResult(ckpt["results"], ckpt["history"], ckpt["train_seconds"], ckpt["eval_seconds"], start)
+
+    best_val = max((h["val_top1"] for h in result.history), default=-1.0)
+    for epoch in range(start + 1, t.epochs + 1):
+        tick = time.perf_counter()
+        model.train()
+        gen = torch.Generator(device=device).manual_seed(_epoch_seed(cfg.seed, epoch))
+        loss_sum = torch.zeros((), device=device)
+        step = (epoch - 1) * steps_per_epoch
+        with seeded(_epoch_seed(cfg.seed, epoch)):
+            for x, y in train.train_batches(batch_size, cfg.data.augment, gen):
+                x, target = _targets(cfg, mixup, x, y)
+                with _autocast(device):
+                    loss = criterion(model(x), target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if t.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+                optimizer.step()
+                step += 1
+                scheduler.step_update(step)
+                loss_sum += loss.detach()
+        train_loss = float(loss_sum) / steps_per_epoch  # the one host sync of the epoch
+        if not np.isfinite(train_loss):
+            raise NonFiniteLoss(f"training loss is {train_loss} at epoch {epoch}; lower train.lr or set train.grad_clip")
+        train_time = time.perf_counter() - tick
+
+        tick = time.perf_counter()
+        val_stats = evaluate(model, val, cfg.data.num_classes, t.eval_batch_size)
+        val_top1 = sum(val_stats["correct"]) / max(sum(val_stats["total"]), 1)
+        if val_top1 > best_val:
+            best_val = val_top1
+            stats = evaluate(model, test, cfg.data.num_classes, t.eval_batch_size)
+            result.results["best_val"] = {"epoch": epoch, "val_top1": val_top1, **stats}
+        if epoch == t.epochs:
+            stats = evaluate(model, test, cfg.data.num_classes, t.eval_batch_size)
+            result.results["last"] = {"epoch": epoch, "val_top1": val_top1, **stats}
+        eval_time = time.perf_counter() - tick
+
+        result.train_seconds += train_time
+        result.eval_seconds += eval_time
+        row = {"epoch": epoch, "train_loss": train_loss, "val_top1": val_top1,
+               "lr": optimizer.param_groups[0]["lr"], "seconds": train_time + eval_time}
+        result.history.append(row)
+        _save_atomic({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "results": result.results, "history": result.history,
+                      "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds}, ckpt_path)
+        if on_epoch is not None:
+            on_epoch(epoch, t.epochs, row)
+    return result

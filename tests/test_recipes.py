@@ -1,0 +1,129 @@
+"""Recipes: parsing, validation errors that name file and key, overrides and config hashes."""
+
+from pathlib import Path
+
+import pytest
+
+from ltbench.recipes import (
+    RecipeError,
+    apply_overrides,
+    config_hash,
+    load_catalog,
+    load_method,
+    resolve,
+    run_config_from_dict,
+)
+from ltbench.registry import UnknownNameError
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return load_catalog()
+
+
+def test_builtin_recipes(catalog):
+    assert {"ce", "la", "bce", "bal_bce"} <= set(catalog.methods.names())
+    assert {"mnist_lt", "digits_lt"} <= set(catalog.datasets.names())
+    for name in catalog.methods:
+        assert {"smoke", "quick", "paper"} <= set(catalog.methods.get(name).budgets)
+    assert catalog.methods.get("la").loss_params == {"tau": 1.0}
+    assert catalog.methods.names("*bce") == ["bal_bce", "bce"]
+
+
+def test_unknown_name_suggests(catalog):
+    with pytest.raises(UnknownNameError, match=r"Did you mean 'bal_bce'\?.*Valid: bal_bce, bce, ce, la"):
+        catalog.methods.get("bal_bc")
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    (tmp_path / "methods").mkdir(exist_ok=True)
+    path = tmp_path / "methods" / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+BASE = """name = "{name}"
+title = "t"
+paper = "p"
+version = 1
+model = "vit"
+loss = "ce"
+[budgets.smoke]
+epochs = 1
+batch_size = 8
+lr = 1e-3
+warmup_epochs = 0
+patch_size = 4
+embed_dim = 16
+depth = 1
+num_heads = 1
+"""
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    path = _write(tmp_path, "m", BASE.format(name="m") + "epochz = 3\n")
+    with pytest.raises(RecipeError, match=r"m\.toml: budgets\.smoke: unknown key 'epochz'; valid keys: .*epochs"):
+        load_method(path)
+
+
+def test_missing_key_and_wrong_type(tmp_path):
+    path = _write(tmp_path, "m", BASE.format(name="m").replace("loss = \"ce\"\n", ""))
+    with pytest.raises(RecipeError, match=r"m\.toml: missing required key 'loss'"):
+        load_method(path)
+    path = _write(tmp_path, "m", BASE.format(name="m").replace("epochs = 1", 'epochs = "one"'))
+    with pytest.raises(RecipeError, match=r"budgets\.smoke\.epochs: expected an integer"):
+        load_method(path)
+    path = _write(tmp_path, "m", BASE.format(name="other"))
+    with pytest.raises(RecipeError, match="must match the file name"):
+        load_method(path)
+
+
+def test_include_and_user_folder(tmp_path):
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "methods" / "_base.toml").write_text(BASE.format(name="x"))
+    (tmp_path / "methods" / "mine.toml").write_text('include = "_base.toml"\nname = "mine"\n[budgets.smoke]\nepochs = 7\n')
+    cat = load_catalog((str(tmp_path),))
+    m = cat.methods.get("mine")
+    assert m.budgets["smoke"].epochs == 7 and m.budgets["smoke"].batch_size == 8
+    assert "ce" in cat.methods  # built-ins stay
+
+
+def test_overrides_change_config_and_hash(catalog):
+    cfg = resolve(catalog.methods.get("la"), catalog.datasets.get("mnist_lt"), "quick")
+    new = apply_overrides(cfg, ("tau=1.5", "data.longtail.rho=100", "epochs=3", "profile=step"))
+    assert new.method.loss_params["tau"] == 1.5
+    assert new.data.longtail.rho == 100.0 and new.data.longtail.profile == "step"
+    assert new.train.epochs == 3
+    assert config_hash(new) != config_hash(cfg)
+    assert config_hash(apply_overrides(cfg, ("epochs=30",))) == config_hash(cfg)  # same value, same run
+    assert run_config_from_dict(new.to_dict()) == new  # round trip through the record form
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("epochs", "not key=value"),
+        ("nope=1", "matches no setting"),
+        ("lr=fast", "expected a number"),
+        ("profile=linear", "is not one of"),
+        ("seed=x", "expected an integer"),
+    ],
+)
+def test_bad_overrides(catalog, override, message):
+    cfg = resolve(catalog.methods.get("ce"), catalog.datasets.get("digits_lt"), "smoke")
+    with pytest.raises(RecipeError, match=message):
+        apply_overrides(cfg, (override,))
+
+
+def test_descriptive_fields_do_not_change_identity(catalog):
+    import dataclasses
+
+    cfg = resolve(catalog.methods.get("ce"), catalog.datasets.get("digits_lt"), "smoke")
+    renamed = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, title="another title"))
+    assert config_hash(renamed) == config_hash(cfg)
+    assert config_hash(dataclasses.replace(cfg, seed=1)) != config_hash(cfg)
+
+
+def test_unknown_budget(catalog):
+    with pytest.raises(RecipeError, match="has no budget 'huge'; it has smoke, quick, paper"):
+        resolve(catalog.methods.get("ce"), catalog.datasets.get("digits_lt"), "huge")

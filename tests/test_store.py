@@ -1,0 +1,85 @@
+"""Results store: atomic records, round trip, idempotent ingest, concurrent writers."""
+
+import json
+import multiprocessing as mp
+
+import pytest
+
+from ltbench.store import RECORD_SCHEMA, ResultStore, read_record, write_record
+
+
+def make_record(run_id="abc", method="ce", seed=0, status="done", top1=0.5):
+    return {
+        "schema": RECORD_SCHEMA, "run_id": run_id, "method": method, "dataset": "digits_lt",
+        "budget": "smoke", "seed": seed, "data_seed": 0, "status": status, "error": None,
+        "started_at": "2026-11-22T12:00:00+00:00", "train_counts": [100, 10],
+        "results": {"last": {"epoch": 1, "correct": [9, 1], "total": [10, 10]}},
+        "metrics": {"last": {"top1": top1, "many": 0.9, "medium": None, "few": 0.1}},
+        "timings": {"train_seconds": 1.5, "eval_seconds": 0.1},
+        "provenance": {"ltbench_version": "0.1.0", "git_commit": None, "device": "cpu", "data_fingerprint": "f"},
+    }
+
+
+def test_round_trip_and_idempotent_ingest(tmp_path):
+    store = ResultStore(tmp_path / "s.db")
+    rec = make_record()
+    store.ingest(rec)
+    store.ingest(rec)  # same record twice: still one run, one set of metrics
+    assert store.get("abc") == rec
+    assert store.status("abc") == "done"
+    assert store.records() == [rec]
+    rows = store.summary_rows()
+    assert len(rows) == 1
+    assert rows[0]["last.top1"] == 0.5 and rows[0]["last.medium"] is None
+
+
+def test_reingest_replaces_metrics(tmp_path):
+    store = ResultStore(tmp_path / "s.db")
+    store.ingest(make_record(top1=0.5))
+    store.ingest(make_record(top1=0.75))
+    assert store.summary_rows()[0]["last.top1"] == 0.75
+
+
+def test_filters_and_failed_runs(tmp_path):
+    store = ResultStore(tmp_path / "s.db")
+    store.ingest(make_record("a", "ce"))
+    store.ingest(make_record("b", "la"))
+    store.ingest({**make_record("c", "la", status="failed"), "error": "NonFiniteLoss: nan"})
+    assert [r["run_id"] for r in store.records(method="la")] == ["b"]
+    assert {r["run_id"] for r in store.records(status=None)} == {"a", "b", "c"}
+    with pytest.raises(ValueError, match="cannot filter"):
+        store.records(colour="red")
+
+
+def test_atomic_record_file(tmp_path):
+    rec = make_record()
+    path = write_record(rec, tmp_path / "run")
+    assert json.loads(path.read_text()) == rec
+    assert read_record(tmp_path / "run") == rec
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["record.json"]  # no temp file left
+    assert read_record(tmp_path / "nothing") is None
+    store = ResultStore(tmp_path / "s.db")
+    assert store.ingest_dirs([tmp_path / "run", tmp_path / "nothing"]) == 1
+
+
+def test_rejects_unknown_schema(tmp_path):
+    with pytest.raises(ValueError, match="schema"):
+        ResultStore(tmp_path / "s.db").ingest({**make_record(), "schema": 99})
+
+
+def _writer(path, start):
+    store = ResultStore(path)
+    for i in range(start, start + 25):
+        store.ingest(make_record(f"run{i}", seed=i))
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    path = tmp_path / "s.db"
+    ResultStore(path)
+    procs = [mp.get_context("spawn").Process(target=_writer, args=(path, k * 25)) for k in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in procs)
+    assert len(ResultStore(path).records()) == 75
