@@ -94,23 +94,26 @@ def _pct(value: float | None) -> str:
 
 def summary_table(records: Sequence[dict[str, Any]]) -> Table:
     """A rich table of runs: test accuracy by group (last epoch), best-on-val, ECE, time."""
-    table = Table(title="ltbench: test top-1 % (last epoch; groups by training count >100 / 20-100 / <20)")
-    for col in ("method", "dataset", "budget", "seed", "many", "medium", "few", "all",
-                "all (best val)", "ECE", "train s", "status"):
-        table.add_column(col, justify="left" if col in ("method", "dataset", "budget", "status") else "right")
+    datasets = sorted({r["dataset"] for r in records})
+    budgets = sorted({r["budget"] for r in records})
+    table = Table(title=f"test top-1 % on {', '.join(datasets)} ({', '.join(budgets)} budget)",
+                  caption="groups: >100 / 20-100 / <20 training images; last epoch unless noted")
+    columns = ["method", *(["dataset"] if len(datasets) > 1 else []), *(["budget"] if len(budgets) > 1 else []),
+               "seed", "many", "med", "few", "all", "all@val", "ECE", "train s", "status"]
+    for col in columns:
+        left = col in ("method", "dataset", "budget", "status")
+        table.add_column(col, justify="left" if left else "right", no_wrap=left)
     for r in records:
         m = r.get("metrics", {})
         last, best = m.get("last", {}), m.get("best_val", {})
         secs = r.get("timings", {}).get("train_seconds")
-        status = "skipped (done)" if r.get("skipped") else r["status"]
-        if r["status"] == "failed":
-            status = f"failed: {r.get('error', '')[:60]}"
-        table.add_row(
-            r["method"], r["dataset"], r["budget"], str(r["seed"]),
-            _pct(last.get("many")), _pct(last.get("medium")), _pct(last.get("few")),
-            _pct(last.get("top1")), _pct(best.get("top1")), _pct(last.get("ece")),
-            "–" if secs is None else f"{secs:.0f}", status,
-        )
+        status = "skipped" if r.get("skipped") else r["status"]
+        row = [r["method"], *([r["dataset"]] if len(datasets) > 1 else []),
+               *([r["budget"]] if len(budgets) > 1 else []), str(r["seed"]),
+               _pct(last.get("many")), _pct(last.get("medium")), _pct(last.get("few")),
+               _pct(last.get("top1")), _pct(best.get("top1")), _pct(last.get("ece")),
+               "–" if secs is None else f"{secs:.0f}", status]
+        table.add_row(*row)
     return table
 
 

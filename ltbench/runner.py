@@ -27,7 +27,6 @@ from .recipes import Catalog, RunConfig, config_hash, load_catalog, resolve
 from .store import DEFAULT_OUT, RECORD_SCHEMA, ResultStore, write_record
 from .train import EpochCallback, fit
 
-DEFAULT_METHODS = ("ce", "la", "bce", "bal_bce")
 DEFAULT_DATASET = "mnist_lt"
 
 
@@ -46,7 +45,7 @@ class RunSpec:
 
 
 def plan_runs(
-    methods: Sequence[str] = DEFAULT_METHODS,
+    methods: Sequence[str] = ("ce",),
     datasets: Sequence[str] = (DEFAULT_DATASET,),
     budget: str = "quick",
     seeds: Sequence[int] = (0,),

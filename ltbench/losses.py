@@ -1,0 +1,149 @@
+"""Classification losses for long-tailed recognition, built from class counts.
+
+- ``ce``: softmax cross-entropy.
+- ``la``: logit-adjusted cross-entropy, CE on ``z + tau * log(pi)`` (Menon et al., ICLR 2021,
+  arXiv:2007.07314).
+- ``bce``: per-class sigmoid binary cross-entropy, summed over classes, mean over the batch.
+- ``bal_bce``: Balanced BCE of LiVT (Xu et al., CVPR 2023, arXiv:2212.02015): BCE on logits
+  shifted by ``b_j = tau * (log pi_j - log(1 - pi_j))``.
+
+Here ``pi_j = n_j / sum(n)`` is the training prior. Every loss takes integer labels (B,) or
+soft targets (B, C) (Mixup/CutMix, label smoothing). The logit shifts of ``la`` and ``bal_bce``
+apply to training only; inference uses the raw logits.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .registry import Registry
+
+LOSSES: Registry[type[torch.nn.Module]] = Registry("loss")
+
+
+def list_losses() -> list[str]:
+    return LOSSES.names()
+
+
+def _prior(class_counts) -> torch.Tensor:
+    counts = np.asarray(class_counts, dtype=np.float64)
+    bad = np.flatnonzero(counts <= 0)
+    if len(bad):
+        raise ValueError(f"class {bad[0]} has training count {counts[bad[0]]:g}; every class needs at least one image")
+    return torch.as_tensor(counts / counts.sum(), dtype=torch.float32)
+
+
+def _soft(target: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
+    if target.ndim == 1:
+        return F.one_hot(target, num_classes).to(dtype)
+    return target.to(dtype)
+
+
+def _soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if target.ndim == 1:
+        return F.cross_entropy(logits, target)
+    return -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
+
+
+def _bce_sum(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    t = _soft(target, logits.shape[1], logits.dtype)
+    return F.binary_cross_entropy_with_logits(logits, t, reduction="sum") / logits.shape[0]
+
+
+@LOSSES.register("ce")
+class CrossEntropy(torch.nn.Module):
+    """L = mean_i [-sum_j t_ij log softmax(z_i)_j]."""
+
+    def __init__(self, class_counts):
+        super().__init__()
+        _prior(class_counts)  # validates counts, as for every loss
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return _soft_ce(logits, target)
+
+
+@LOSSES.register("la")
+class LogitAdjusted(torch.nn.Module):
+    """L = CE(z + tau * log(pi), t): a margin that grows as a class gets rarer."""
+
+    def __init__(self, class_counts, tau: float = 1.0):
+        super().__init__()
+        self.tau = float(tau)
+        self.register_buffer("shift", self.tau * _prior(class_counts).log())
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return _soft_ce(logits + self.shift.to(logits.dtype), target)
+
+
+@LOSSES.register("bce")
+class BinaryCrossEntropy(torch.nn.Module):
+    """L = (1/B) sum_i sum_j [softplus(z_ij) - t_ij z_ij]."""
+
+    def __init__(self, class_counts):
+        super().__init__()
+        _prior(class_counts)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return _bce_sum(logits, target)
+
+
+@LOSSES.register("bal_bce")
+class BalancedBCE(torch.nn.Module):
+    """BCE on z_ij + b_j, b_j = tau * (log pi_j - log(1 - pi_j)), on all C logits.
+
+    The shift is the log-odds of the prior: it makes the sigmoid unbiased under the training
+    distribution, so the raw logits are balanced at inference (LiVT, Sec. 3.3).
+    """
+
+    def __init__(self, class_counts, tau: float = 1.0):
+        super().__init__()
+        self.tau = float(tau)
+        pi = _prior(class_counts).double()
+        self.register_buffer("shift", (self.tau * (pi.log() - torch.log1p(-pi))).float())
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return _bce_sum(logits + self.shift.to(logits.dtype), target)
+
+
+def build_loss(name: str, class_counts, **params) -> torch.nn.Module:
+    """Build a registered loss for a dataset with the given training counts per class.
+
+    Args:
+        name: one of :func:`list_losses` (``ce``, ``la``, ``bce``, ``bal_bce``).
+        class_counts: training images per class, in label order; all must be positive.
+        **params: the loss's own parameters (e.g. ``tau`` for ``la`` and ``bal_bce``).
+
+    Returns:
+        A module whose ``forward(logits, target)`` returns the scalar loss for integer
+        labels (B,) or soft targets (B, C).
+
+    Raises:
+        ValueError: unknown loss or parameter, or a class with no training image.
+
+    Example:
+        >>> loss = build_loss("bal_bce", [500, 50, 5], tau=1.0)
+        >>> loss(torch.zeros(2, 3), torch.tensor([0, 2]))
+    """
+    if name not in LOSSES:
+        raise ValueError(LOSSES.unknown_message(name))
+    cls = LOSSES.get(name)
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "class_counts")]
+    for key in params:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"loss {name!r} takes no parameter {key!r}.{hint} "
+                f"Valid: {', '.join(accepted) or '(none)'}"
+            )
+    return cls(class_counts, **params)
+
+
+def posthoc_logit_adjust(logits: torch.Tensor, class_counts, tau: float = 1.0) -> torch.Tensor:
+    """Post-hoc logit adjustment of a CE-trained model: predict argmax(z - tau * log(pi))."""
+    return logits - tau * _prior(class_counts).to(logits.device, logits.dtype).log()

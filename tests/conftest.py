@@ -1,0 +1,26 @@
+import pytest
+import torch
+
+from ltbench.recipes import load_catalog, resolve
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    # Tests train tiny models: one thread is faster and leaves the other core to xdist/CI.
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    return load_catalog()
+
+
+@pytest.fixture
+def smoke_config(catalog):
+    """A smoke-budget config on digits_lt; pass overrides to tune it."""
+
+    def make(method="ce", *overrides, seed=0, data_seed=0):
+        return resolve(catalog.methods.get(method), catalog.datasets.get("digits_lt"), "smoke",
+                       seed, data_seed, tuple(overrides))
+
+    return make

@@ -1,0 +1,124 @@
+"""Each loss against values worked out by hand with math, not with the same torch calls."""
+
+import math
+
+import pytest
+import torch
+
+from ltbench.losses import build_loss, list_losses, posthoc_logit_adjust
+
+Z = [[1.0, 0.0, -1.0], [0.5, 0.5, 0.0]]
+Y = [0, 2]
+COUNTS = [6, 3, 1]
+PI = [0.6, 0.3, 0.1]
+
+
+def logits():
+    return torch.tensor(Z, dtype=torch.float64)
+
+
+def ce_row(z, t):
+    """-sum_j t_j log softmax(z)_j, by hand."""
+    lse = math.log(sum(math.exp(v) for v in z))
+    return -sum(tj * (zj - lse) for zj, tj in zip(z, t))
+
+
+def bce_row(z, t):
+    """sum_j softplus(z_j) - t_j z_j, by hand."""
+    return sum(math.log1p(math.exp(zj)) - tj * zj for zj, tj in zip(z, t))
+
+
+def onehot(y, c=3):
+    return [1.0 if j == y else 0.0 for j in range(c)]
+
+
+def smooth(y, eps=0.1, c=3):
+    return [1 - eps + eps / c if j == y else eps / c for j in range(c)]
+
+
+def mixed(a, b, lam=0.7, c=3):
+    return [lam * x + (1 - lam) * y for x, y in zip(onehot(a, c), onehot(b, c))]
+
+
+TARGETS = {
+    "hard": [onehot(0), onehot(2)],
+    "smoothed": [smooth(0), smooth(2)],
+    "mixed": [mixed(0, 1), mixed(2, 0)],
+}
+
+
+def expected(name, targets, tau=1.0):
+    if name == "ce":
+        rows = [ce_row(z, t) for z, t in zip(Z, targets)]
+    elif name == "la":
+        rows = [ce_row([zj + tau * math.log(p) for zj, p in zip(z, PI)], t) for z, t in zip(Z, targets)]
+    elif name == "bce":
+        rows = [bce_row(z, t) for z, t in zip(Z, targets)]
+    else:  # bal_bce: shift by tau * log(pi / (1 - pi))
+        rows = [bce_row([zj + tau * math.log(p / (1 - p)) for zj, p in zip(z, PI)], t) for z, t in zip(Z, targets)]
+    return sum(rows) / len(rows)
+
+
+@pytest.mark.parametrize("name", ["ce", "la", "bce", "bal_bce"])
+@pytest.mark.parametrize("kind", ["hard", "smoothed", "mixed"])
+def test_loss_by_hand(name, kind):
+    loss = build_loss(name, COUNTS).double()
+    target = torch.tensor(Y) if kind == "hard" else torch.tensor(TARGETS[kind], dtype=torch.float64)
+    assert loss(logits(), target).item() == pytest.approx(expected(name, TARGETS[kind]), rel=1e-6)
+
+
+def test_hand_values_pinned():
+    # A few numbers written out, so the helpers above are themselves checked.
+    assert ce_row(Z[0], onehot(0)) == pytest.approx(0.40760596, rel=1e-7)
+    assert bce_row(Z[0], onehot(0)) == pytest.approx(0.31326169 + 0.69314718 + 0.31326169, rel=1e-7)
+    assert math.log(0.6 / 0.4) == pytest.approx(0.40546511, rel=1e-7)
+
+
+@pytest.mark.parametrize("name", ["la", "bal_bce"])
+def test_tau(name):
+    target = torch.tensor(Y)
+    got = build_loss(name, COUNTS, tau=1.05).double()(logits(), target).item()
+    assert got == pytest.approx(expected(name, TARGETS["hard"], tau=1.05), rel=1e-6)
+    plain = "ce" if name == "la" else "bce"
+    zero = build_loss(name, COUNTS, tau=0.0).double()(logits(), target).item()
+    assert zero == pytest.approx(build_loss(plain, COUNTS).double()(logits(), target).item(), rel=1e-12)
+
+
+def test_bal_bce_bias_on_balanced_counts_is_constant():
+    loss = build_loss("bal_bce", [5, 5, 5, 5])
+    assert loss.shift.tolist() == pytest.approx([math.log((1 / 4) / (3 / 4))] * 4, rel=1e-6)
+
+
+def test_bce_family_sums_classes_and_averages_batch():
+    for name in ("bce", "bal_bce"):
+        loss = build_loss(name, COUNTS).double()
+        one = loss(logits(), torch.tensor(Y)).item()
+        twice = loss(torch.cat([logits(), logits()]), torch.tensor(Y + Y)).item()
+        assert twice == pytest.approx(one, rel=1e-12)  # mean over the batch
+    # Sum over classes: with zero logits each class costs log 2, so the loss is C log 2.
+    for c in (2, 10):
+        assert build_loss("bce", [1] * c)(torch.zeros(3, c), torch.zeros(3, dtype=torch.long)).item() == pytest.approx(c * math.log(2))
+
+
+def test_gradients_and_device_move():
+    for name in list_losses():
+        loss = build_loss(name, COUNTS).to(torch.float64)
+        z = logits().requires_grad_()
+        loss(z, torch.tensor(Y)).backward()
+        assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+def test_posthoc_logit_adjustment():
+    adjusted = posthoc_logit_adjust(logits(), COUNTS)
+    assert adjusted[0].tolist() == pytest.approx([1 - math.log(0.6), -math.log(0.3), -1 - math.log(0.1)], rel=1e-6)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match=r"Did you mean 'bal_bce'.*Valid: bal_bce, bce, ce, la"):
+        build_loss("bal_bcee", COUNTS)
+    with pytest.raises(ValueError, match=r"loss 'ce' takes no parameter 'tau'"):
+        build_loss("ce", COUNTS, tau=1.0)
+    with pytest.raises(ValueError, match=r"'taux'. Did you mean 'tau'"):
+        build_loss("la", COUNTS, taux=1.0)
+    with pytest.raises(ValueError, match="class 1 has training count 0"):
+        build_loss("la", [3, 0, 1])

@@ -1,0 +1,99 @@
+"""Training runs on real digits: results, determinism, resume, failures."""
+
+import numpy as np
+import pytest
+import torch
+
+from ltbench.data import build_data
+from ltbench.errors import RunSetupError
+from ltbench.runner import execute_run, plan_runs
+from ltbench.store import ResultStore
+from ltbench.train import fit
+
+
+@pytest.fixture(scope="module")
+def digits(catalog):
+    return build_data(catalog.datasets.get("digits_lt"), 0)
+
+
+def test_data_split_and_longtail(digits, catalog):
+    assert digits.class_counts.tolist() == [114, 88, 68, 52, 40, 31, 24, 19, 14, 11]
+    assert np.bincount(digits.test_y).tolist() == [50] * 10
+    assert np.bincount(digits.val_y).tolist() == [10] * 10
+    other = build_data(catalog.datasets.get("digits_lt"), 1)
+    np.testing.assert_array_equal(other.test_x, digits.test_x)  # the data seed never moves the test set
+    assert not np.array_equal(other.train_x, digits.train_x)
+    assert other.class_counts.tolist() == digits.class_counts.tolist()
+
+
+def test_fit_results_cover_the_test_set(smoke_config, digits, tmp_path):
+    cfg = smoke_config("ce", "epochs=3")
+    res = fit(cfg, digits, tmp_path)
+    last = res.results["last"]
+    assert last["epoch"] == 3 and last["total"] == [50] * 10
+    assert 0 <= sum(last["correct"]) <= 500
+    assert sum(map(sum, last["calib"]["count"])) == 500
+    assert 1 <= res.results["best_val"]["epoch"] <= 3
+    assert [h["epoch"] for h in res.history] == [1, 2, 3]
+    assert all(np.isfinite(h["train_loss"]) for h in res.history)
+
+
+def test_same_seed_same_result_and_rng_untouched(smoke_config, digits, tmp_path):
+    cfg = smoke_config("bal_bce", "mixup=0.8", "cutmix=1.0", "label_smoothing=0.1", "drop_path=0.1")
+    torch.manual_seed(123)
+    np.random.seed(123)
+    a = fit(cfg, digits, tmp_path / "a")
+    after_torch, after_np = torch.rand(1).item(), np.random.rand()
+    b = fit(cfg, digits, tmp_path / "b")
+    assert a.results["last"]["correct"] == b.results["last"]["correct"]
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+    torch.manual_seed(123)
+    np.random.seed(123)
+    assert (torch.rand(1).item(), np.random.rand()) == (after_torch, after_np)
+
+
+def test_resume_after_interrupt_matches_uninterrupted_run(smoke_config, digits, tmp_path):
+    cfg = smoke_config("la", "epochs=3", "mixup=0.5", "drop_path=0.1")
+    full = fit(cfg, digits, tmp_path / "full")
+
+    def interrupt(epoch, total, row):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, digits, tmp_path / "cut", on_epoch=interrupt)
+    resumed = fit(cfg, digits, tmp_path / "cut")
+    assert resumed.resumed_from_epoch == 2
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert resumed.results["last"]["correct"] == full.results["last"]["correct"]
+    assert [h["train_loss"] for h in resumed.history] == pytest.approx([h["train_loss"] for h in full.history], rel=1e-6)
+
+
+def test_nan_loss_is_stored_as_failed(smoke_config, tmp_path, monkeypatch):
+    class NanLoss(torch.nn.Module):
+        def forward(self, logits, target):
+            return logits.sum() * float("nan")
+
+    monkeypatch.setattr("ltbench.train.build_loss", lambda *a, **k: NanLoss())
+    spec = plan_runs(["ce"], ["digits_lt"], "smoke", out_dir=tmp_path)[0]
+    store = ResultStore(tmp_path / "s.db")
+    record = execute_run(spec, store, "cpu")
+    assert record["status"] == "failed"
+    assert "NonFiniteLoss" in record["error"] and "lower train.lr" in record["error"]
+    assert store.status(spec.run_id) == "failed"
+    assert store.records() == []  # never reported as a result
+    assert "metrics" not in store.get(spec.run_id)
+
+
+def test_run_that_cannot_start_writes_nothing(tmp_path):
+    spec = plan_runs(["ce"], ["digits_lt"], "smoke", overrides=["n_max=1000"], out_dir=tmp_path)[0]
+    store = ResultStore(tmp_path / "s.db")
+    with pytest.raises(RunSetupError, match="class 0 has 118 images, but the long tail asks for 1000; lower longtail.n_max"):
+        execute_run(spec, store, "cpu")
+    assert store.records(status=None) == []
+    assert not (spec.run_dir / "record.json").exists()
+
+
+def test_bad_patch_size_for_image(smoke_config, digits, tmp_path):
+    with pytest.raises(ValueError, match="not a multiple of patch_size 3"):
+        fit(smoke_config("ce", "patch_size=3"), digits, tmp_path)
