@@ -168,8 +168,8 @@ def report(
     Raises:
         ValueError: the store holds no finished run, or a bad convention / selection.
     """
-    from . import report as _report  # pandas and matplotlib load only when reporting
+    from . import reporting  # pandas and matplotlib load only when reporting
 
     store = Path(store)
     out = Path(out_dir) if out_dir is not None else store.parent / "report"
-    return _report.write_report(open_store(store).records(), out, convention, selection)
+    return reporting.write_report(open_store(store).records(), out, convention, selection)

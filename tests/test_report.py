@@ -2,7 +2,7 @@
 
 import pytest
 
-from ltbench.report import aggregate, latex_table, markdown_table, runs_frame, write_report
+from ltbench.reporting import aggregate, latex_table, markdown_table, runs_frame, write_report
 
 
 def record(method, seed, correct, counts=(150, 50, 10), total=None, status="done", dataset="toy", best=None):
