@@ -3,3 +3,19 @@
 
 class RunSetupError(RuntimeError):
     """A run that could not start (its data or model could not be built); nothing is stored."""
+
+
+class DataError(ValueError):
+    """Data that cannot be used as the recipe says; the message names the file and the fix."""
+
+
+class DataMissingError(DataError, FileNotFoundError):
+    """Expected files are not where they should be; the message says what goes where."""
+
+
+class DataFormatError(DataError):
+    """A file that does not parse (with its path and line), or a label out of range."""
+
+
+class DataIntegrityError(DataError):
+    """Found figures or checksums disagree with the recipe's expected ones."""
