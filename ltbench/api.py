@@ -34,6 +34,8 @@ def run(
     force: bool = False,
     recipes: Sequence[str] = (),
     console: Console | None = None,
+    root: str | Path | None = None,
+    verify: bool = True,
 ) -> list[dict[str, Any]]:
     """Run methods x datasets x seeds under one budget; store and return their records.
 
@@ -49,6 +51,9 @@ def run(
         force: re-run runs that are already done instead of skipping them.
         recipes: extra recipe folders.
         console: where progress and the summary go (rich); a quiet one in tests.
+        root: folder holding the dataset's files (None: the recipe's default_root).
+        verify: check found figures and checksums against the recipe; False accepts a
+            custom copy and records it as unverified.
 
     Returns:
         One record per run, in plan order. Failed runs have ``status == "failed"``.
@@ -63,7 +68,7 @@ def run(
     specs = plan_runs(
         methods if methods is not None else catalog.methods.names(),
         data if data is not None else (DEFAULT_DATASET,),
-        budget, seeds, data_seed, overrides, Path(out_dir), catalog,
+        budget, seeds, data_seed, overrides, Path(out_dir), catalog, None if root is None else str(root), verify,
     )
     db = ResultStore(store)
     console = console or Console(stderr=True)
@@ -76,7 +81,8 @@ def run(
             epochs = progress.add_task(f"  {spec.label}", total=spec.config.train.epochs, info="")
 
             def on_epoch(epoch: int, total: int, row: dict, task=epochs) -> None:
-                info = f"loss {row['train_loss']:.3f}  val {100 * row['val_top1']:.1f}%"
+                val = "" if row["val_top1"] is None else f"  val {100 * row['val_top1']:.1f}%"
+                info = f"loss {row['train_loss']:.3f}{val}"
                 progress.update(task, completed=epoch, info=info)
 
             record = execute_run(spec, db, device, force, on_epoch)

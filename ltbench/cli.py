@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results", help="folder for run folders (default: %(default)s)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--force", action="store_true", help="re-run runs that are already done")
+    p.add_argument("--root", default=None, help="folder with the dataset's files (default: the recipe's)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="accept data whose figures or checksums differ from the recipe (recorded as unverified)")
 
     p = add("list", "Show registered methods and datasets.")
     p.add_argument("kind", nargs="?", default="all", choices=("all", "methods", "datasets"))
@@ -108,7 +111,8 @@ def _cmd_run(args, console) -> int:
     from . import api
 
     records = api.run(args.methods, args.data, args.budget, args.seeds, args.data_seed, args.overrides,
-                      args.store, args.out, args.device, args.force, args.recipes, console)
+                      args.store, args.out, args.device, args.force, args.recipes, console,
+                      args.root, not args.no_verify)
     failed = [r for r in records if r["status"] == "failed"]
     for r in failed:
         console.print(f"[red]failed[/red] {r['method']} on {r['dataset']} (seed {r['seed']}): {r['error']}"

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from .registry import Registry
 
 # Descriptive fields: shown to users, never part of a run's identity.
-_DESCRIPTIVE = frozenset({"title", "paper"})
+_DESCRIPTIVE = frozenset({"title", "paper", "default_root"})
 
 
 class RecipeError(ValueError):
@@ -44,19 +44,41 @@ class RecipeError(ValueError):
 
 @dataclass(frozen=True)
 class SplitSpec:
-    """Per-class sizes carved out of a balanced source before the long-tail draw."""
+    """Where the test and validation sets come from.
 
-    test_per_class: int
-    val_per_class: int
+    ``test_per_class`` > 0 carves a balanced test set (and the validation set) out of a
+    source that has no test split, before the long-tail draw. With a source test split it
+    must be 0. ``val_per_class`` > 0 with a source that has no validation split takes a
+    balanced validation set from the training images the long tail left unused, so the
+    long-tailed train set is exactly the published one; 0 with no source val split means
+    no validation set (no best-on-val selection).
+    """
+
+    test_per_class: int = 0
+    val_per_class: int = 0
 
 
 @dataclass(frozen=True)
 class LongTailSpec:
-    """CIFAR-LT protocol (Cao et al., 2019): class i keeps int(n_max * (1/rho)^(i/(C-1)))."""
+    """CIFAR-LT protocol (Cao et al., 2019): class i keeps int(n_max * (1/rho)^(i/(C-1))).
 
-    n_max: int
+    ``n_max = 0``: the source's train split is already long-tailed (ImageNet-LT, iNat).
+    """
+
+    n_max: int = 0
     rho: float = 100.0
     profile: Literal["exp", "step"] = "exp"
+
+
+@dataclass(frozen=True)
+class ExpectedSpec:
+    """Figures of the source's splits as published (before any long-tail draw); 0 = unchecked."""
+
+    train_total: int = 0
+    train_max: int = 0
+    train_min: int = 0
+    val_total: int = 0
+    test_total: int = 0
 
 
 @dataclass(frozen=True)
@@ -72,6 +94,10 @@ class AugmentSpec:
 
     crop_pad: int = 0  # random translation by up to this many pixels (zero padding)
     flip: bool = False  # horizontal flip; wrong for digits, right for natural images
+    # Streamed data (timm transforms): RandAugment policy string ("" = off), random erasing.
+    auto_augment: str = ""
+    re_prob: float = 0.0
+    rrc_scale_min: float = 0.08  # RandomResizedCrop's smallest area fraction
 
 
 @dataclass(frozen=True)
@@ -80,7 +106,7 @@ class DatasetSpec:
     title: str
     paper: str
     version: int
-    source: str  # a key of ltbench.data.SOURCES
+    source: str  # a key of ltbench.data.sources.SOURCES
     num_classes: int
     image_size: int
     channels: int
@@ -90,6 +116,11 @@ class DatasetSpec:
     longtail: LongTailSpec
     groups: GroupSpec = field(default_factory=GroupSpec)
     augment: AugmentSpec = field(default_factory=AugmentSpec)
+    expected: ExpectedSpec = field(default_factory=ExpectedSpec)
+    storage: Literal["memory", "stream"] = "memory"  # uint8 on the device, or decoded by workers
+    default_root: str = ""  # where the files are unless --root says otherwise
+    skip_unreadable: bool = False  # streamed data: drop undecodable images (counted) instead of stopping
+    checksums: dict[str, str] = field(default_factory=dict)  # file name -> expected sha256
 
 
 @dataclass(frozen=True)
@@ -119,6 +150,7 @@ class TrainConfig:
     cutmix: float = 0.0
     label_smoothing: float = 0.0
     eval_batch_size: int = 1024
+    num_workers: int = 4  # DataLoader workers of the streamed path (their seeds shape augmentation)
 
     @property
     def scaled_lr(self) -> float:

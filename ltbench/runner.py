@@ -37,6 +37,8 @@ class RunSpec:
     config: RunConfig
     run_id: str
     run_dir: Path
+    data_root: str | None = None  # where the dataset's files are; None: the recipe's default_root
+    verify: bool = True  # check found figures and checksums against the recipe
 
     @property
     def label(self) -> str:
@@ -53,6 +55,8 @@ def plan_runs(
     overrides: Sequence[str] = (),
     out_dir: Path = DEFAULT_OUT,
     catalog: Catalog | None = None,
+    data_root: str | None = None,
+    verify: bool = True,
 ) -> list[RunSpec]:
     """Resolve every run of the sweep, in dataset, method, seed order.
 
@@ -70,7 +74,7 @@ def plan_runs(
                 cfg = resolve(ms, ds, budget, seed, data_seed, tuple(overrides))
                 h = config_hash(cfg)
                 run_dir = Path(out_dir) / "runs" / cfg.data.name / cfg.method.name / f"{budget}-s{seed}-d{data_seed}-{h[:10]}"
-                specs.append(RunSpec(cfg, h, run_dir))
+                specs.append(RunSpec(cfg, h, run_dir, data_root, verify))
     return specs
 
 
@@ -99,8 +103,9 @@ def _base_record(spec: RunSpec, data: LTData, device: torch.device) -> dict[str,
         "train_counts": data.class_counts.tolist(),
         "index_sizes": list(cfg.data.groups.index_sizes) or None,
         "group_convention": "threshold",
-        "effective_batch": min(cfg.train.batch_size, len(data.train_y) - len(data.train_y) % 2),
-        "provenance": provenance(device, data.fingerprint()),
+        "effective_batch": min(cfg.train.batch_size, len(data.train) - len(data.train) % 2),
+        "provenance": {**provenance(device, data.fingerprint()), "data_root": str(data.root) if data.root else None,
+                       "data_verified": data.verified, "data_files": data.files},
         "run_dir": str(spec.run_dir),
         "started_at": _now(),
     }
@@ -131,7 +136,7 @@ def execute_run(
         shutil.rmtree(spec.run_dir)
     device = torch.device(device) if device is not None else default_device()
     try:
-        data = build_data(spec.config.data, spec.config.data_seed)
+        data = build_data(spec.config.data, spec.config.data_seed, spec.data_root, spec.verify)
     except (ValueError, ImportError, OSError) as e:
         raise RunSetupError(f"{spec.label}: cannot build its data: {e}") from e
     record = _base_record(spec, data, device)
@@ -156,6 +161,7 @@ def execute_run(
         history=result.history,
         timings={"train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds,
                  "total_seconds": time.perf_counter() - tick, "resumed_from_epoch": result.resumed_from_epoch},
+        skipped_images=result.skipped_images,
         finished_at=_now(),
     )
     write_record(record, spec.run_dir)

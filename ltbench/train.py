@@ -26,7 +26,7 @@ from timm.data import Mixup
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 
-from .data import LTData
+from .data import LTData, Split
 from .data.memory import DeviceBatches
 from .losses import build_loss
 from .metrics import ClassStats
@@ -47,6 +47,7 @@ class FitResult:
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     resumed_from_epoch: int = 0
+    skipped_images: int = 0  # unreadable images dropped (streamed data, skip_unreadable only)
 
 
 EpochCallback = Callable[[int, int, dict], None]
@@ -75,8 +76,18 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + 17) % 2**63
 
 
+def make_batches(data: LTData, split: Split, cfg: RunConfig, device: torch.device):
+    """In-memory batches on the device for small sets, DataLoader streaming for large ones."""
+    t = cfg.train
+    if split.images is not None:
+        return DeviceBatches(split.images, split.labels, cfg.data.mean, cfg.data.std, device, t.img_size, cfg.data.augment)
+    from .data.stream import StreamBatches
+
+    return StreamBatches(data.root, split, cfg.data, t.img_size or cfg.data.image_size, device, t.num_workers)
+
+
 @torch.inference_mode()
-def evaluate(model: torch.nn.Module, batches: DeviceBatches, num_classes: int, batch_size: int) -> dict:
+def evaluate(model: torch.nn.Module, batches, num_classes: int, batch_size: int) -> dict:
     """Per-class correct/total and calibration bins over one split."""
     model.eval()
     stats = ClassStats(num_classes, batches.device)
@@ -94,6 +105,8 @@ def _autocast(device: torch.device):
 def _targets(cfg: RunConfig, mixup: Mixup | None, x: torch.Tensor, y: torch.Tensor):
     t = cfg.train
     if mixup is not None:
+        if len(x) % 2:  # timm's Mixup flips the batch and needs an even size
+            x, y = x[:-1], y[:-1]
         return mixup(x, y)
     if t.label_smoothing > 0:
         off = t.label_smoothing / cfg.data.num_classes
@@ -141,9 +154,9 @@ def fit(
     with seeded(cfg.seed):
         model = build_model(cfg).to(device)
     optimizer = create_optimizer_v2(model, "adamw", lr=t.scaled_lr, weight_decay=t.weight_decay)
-    train = DeviceBatches(data.train_x, data.train_y, cfg.data.mean, cfg.data.std, device, t.img_size)
-    val = DeviceBatches(data.val_x, data.val_y, cfg.data.mean, cfg.data.std, device, t.img_size)
-    test = DeviceBatches(data.test_x, data.test_y, cfg.data.mean, cfg.data.std, device, t.img_size)
+    train = make_batches(data, data.train, cfg, device)
+    val = make_batches(data, data.val, cfg, device) if data.val is not None else None
+    test = make_batches(data, data.test, cfg, device)
     batch_size = min(t.batch_size, len(train) - len(train) % 2)
     steps_per_epoch = len(train) // batch_size
     scheduler = CosineLRScheduler(
@@ -169,17 +182,17 @@ def fit(
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start = ckpt["epoch"]
-        result = FitResult(ckpt["results"], ckpt["history"], ckpt["train_seconds"], ckpt["eval_seconds"], start)
+        result = FitResult(ckpt["results"], ckpt["history"], ckpt["train_seconds"], ckpt["eval_seconds"], start,
+                           ckpt["skipped_images"])
 
-    best_val = max((h["val_top1"] for h in result.history), default=-1.0)
+    best_val = max((h["val_top1"] for h in result.history if h["val_top1"] is not None), default=-1.0)
     for epoch in range(start + 1, t.epochs + 1):
         tick = time.perf_counter()
         model.train()
-        gen = torch.Generator(device=device).manual_seed(_epoch_seed(cfg.seed, epoch))
         loss_sum = torch.zeros((), device=device)
         step = (epoch - 1) * steps_per_epoch
         with seeded(_epoch_seed(cfg.seed, epoch)):
-            for x, y in train.train_batches(batch_size, cfg.data.augment, gen):
+            for x, y in train.train_batches(batch_size, _epoch_seed(cfg.seed, epoch)):
                 x, target = _targets(cfg, mixup, x, y)
                 with _autocast(device):
                     loss = criterion(model(x), target)
@@ -197,9 +210,11 @@ def fit(
         train_time = time.perf_counter() - tick
 
         tick = time.perf_counter()
-        val_stats = evaluate(model, val, cfg.data.num_classes, t.eval_batch_size)
-        val_top1 = sum(val_stats["correct"]) / max(sum(val_stats["total"]), 1)
-        if val_top1 > best_val:
+        val_top1 = None
+        if val is not None:
+            val_stats = evaluate(model, val, cfg.data.num_classes, t.eval_batch_size)
+            val_top1 = sum(val_stats["correct"]) / max(sum(val_stats["total"]), 1)
+        if val_top1 is not None and val_top1 > best_val:
             best_val = val_top1
             stats = evaluate(model, test, cfg.data.num_classes, t.eval_batch_size)
             result.results["best_val"] = {"epoch": epoch, "val_top1": val_top1, **stats}
@@ -210,12 +225,17 @@ def fit(
 
         result.train_seconds += train_time
         result.eval_seconds += eval_time
+        result.skipped_images += train.skipped + test.skipped + (val.skipped if val is not None else 0)
+        train.skipped = test.skipped = 0
+        if val is not None:
+            val.skipped = 0
         row = {"epoch": epoch, "train_loss": train_loss, "val_top1": val_top1,
                "lr": optimizer.param_groups[0]["lr"], "seconds": train_time + eval_time}
         result.history.append(row)
         _save_atomic({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "results": result.results, "history": result.history,
-                      "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds}, ckpt_path)
+                      "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds,
+                      "skipped_images": result.skipped_images}, ckpt_path)
         if on_epoch is not None:
             on_epoch(epoch, t.epochs, row)
     return result

@@ -18,11 +18,11 @@ def digits(catalog):
 
 def test_data_split_and_longtail(digits, catalog):
     assert digits.class_counts.tolist() == [114, 88, 68, 52, 40, 31, 24, 19, 14, 11]
-    assert np.bincount(digits.test_y).tolist() == [50] * 10
-    assert np.bincount(digits.val_y).tolist() == [10] * 10
+    assert np.bincount(digits.test.labels).tolist() == [50] * 10
+    assert np.bincount(digits.val.labels).tolist() == [10] * 10
     other = build_data(catalog.datasets.get("digits_lt"), 1)
-    np.testing.assert_array_equal(other.test_x, digits.test_x)  # the data seed never moves the test set
-    assert not np.array_equal(other.train_x, digits.train_x)
+    np.testing.assert_array_equal(other.test.images, digits.test.images)  # the data seed never moves the test set
+    assert not np.array_equal(other.train.images, digits.train.images)
     assert other.class_counts.tolist() == digits.class_counts.tolist()
 
 

@@ -27,7 +27,10 @@ class DeviceBatches:
         out_size: resize batches to this square size (0 keeps the native size).
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, mean, std, device, out_size: int = 0):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, mean, std, device, out_size: int = 0,
+                 aug: AugmentSpec | None = None):
+        self.aug = aug or AugmentSpec()
+        self.skipped = 0  # the streamed path's count of unreadable images; none here
         self.x = torch.as_tensor(images, device=device)
         self.y = torch.as_tensor(labels, dtype=torch.long, device=device)
         self.device = torch.device(device)
@@ -44,9 +47,10 @@ class DeviceBatches:
             x = F.interpolate(x, size=(self.out_size, self.out_size), mode="bilinear", align_corners=False)
         return x
 
-    def train_batches(self, batch_size: int, aug: AugmentSpec, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(self, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch of shuffled, augmented batches; the last incomplete batch is dropped."""
-        n = len(self)
+        aug, n = self.aug, len(self)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
         batch_size = min(batch_size, n - n % 2)  # timm's Mixup needs an even batch
         perm = torch.randperm(n, generator=generator, device=generator.device).to(self.device)
         for start in range(0, n - batch_size + 1, batch_size):

