@@ -148,6 +148,35 @@ def list_recipes(kind: str = "all", pattern: str = "*", recipes: Sequence[str] =
     return out
 
 
+def describe(name: str, root: str | Path | None = None, data_seed: int = 0, overrides: Sequence[str] = (),
+             recipes: Sequence[str] = ()) -> dict[str, Any]:
+    """What dataset ``name`` yields on the files under ``root``, read from labels only.
+
+    ``overrides`` change the dataset recipe as in ``run`` (``rho=50``, ``profile=step``).
+    See :func:`ltbench.data.describe.describe_dataset` for the keys.
+    """
+    from .data.describe import describe_dataset
+    from .recipes import apply_overrides, resolve
+
+    catalog = load_catalog(tuple(recipes))
+    spec = catalog.datasets.get(name)
+    if overrides:  # reuse the run-config override rules on a throwaway method
+        method = catalog.methods.get(catalog.methods.names()[0])
+        spec = apply_overrides(resolve(method, spec, next(iter(method.budgets))), tuple(overrides)).data
+    return describe_dataset(spec, root, data_seed)
+
+
+def download(name: str, root: str | Path | None = None, recipes: Sequence[str] = ()) -> Path:
+    """Fetch dataset ``name``'s files with torchvision's downloader (needs a network).
+
+    Only CIFAR-10/100 and Fashion-MNIST can be fetched; the others must be obtained by hand.
+    """
+    from .data.download import download_dataset
+
+    spec = load_catalog(tuple(recipes)).datasets.get(name)
+    return download_dataset(spec, Path(root) if root else Path(spec.default_root or "."))
+
+
 def open_store(store: str | Path) -> ResultStore:
     """An existing results store; a missing one is an error (reading never creates it)."""
     if not Path(store).is_file():

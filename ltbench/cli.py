@@ -25,6 +25,12 @@ EPILOGS = {
   ltbench list methods '*bce*'
   ltbench list datasets --json
 """,
+    "data": """examples:
+  ltbench data describe mnist_lt
+  ltbench data describe cifar100_lt --root ~/data/cifar --set rho=50
+  ltbench data describe places_lt --root /data/places365 --json
+  ltbench data download cifar10_lt --root ~/data/cifar     # needs a network
+""",
     "results": """examples:
   ltbench results
   ltbench results --json --store results/ltbench.db
@@ -91,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("list", "Show registered methods and datasets.")
     p.add_argument("kind", nargs="?", default="all", choices=("all", "methods", "datasets"))
     p.add_argument("pattern", nargs="?", default="*", help="shell wildcard on names")
+    p.add_argument("--json", action="store_true")
+
+    p = add("data", "Describe a dataset from its labels, or download one.")
+    p.add_argument("action", choices=("describe", "download"))
+    p.add_argument("name", help="a dataset name (see `ltbench list datasets`)")
+    p.add_argument("--root", default=None, help="folder with the dataset's files (default: the recipe's)")
+    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--json", action="store_true")
 
     p = add("results", "List stored runs with their metrics.")
@@ -183,7 +197,47 @@ def _cmd_report(args, console) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "list": _cmd_list, "results": _cmd_results, "report": _cmd_report}
+def _cmd_data(args, console) -> int:
+    from . import api
+
+    if args.action == "download":
+        console.print(f"downloaded {args.name} into {api.download(args.name, args.root, args.recipes)}")
+        return 0
+    info = api.describe(args.name, args.root, args.data_seed, args.overrides, args.recipes)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    from rich.table import Table
+
+    from .data.describe import format_counts
+
+    console.print(f"[bold]{info['name']}[/bold]: {info['title']}")
+    console.print(f"source {info['source']} at {info['root'] or '(embedded)'}, {info['classes']} classes, "
+                  f"{info['storage']} storage")
+    src, spl = info["source_splits"], info["splits"]
+    console.print(f"source splits: train {src['train']:,}, val {src['val']:,}, test {src['test']:,}")
+    console.print(f"used (data seed {info['data_seed']}): train {spl['train']:,}, val {spl['val']:,}, "
+                  f"test {spl['test']:,}; imbalance ratio {info['imbalance_ratio']:.1f}")
+    console.print(f"training images per class: {format_counts(info['train_counts'])}")
+    groups = Table(title="classes per group")
+    for col in ("convention", "many", "medium", "few"):
+        groups.add_column(col)
+    for conv, sizes in info["groups"].items():
+        groups.add_row(conv, *(str(sizes[g]) for g in ("many", "medium", "few")))
+    console.print(groups)
+    if info["expected"]:
+        check = Table(title="expected against found")
+        for col in ("figure", "expected", "found", ""):
+            check.add_column(col)
+        for e in info["expected"]:
+            check.add_row(e["figure"], str(e["expected"]), str(e["found"]), "ok" if e["ok"] else "[red]MISMATCH[/red]")
+        console.print(check)
+    for name, digest in info["files"].items():
+        console.print(f"  {name}  {digest}")
+    return 0 if info["verified"] else 1
+
+
+COMMANDS = {"run": _cmd_run, "list": _cmd_list, "data": _cmd_data, "results": _cmd_results, "report": _cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

