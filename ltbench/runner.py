@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from .data import LTData, build_data
-from .errors import RunSetupError
+from .errors import DataError, RunSetupError
 from .metrics import summarize
 from .provenance import provenance
 from .recipes import Catalog, RunConfig, config_hash, load_catalog, resolve
@@ -145,6 +145,8 @@ def execute_run(
         result = fit(spec.config, data, spec.run_dir, device, on_epoch)
     except (KeyboardInterrupt, RunSetupError):
         raise
+    except DataError as e:  # bad input found while streaming (an undecodable image): not a result
+        raise RunSetupError(f"{spec.label}: {e}") from e
     except Exception as e:  # noqa: BLE001 - any training failure becomes a failed record
         record.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
                       finished_at=_now(), timings={"total_seconds": time.perf_counter() - tick})
