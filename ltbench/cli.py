@@ -204,9 +204,10 @@ def _cmd_data(args, console) -> int:
         console.print(f"downloaded {args.name} into {api.download(args.name, args.root, args.recipes)}")
         return 0
     info = api.describe(args.name, args.root, args.data_seed, args.overrides, args.recipes)
+    status = 0 if info["verified"] else 1  # a mismatch with the recipe is worth a non-zero exit
     if args.json:
         print(json.dumps(info, indent=2))
-        return 0
+        return status
     from rich.table import Table
 
     from .data.describe import format_counts
@@ -234,7 +235,7 @@ def _cmd_data(args, console) -> int:
         console.print(check)
     for name, digest in info["files"].items():
         console.print(f"  {name}  {digest}")
-    return 0 if info["verified"] else 1
+    return status
 
 
 COMMANDS = {"run": _cmd_run, "list": _cmd_list, "data": _cmd_data, "results": _cmd_results, "report": _cmd_report}

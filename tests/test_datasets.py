@@ -43,8 +43,11 @@ def test_integrity_errors_name_the_file_and_numbers(catalog, cifar10):
     spec = dataset(catalog, "cifar10_lt", "n_max=20", "rho=10", "val_per_class=3")
     with pytest.raises(DataIntegrityError, match="data_batch_1"):
         build_data(spec, 0, cifar10)  # md5 of the fake batches differs from the official files
-    with pytest.raises(DataMissingError, match="cifar-10-batches-py"):
+    with pytest.raises(DataMissingError, match="nowhere does not exist; pass --root DIR"):
         build_data(spec, 0, cifar10 / "nowhere")
+    (cifar10 / "empty").mkdir()
+    with pytest.raises(DataMissingError, match=r"empty/cifar-10-batches-py/ .*ltbench data download cifar10_lt"):
+        build_data(spec, 0, cifar10 / "empty")
 
 
 def test_expected_figures_checked(catalog, tmp_path):
@@ -104,7 +107,8 @@ def test_unreadable_image_stops_the_run_unless_skipped(catalog, tmp_path, capsys
               "--set", "file_prefix=Two_LT", "--set", "num_classes=2", "--set", "img_size=16",
               "--set", "num_workers=0", "--set", "batch_size=6", "--set", "epochs=1"]
     assert main(common) == 1
-    assert f"cannot decode image {broken}" in capsys.readouterr().err
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "cannot decode image" in err and "img_0_0.jpg" in err and "skip_unreadable=true" in err
     assert not (tmp_path / "s.db").exists() or main(["results", "--json", "--store", str(tmp_path / "s.db")]) == 0
     assert capsys.readouterr().out.strip() in ("", "[]")  # nothing stored
     assert main([*common, "--set", "skip_unreadable=true"]) == 0
@@ -119,5 +123,24 @@ def test_fashion_mnist_lt_real_data(catalog):
     spec = catalog.datasets.get("fashion_mnist_lt")
     data = build_data(spec, 0)  # verified against the official md5s and figures
     assert data.class_counts.tolist() == [6000, 3596, 2156, 1292, 774, 464, 278, 166, 100, 60]
-    assert len(data.test) == 10000 and len(data.val) == 200
+    # The head class keeps all 6,000 images, so it has none left for validation.
+    assert len(data.test) == 10000 and np.bincount(data.val.labels).tolist() == [0] + [20] * 9
     assert data.class_names[0] == "T-shirt/top"
+
+
+def test_describe_cifar_pickles(catalog, cifar10):
+    spec = dataset(catalog, "cifar10_lt", "n_max=20", "rho=10", "val_per_class=3")
+    info = describe_dataset(spec, cifar10)
+    assert info["source_splits"] == {"train": 300, "val": 0, "test": 40}
+    assert info["train_counts"] == [20, 15, 11, 9, 7, 5, 4, 3, 2, 2]
+    assert info["groups"]["index"] == {"many": 3, "medium": 4, "few": 3}
+    assert info["groups"]["threshold"] == {"many": 0, "medium": 2, "few": 8}
+    assert info["files"]["data_batch_1"].startswith("md5:")
+    assert {e["figure"]: e["ok"] for e in info["expected"]} == {
+        "train_total": False, "train_max": False, "train_min": False, "test_total": False}
+
+
+def test_describe_mnist_lt_cli(capsys):
+    assert main(["data", "describe", "mnist_lt"]) == 0
+    out = capsys.readouterr().out
+    assert "380 246 159 103 66 43 27 18 11 7" in out and "train 1,060, val 200, test 1,000" in out

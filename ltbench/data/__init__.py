@@ -67,15 +67,17 @@ class LTData:
 
 
 def carve_val(labels: np.ndarray, unused: np.ndarray, per_class: int, num_classes: int) -> np.ndarray:
-    """Indices of a balanced validation set taken from ``unused`` indices (fixed seed)."""
+    """Indices of a validation set, up to ``per_class`` per class, from ``unused`` indices.
+
+    The CIFAR-LT head class keeps every one of its images, so it has none to give: such a
+    class is absent from validation rather than the published training set being changed.
+    """
     rng = np.random.RandomState(SPLIT_SEED)
-    chosen = []
-    for c in range(num_classes):
-        idx = unused[labels[unused] == c]
-        if len(idx) < per_class:
-            raise DataError(f"class {c} has {len(idx)} images left for validation, needs {per_class}; lower split.val_per_class")
-        chosen.append(np.sort(rng.permutation(idx)[:per_class]))
-    return np.concatenate(chosen)
+    chosen = [np.sort(rng.permutation(unused[labels[unused] == c])[:per_class]) for c in range(num_classes)]
+    out = np.concatenate(chosen)
+    if not len(out):
+        raise DataError("no training images are left for validation; set split.val_per_class = 0")
+    return out
 
 
 def apply_protocol(spec: DatasetSpec, src: SourceData, data_seed: int) -> LTData:

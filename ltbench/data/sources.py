@@ -100,7 +100,7 @@ def fashion_mnist(spec, root: Path | None = None, verify: bool = True) -> Source
 
     d = read_fashion_mnist(_root(root, "Fashion-MNIST"), verify)
     return SourceData(Split(d.train_y, d.train_x), tuple(d.class_names), test=Split(d.test_y, d.test_x),
-                      root=Path(root), files={k: f"md5:{v}" for k, v in d.files.items()})
+                      root=Path(root), files={k: f"sha256:{v}" for k, v in d.files.items()})
 
 
 @source("split_lists")

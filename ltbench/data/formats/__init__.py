@@ -1,0 +1,2 @@
+"""Readers for the on-disk formats users already have; each reads labels without decoding
+images where the format allows."""
