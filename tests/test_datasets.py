@@ -134,7 +134,7 @@ def test_describe_cifar_pickles(catalog, cifar10):
     assert info["source_splits"] == {"train": 300, "val": 0, "test": 40}
     assert info["train_counts"] == [20, 15, 11, 9, 7, 5, 4, 3, 2, 2]
     assert info["groups"]["index"] == {"many": 3, "medium": 4, "few": 3}
-    assert info["groups"]["threshold"] == {"many": 0, "medium": 2, "few": 8}
+    assert info["groups"]["threshold"] == {"many": 0, "medium": 1, "few": 9}
     assert info["files"]["data_batch_1"].startswith("md5:")
     assert {e["figure"]: e["ok"] for e in info["expected"]} == {
         "train_total": False, "train_max": False, "train_min": False, "test_total": False}
