@@ -6,6 +6,10 @@
 - ``bce``: per-class sigmoid binary cross-entropy, summed over classes, mean over the batch.
 - ``bal_bce``: Balanced BCE of LiVT (Xu et al., CVPR 2023, arXiv:2212.02015): BCE on logits
   shifted by ``b_j = tau * (log pi_j - log(1 - pi_j))``.
+- ``ldam``: label-distribution-aware margin loss (Cao et al., NeurIPS 2019, arXiv:1906.07413),
+  with deferred re-weighting (DRW) switched on by :meth:`set_reweight`.
+- ``deit_lt``: DeiT-LT's two-token loss (Rangwani et al., CVPR 2024, arXiv:2404.02900): CE on
+  the CLS head plus CE of the DIST head against the teacher's argmax, re-weighted by class.
 
 Here ``pi_j = n_j / sum(n)`` is the training prior. Every loss takes integer labels (B,) or
 soft targets (B, C) (Mixup/CutMix, label smoothing). The logit shifts of ``la`` and ``bal_bce``
@@ -110,11 +114,70 @@ class BalancedBCE(torch.nn.Module):
         return _bce_sum(logits + self.shift.to(logits.dtype), target)
 
 
+def drw_weights(class_counts, beta: float = 0.9999) -> torch.Tensor:
+    """Effective-number class weights (Cui et al., 2019): (1 - beta) / (1 - beta^n_j), summing to C."""
+    counts = np.asarray(class_counts, dtype=np.float64)
+    _prior(counts)
+    w = (1.0 - beta) / (1.0 - np.power(beta, counts))
+    return torch.as_tensor(w / w.sum() * len(counts), dtype=torch.float32)
+
+
+@LOSSES.register("ldam")
+class LDAM(torch.nn.Module):
+    """L = CE(s * (z - Delta_y on the true class)), Delta_j = max_m * n_j^(-1/4) / max_k n_k^(-1/4).
+
+    The logits are expected from a cosine classifier (``NormedLinear``), as in the LDAM code.
+    With soft targets the margin is ``Delta`` weighted by the target. After
+    ``set_reweight(True)`` (the DRW epoch), classes are weighted by :func:`drw_weights`.
+    """
+
+    def __init__(self, class_counts, max_m: float = 0.5, s: float = 30.0, beta: float = 0.9999):
+        super().__init__()
+        counts = _prior(class_counts).double() * float(np.sum(class_counts))
+        margins = counts.pow(-0.25)
+        self.s = float(s)
+        self.register_buffer("margins", (margins * (max_m / margins.max())).float())
+        self.register_buffer("weights", drw_weights(class_counts, beta))
+        self.reweight = False
+
+    def set_reweight(self, on: bool) -> None:
+        self.reweight = bool(on)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        t = _soft(target, logits.shape[1], logits.dtype)
+        z = self.s * (logits - t * self.margins.to(logits.dtype))
+        if not self.reweight:
+            return _soft_ce(z, target)
+        w = self.weights.to(logits.dtype)
+        per_sample = -(t * F.log_softmax(z, dim=1)).sum(1)
+        sample_w = (t * w).sum(1)  # the true class's weight (target-weighted for soft targets)
+        return (sample_w * per_sample).sum() / sample_w.sum()
+
+
+@LOSSES.register("deit_lt")
+class DeiTLTLoss(torch.nn.Module):
+    """0.5 * CE(z_cls, target) + 0.5 * CE(z_dist, argmax teacher), DIST term class-weighted.
+
+    With ``reweight`` (from the DRW epoch) the DIST term is a weighted mean over the batch,
+    each sample weighted by :func:`drw_weights` of the class the teacher predicts.
+    """
+
+    def __init__(self, class_counts, beta: float = 0.9999):
+        super().__init__()
+        self.register_buffer("weights", drw_weights(class_counts, beta))
+
+    def forward(self, cls_logits: torch.Tensor, dist_logits: torch.Tensor, target: torch.Tensor,
+                teacher_logits: torch.Tensor, reweight: bool = False) -> torch.Tensor:
+        hard = teacher_logits.argmax(dim=1)
+        weight = self.weights.to(dist_logits.dtype) if reweight else None
+        return 0.5 * _soft_ce(cls_logits, target) + 0.5 * F.cross_entropy(dist_logits, hard, weight=weight)
+
+
 def build_loss(name: str, class_counts, **params) -> torch.nn.Module:
     """Build a registered loss for a dataset with the given training counts per class.
 
     Args:
-        name: one of :func:`list_losses` (``ce``, ``la``, ``bce``, ``bal_bce``).
+        name: one of :func:`list_losses` (``ce``, ``la``, ``bce``, ``bal_bce``, ``ldam``, ``deit_lt``).
         class_counts: training images per class, in label order; all must be positive.
         **params: the loss's own parameters (e.g. ``tau`` for ``la`` and ``bal_bce``).
 

@@ -5,8 +5,8 @@ inside the wheel; more folders can be added with ``--recipes DIR`` or the ``LTBE
 environment variable (``os.pathsep``-separated; each folder holds ``methods/`` and/or
 ``datasets/``; a later folder's recipe replaces a built-in one of the same name).
 
-Files whose name starts with ``_`` are bases, not entries: a recipe may ``include`` one base
-(one level) and override any of its keys. Unknown keys, missing keys and wrong types are
+Files whose name starts with ``_`` are bases, not entries: a recipe may ``include`` a base
+or a list of bases (one level: bases include nothing) and override any of their keys. Unknown keys, missing keys and wrong types are
 errors that name the file and the key (see :class:`RecipeError`).
 
 A run's configuration is a :class:`RunConfig`: the method (without its other budgets), the
@@ -132,11 +132,11 @@ class TrainConfig:
     batch_size: int
     lr: float  # base learning rate at batch size ``lr_base_batch`` (linear scaling rule)
     warmup_epochs: float
-    # model (timm VisionTransformer)
-    patch_size: int
-    embed_dim: int
-    depth: int
-    num_heads: int
+    # model (timm VisionTransformer; defaults are ViT-Tiny/16)
+    patch_size: int = 16
+    embed_dim: int = 192
+    depth: int = 12
+    num_heads: int = 3
     mlp_ratio: float = 4.0
     drop_path: float = 0.0
     global_pool: Literal["token", "avg"] = "token"
@@ -152,10 +152,29 @@ class TrainConfig:
     label_smoothing: float = 0.0
     eval_batch_size: int = 1024
     num_workers: int = 4  # DataLoader workers of the streamed path (their seeds shape augmentation)
+    # optimiser variants
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = 0.9  # sgd only
+    layer_decay: float = 0.0  # layer-wise lr decay of ViT fine-tuning (LiVT: 0.75); 0 = off
+    sam_rho: float = 0.0  # sharpness-aware minimisation radius; 0 = plain updates
+    # long-tail schedule
+    drw_epoch: int = 0  # from this epoch on, deferred re-weighting (LDAM-DRW, DeiT-LT); 0 = never
+    mixup_off_epoch: int = 0  # from this epoch on, no mixup/cutmix and hard labels; 0 = never
+    # CNNs: ResNet-(6n+2) of the LDAM code for small images
+    cnn_depth: int = 32
+    # masked generative pretraining (MAE) stage: model dims come from above
+    mask_ratio: float = 0.75
+    decoder_dim: int = 128
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+    pretrain: dict[str, Any] = field(default_factory=dict)  # the MGP stage's overrides of this budget
 
     @property
     def scaled_lr(self) -> float:
         return self.lr * self.batch_size / self.lr_base_batch
+
+
+ModelKind = Literal["vit", "deit", "cnn", "mae"]
 
 
 @dataclass(frozen=True)
@@ -164,10 +183,13 @@ class MethodSpec:
     title: str
     paper: str
     version: int
-    model: Literal["vit"]
+    model: ModelKind
     loss: str
     budgets: dict[str, TrainConfig]
     loss_params: dict[str, Any] = field(default_factory=dict)
+    pretrain: Literal["", "mgp"] = ""  # a masked generative pretraining stage first
+    teacher: str = ""  # a method whose trained model (seed teacher_seed) is the distillation teacher
+    teacher_seed: int = 0  # fixed, so one teacher serves every student seed
 
 
 @dataclass(frozen=True)
@@ -176,9 +198,12 @@ class MethodConfig:
 
     name: str
     version: int
-    model: Literal["vit"]
+    model: ModelKind
     loss: str
     loss_params: dict[str, Any] = field(default_factory=dict)
+    pretrain: Literal["", "mgp"] = ""
+    teacher: str = ""
+    teacher_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -283,13 +308,16 @@ def read_toml(path: Path) -> dict[str, Any]:
     inc = data.pop("include", None)
     if inc is None:
         return data
-    base_path = path.parent / inc
-    if not base_path.is_file():
-        raise RecipeError(f"{path}: include {inc!r} not found next to it ({base_path})")
-    base = tomllib.loads(base_path.read_text())
-    if "include" in base:
-        raise RecipeError(f"{base_path}: included files may not include others (one level only)")
-    return _deep_merge(base, data)
+    merged: dict[str, Any] = {}
+    for name in [inc] if isinstance(inc, str) else inc:  # later bases override earlier ones
+        base_path = path.parent / name
+        if not base_path.is_file():
+            raise RecipeError(f"{path}: include {name!r} not found next to it ({base_path})")
+        base = tomllib.loads(base_path.read_text())
+        if "include" in base:
+            raise RecipeError(f"{base_path}: included files may not include others (one level only)")
+        merged = _deep_merge(merged, base)
+    return _deep_merge(merged, data)
 
 
 def load_method(path: Path) -> MethodSpec:
@@ -374,7 +402,8 @@ def resolve(method: MethodSpec, dataset: DatasetSpec, budget: str, seed: int = 0
         raise RecipeError(
             f"method {method.name!r} has no budget {budget!r}; it has {', '.join(method.budgets)}"
         )
-    mcfg = MethodConfig(method.name, method.version, method.model, method.loss, dict(method.loss_params))
+    mcfg = MethodConfig(method.name, method.version, method.model, method.loss, dict(method.loss_params),
+                        method.pretrain, method.teacher, method.teacher_seed)
     cfg = RunConfig(mcfg, dataset, method.budgets[budget], budget, seed, data_seed)
     return apply_overrides(cfg, overrides) if overrides else cfg
 
@@ -409,6 +438,10 @@ def apply_overrides(cfg: RunConfig, overrides: tuple[str, ...]) -> RunConfig:
             raise RecipeError(f"override {item!r} is not key=value (e.g. --set train.epochs=3)")
         key, text = (s.strip() for s in item.split("=", 1))
         matches = [k for k in flat if k == key] or [k for k in flat if k.endswith("." + key)]
+        if len(matches) > 1:  # `epochs` means train.epochs, not train.pretrain.epochs
+            depth = min(k.count(".") for k in matches)
+            shallowest = [k for k in matches if k.count(".") == depth]
+            matches = shallowest if len(shallowest) == 1 else matches
         if len(matches) != 1:
             valid = sorted(k for k in flat if k.split(".")[-1] not in _DESCRIPTIVE)
             what = "is ambiguous" if matches else "matches no setting"

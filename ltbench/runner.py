@@ -23,9 +23,20 @@ from .data import LTData, build_data
 from .errors import DataError, RunSetupError
 from .metrics import summarize
 from .provenance import provenance
-from .recipes import Catalog, RunConfig, config_hash, load_catalog, resolve
-from .store import DEFAULT_OUT, RECORD_SCHEMA, ResultStore, write_record
-from .train import EpochCallback, fit
+from .recipes import (
+    Catalog,
+    MethodConfig,
+    RecipeError,
+    RunConfig,
+    TrainConfig,
+    config_hash,
+    from_mapping,
+    load_catalog,
+    resolve,
+    run_config_from_dict,
+)
+from .store import DEFAULT_OUT, RECORD_SCHEMA, ResultStore, read_record, write_record
+from .train import CHECKPOINT, Dependencies, EpochCallback, fit
 
 DEFAULT_DATASET = "mnist_lt"
 
@@ -39,6 +50,7 @@ class RunSpec:
     run_dir: Path
     data_root: str | None = None  # where the dataset's files are; None: the recipe's default_root
     verify: bool = True  # check found figures and checksums against the recipe
+    needs: tuple[tuple[str, Path], ...] = ()  # (role, run folder) of the stages this one builds on
 
     @property
     def label(self) -> str:
@@ -67,15 +79,51 @@ def plan_runs(
     catalog = catalog or load_catalog()
     method_specs = [catalog.methods.get(m) for m in methods]
     dataset_specs = [catalog.datasets.get(d) for d in datasets]
-    specs = []
+    planned: dict[str, RunSpec] = {}  # run_id -> spec; a shared stage appears once, before its users
     for ds in dataset_specs:
         for ms in method_specs:
             for seed in seeds:
                 cfg = resolve(ms, ds, budget, seed, data_seed, tuple(overrides))
-                h = config_hash(cfg)
-                run_dir = Path(out_dir) / "runs" / cfg.data.name / cfg.method.name / f"{budget}-s{seed}-d{data_seed}-{h[:10]}"
-                specs.append(RunSpec(cfg, h, run_dir, data_root, verify))
-    return specs
+                _add_with_stages(cfg, planned, catalog, Path(out_dir), data_root, verify)
+    return list(planned.values())
+
+
+def _add_with_stages(cfg: RunConfig, planned: dict[str, RunSpec], catalog: Catalog, out_dir: Path,
+                     data_root: str | None, verify: bool) -> RunSpec:
+    needs = []
+    if cfg.method.pretrain == "mgp":
+        needs.append(("pretrained", _add_with_stages(pretrain_config(cfg), planned, catalog, out_dir, data_root, verify)))
+    if cfg.method.teacher:
+        needs.append(("teacher", _add_with_stages(teacher_config(cfg, catalog), planned, catalog, out_dir, data_root, verify)))
+    h = config_hash(cfg)
+    if h not in planned:
+        run_dir = out_dir / "runs" / cfg.data.name / cfg.method.name / f"{cfg.budget}-s{cfg.seed}-d{cfg.data_seed}-{h[:10]}"
+        planned[h] = RunSpec(cfg, h, run_dir, data_root, verify, tuple((role, dep.run_dir) for role, dep in needs))
+    return planned[h]
+
+
+# Budget keys that shape the ViT encoder and so carry over from fine-tuning to its MGP stage.
+_ENCODER_KEYS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "eval_batch_size",
+                 "num_workers")
+
+
+def pretrain_config(cfg: RunConfig) -> RunConfig:
+    """The MGP stage of ``cfg``: encoder shape from the budget, the rest from its ``pretrain``
+    table. Fine-tuning settings are left out, so methods sharing an encoder share the stage."""
+    t = cfg.train
+    if not t.pretrain:
+        raise RecipeError(f"method {cfg.method.name}, budget {cfg.budget}: a pretrain stage needs "
+                          f"[budgets.{cfg.budget}.pretrain] (epochs, batch_size, lr, warmup_epochs, ...)")
+    table = {**{k: getattr(t, k) for k in _ENCODER_KEYS}, **t.pretrain}
+    train = from_mapping(TrainConfig, table, f"method {cfg.method.name}: budgets.{cfg.budget}.pretrain")
+    method = MethodConfig("mgp_pretrain", 1, "mae", "mae")
+    return RunConfig(method, cfg.data, train, cfg.budget, seed=0, data_seed=cfg.data_seed)
+
+
+def teacher_config(cfg: RunConfig, catalog: Catalog) -> RunConfig:
+    """The teacher run: its own recipe and budget on the same data, with a fixed seed."""
+    teacher = catalog.methods.get(cfg.method.teacher)
+    return resolve(teacher, cfg.data, cfg.budget, cfg.method.teacher_seed, cfg.data_seed)
 
 
 def default_device() -> torch.device:
@@ -111,6 +159,21 @@ def _base_record(spec: RunSpec, data: LTData, device: torch.device) -> dict[str,
     }
 
 
+class DependencyFailed(RuntimeError):
+    """A stage this run builds on did not finish."""
+
+
+def _dependencies(spec: RunSpec) -> Dependencies:
+    found = {}
+    for role, run_dir in spec.needs:
+        record = read_record(run_dir)
+        if record is None or record.get("status") != "done" or not (run_dir / CHECKPOINT).is_file():
+            why = record.get("error") if record else "it has not run"
+            raise DependencyFailed(f"its {role} stage ({run_dir}) did not finish: {why}")
+        found[role] = (run_config_from_dict(record["config"]), run_dir / CHECKPOINT)
+    return Dependencies(found["pretrained"][1] if "pretrained" in found else None, found.get("teacher"))
+
+
 def execute_run(
     spec: RunSpec,
     store: ResultStore,
@@ -142,7 +205,8 @@ def execute_run(
     record = _base_record(spec, data, device)
     tick = time.perf_counter()
     try:
-        result = fit(spec.config, data, spec.run_dir, device, on_epoch)
+        deps = _dependencies(spec)
+        result = fit(spec.config, data, spec.run_dir, device, on_epoch, deps)
     except (KeyboardInterrupt, RunSetupError):
         raise
     except DataError as e:  # bad input found while streaming (an undecodable image): not a result

@@ -26,12 +26,16 @@ from timm.data import Mixup
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 
+from timm.models.vision_transformer import VisionTransformer
+
 from .data import LTData, Split
 from .data.memory import DeviceBatches
 from .losses import build_loss
-from .metrics import ClassStats
-from .models import build_model
+from .models import build_model, input_size, vit_kwargs
+from .models.mae import MaskedAutoencoder
+from .objectives import Classify, Distill, MaskedPretrain
 from .recipes import RunConfig
+from .sam import SAM
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -86,22 +90,6 @@ def make_batches(data: LTData, split: Split, cfg: RunConfig, device: torch.devic
     return StreamBatches(data.root, split, cfg.data, t.img_size or cfg.data.image_size, device, t.num_workers)
 
 
-@torch.inference_mode()
-def evaluate(model: torch.nn.Module, batches, num_classes: int, batch_size: int) -> dict:
-    """Per-class correct/total and calibration bins over one split."""
-    model.eval()
-    stats = ClassStats(num_classes, batches.device)
-    with _autocast(batches.device):
-        for x, y in batches.eval_batches(batch_size):
-            stats.update(model(x), y)
-    return stats.as_dict()
-
-
-def _autocast(device: torch.device):
-    # bf16 on CUDA; the CPU path stays in fp32, where autocast is slower and less exact.
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 def _targets(cfg: RunConfig, mixup: Mixup | None, x: torch.Tensor, y: torch.Tensor):
     t = cfg.train
     if mixup is not None:
@@ -122,12 +110,61 @@ def _save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+@dataclass(frozen=True)
+class Dependencies:
+    """Outputs of earlier stages that a run builds on."""
+
+    pretrained: Path | None = None  # an MGP checkpoint whose encoder initialises the ViT
+    teacher: tuple[RunConfig, Path] | None = None  # the teacher's config and checkpoint
+
+
+def _load_model_state(path: Path, device) -> dict:
+    return torch.load(path, map_location=device, weights_only=False)["model"]
+
+
+def build_objective(cfg: RunConfig, data: LTData, device: torch.device, deps: Dependencies):
+    """The model and the step/evaluation logic of ``cfg``'s method."""
+    t = cfg.train
+    with seeded(cfg.seed):
+        if cfg.method.model == "mae":
+            encoder = VisionTransformer(**vit_kwargs(cfg))
+            mae = MaskedAutoencoder(encoder, t.decoder_dim, t.decoder_depth, t.decoder_heads, t.mask_ratio)
+            return MaskedPretrain(mae.to(device))
+        model = build_model(cfg)
+    if deps.pretrained is not None:
+        state = _load_model_state(deps.pretrained, "cpu")
+        encoder = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+        encoder = {k: v for k, v in encoder.items() if not k.startswith("head")}
+        model.load_state_dict(encoder, strict=False)
+    model = model.to(device)
+    criterion = build_loss(cfg.method.loss, data.class_counts, **cfg.method.loss_params).to(device)
+    if cfg.method.model == "deit":
+        if deps.teacher is None:
+            raise ValueError(f"method {cfg.method.name} distils from a teacher; set `teacher` in its recipe")
+        teacher_cfg, teacher_ckpt = deps.teacher
+        teacher = build_model(teacher_cfg)
+        teacher.load_state_dict(_load_model_state(teacher_ckpt, "cpu"))
+        return Distill(model, criterion, cfg.data.num_classes, teacher.to(device), input_size(teacher_cfg), t.drw_epoch)
+    return Classify(model, criterion, cfg.data.num_classes, t.drw_epoch)
+
+
+def build_optimizer(cfg: RunConfig, model: torch.nn.Module):
+    t = cfg.train
+    kwargs = {"momentum": t.momentum} if t.optimizer == "sgd" else {}
+    # timm's "sgd" is Nesterov; the LDAM code uses plain momentum.
+    name = "momentum" if t.optimizer == "sgd" else "adamw"
+    base = create_optimizer_v2(model, name, lr=t.scaled_lr, weight_decay=t.weight_decay,
+                               layer_decay=t.layer_decay or None, **kwargs)
+    return SAM(base, t.sam_rho) if t.sam_rho > 0 else base
+
+
 def fit(
     cfg: RunConfig,
     data: LTData,
     run_dir: Path,
     device: str | torch.device = "cpu",
     on_epoch: EpochCallback | None = None,
+    deps: Dependencies | None = None,
 ) -> FitResult:
     """Train ``cfg`` on ``data``, checkpointing into ``run_dir`` after every epoch.
 
@@ -135,15 +172,17 @@ def fit(
 
     Args:
         cfg: the resolved run configuration.
-        data: the in-memory long-tailed dataset.
+        data: the long-tailed dataset.
         run_dir: folder for ``checkpoint.pt``.
         device: training device.
         on_epoch: called as ``on_epoch(epoch, epochs, info)`` after each epoch, with
             ``info`` the epoch's history row; an exception raised there stops training
             with the checkpoint of that epoch already on disk.
+        deps: checkpoints of earlier stages (MGP encoder, distillation teacher).
 
     Returns:
-        FitResult with test statistics of the last epoch and of the best validation epoch.
+        FitResult with test statistics of the last epoch and of the best validation epoch
+        (empty for a pretraining stage).
 
     Raises:
         NonFiniteLoss: the loss became NaN or infinite.
@@ -151,16 +190,16 @@ def fit(
     device = torch.device(device)
     t = cfg.train
     run_dir.mkdir(parents=True, exist_ok=True)
-    with seeded(cfg.seed):
-        model = build_model(cfg).to(device)
-    optimizer = create_optimizer_v2(model, "adamw", lr=t.scaled_lr, weight_decay=t.weight_decay)
+    objective = build_objective(cfg, data, device, deps or Dependencies())
+    model = objective.model
+    optimizer = build_optimizer(cfg, model)
     train = make_batches(data, data.train, cfg, device)
-    val = make_batches(data, data.val, cfg, device) if data.val is not None else None
-    test = make_batches(data, data.test, cfg, device)
+    val = make_batches(data, data.val, cfg, device) if data.val is not None and objective.has_eval else None
+    test = make_batches(data, data.test, cfg, device) if objective.has_eval else None
     batch_size = min(t.batch_size, len(train) - len(train) % 2)
     steps_per_epoch = len(train) // batch_size
     scheduler = CosineLRScheduler(
-        optimizer,
+        optimizer.base if isinstance(optimizer, SAM) else optimizer,
         t_initial=t.epochs * steps_per_epoch,
         lr_min=t.min_lr,
         warmup_t=round(t.warmup_epochs * steps_per_epoch),
@@ -168,7 +207,6 @@ def fit(
         warmup_prefix=True,
         t_in_epochs=False,
     )
-    criterion = build_loss(cfg.method.loss, data.class_counts, **cfg.method.loss_params).to(device)
     mixup = None
     if t.mixup > 0 or t.cutmix > 0:
         mixup = Mixup(mixup_alpha=t.mixup, cutmix_alpha=t.cutmix,
@@ -185,22 +223,30 @@ def fit(
         result = FitResult(ckpt["results"], ckpt["history"], ckpt["train_seconds"], ckpt["eval_seconds"], start,
                            ckpt["skipped_images"])
 
-    best_val = max((h["val_top1"] for h in result.history if h["val_top1"] is not None), default=-1.0)
+    best_val = max((h["val_top1"] for h in result.history if h.get("val_top1") is not None), default=-1.0)
     for epoch in range(start + 1, t.epochs + 1):
         tick = time.perf_counter()
         model.train()
         loss_sum = torch.zeros((), device=device)
         step = (epoch - 1) * steps_per_epoch
+        hard_labels = bool(t.mixup_off_epoch) and epoch >= t.mixup_off_epoch  # DeiT-LT's DRW phase
         with seeded(_epoch_seed(cfg.seed, epoch)):
             for x, y in train.train_batches(batch_size, _epoch_seed(cfg.seed, epoch)):
-                x, target = _targets(cfg, mixup, x, y)
-                with _autocast(device):
-                    loss = criterion(model(x), target)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if t.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-                optimizer.step()
+                x, target = (x, y) if hard_labels else _targets(cfg, mixup, x, y)
+
+                def closure():
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = objective.loss(x, target, epoch)
+                    loss.backward()
+                    if t.grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+                    return loss
+
+                if isinstance(optimizer, SAM):
+                    loss = optimizer.step(closure)
+                else:
+                    loss = closure()
+                    optimizer.step()
                 step += 1
                 scheduler.step_update(step)
                 loss_sum += loss.detach()
@@ -212,23 +258,23 @@ def fit(
         tick = time.perf_counter()
         val_top1 = None
         if val is not None:
-            val_stats = evaluate(model, val, cfg.data.num_classes, t.eval_batch_size)
+            val_stats = objective.evaluate(val, t.eval_batch_size)
             val_top1 = sum(val_stats["correct"]) / max(sum(val_stats["total"]), 1)
         if val_top1 is not None and val_top1 > best_val:
             best_val = val_top1
-            stats = evaluate(model, test, cfg.data.num_classes, t.eval_batch_size)
+            stats = objective.evaluate(test, t.eval_batch_size)
             result.results["best_val"] = {"epoch": epoch, "val_top1": val_top1, **stats}
-        if epoch == t.epochs:
-            stats = evaluate(model, test, cfg.data.num_classes, t.eval_batch_size)
+        if epoch == t.epochs and test is not None:
+            stats = objective.evaluate(test, t.eval_batch_size)
             result.results["last"] = {"epoch": epoch, "val_top1": val_top1, **stats}
         eval_time = time.perf_counter() - tick
 
         result.train_seconds += train_time
         result.eval_seconds += eval_time
-        result.skipped_images += train.skipped + test.skipped + (val.skipped if val is not None else 0)
-        train.skipped = test.skipped = 0
-        if val is not None:
-            val.skipped = 0
+        for batches in (train, val, test):
+            if batches is not None:
+                result.skipped_images += batches.skipped
+                batches.skipped = 0
         row = {"epoch": epoch, "train_loss": train_loss, "val_top1": val_top1,
                "lr": optimizer.param_groups[0]["lr"], "seconds": train_time + eval_time}
         result.history.append(row)

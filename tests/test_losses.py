@@ -101,7 +101,7 @@ def test_bce_family_sums_classes_and_averages_batch():
 
 
 def test_gradients_and_device_move():
-    for name in list_losses():
+    for name in ("ce", "la", "bce", "bal_bce", "ldam"):
         loss = build_loss(name, COUNTS).to(torch.float64)
         z = logits().requires_grad_()
         loss(z, torch.tensor(Y)).backward()
@@ -114,7 +114,7 @@ def test_posthoc_logit_adjustment():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match=r"Did you mean 'bal_bce'.*Valid: bal_bce, bce, ce, la"):
+    with pytest.raises(ValueError, match=r"Did you mean 'bal_bce'.*Valid: bal_bce, bce, ce, deit_lt, la, ldam"):
         build_loss("bal_bcee", COUNTS)
     with pytest.raises(ValueError, match=r"loss 'ce' takes no parameter 'tau'"):
         build_loss("ce", COUNTS, tau=1.0)
@@ -122,3 +122,52 @@ def test_errors():
         build_loss("la", COUNTS, taux=1.0)
     with pytest.raises(ValueError, match="class 1 has training count 0"):
         build_loss("la", [3, 0, 1])
+
+
+def test_drw_weights_by_hand():
+    from ltbench.losses import drw_weights
+
+    beta = 0.9999
+    raw = [(1 - beta) / (1 - beta ** n) for n in COUNTS]
+    expected = [3 * r / sum(raw) for r in raw]
+    assert drw_weights(COUNTS).tolist() == pytest.approx(expected, rel=1e-6)
+    assert sum(drw_weights([5000, 50]).tolist()) == pytest.approx(2.0)
+
+
+def test_ldam_by_hand():
+    # margins proportional to n^-1/4, the largest (rarest class) = 0.5
+    m = [n ** -0.25 for n in COUNTS]
+    delta = [0.5 * v / max(m) for v in m]
+    loss = build_loss("ldam", COUNTS, s=30.0).double()
+    rows = []
+    for z, y in zip(Z, Y):
+        shifted = [30.0 * (zj - (delta[j] if j == y else 0.0)) for j, zj in enumerate(z)]
+        rows.append(ce_row(shifted, onehot(y)))
+    assert loss(logits(), torch.tensor(Y)).item() == pytest.approx(sum(rows) / 2, rel=1e-6)
+    # DRW: weighted mean with the true class's effective-number weight
+    beta = 0.9999
+    raw = [(1 - beta) / (1 - beta ** n) for n in COUNTS]
+    w = [3 * r / sum(raw) for r in raw]
+    loss.set_reweight(True)
+    expected = (w[0] * rows[0] + w[2] * rows[1]) / (w[0] + w[2])
+    assert loss(logits(), torch.tensor(Y)).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_deit_lt_loss_by_hand():
+    loss = build_loss("deit_lt", COUNTS).double()
+    cls, dist = logits(), torch.tensor([[0.0, 2.0, 1.0], [1.0, 0.0, 3.0]], dtype=torch.float64)
+    teacher = torch.tensor([[0.1, 0.7, 0.2], [0.9, 0.05, 0.05]], dtype=torch.float64)  # argmax 1, 0
+    soft = torch.tensor(TARGETS["mixed"], dtype=torch.float64)
+    cls_term = sum(ce_row(z, t) for z, t in zip(Z, TARGETS["mixed"])) / 2
+    d = [ce_row([0.0, 2.0, 1.0], onehot(1)), ce_row([1.0, 0.0, 3.0], onehot(0))]
+    got = loss(cls, dist, soft, teacher, reweight=False).item()
+    assert got == pytest.approx(0.5 * cls_term + 0.5 * (d[0] + d[1]) / 2, rel=1e-6)
+    beta = 0.9999
+    raw = [(1 - beta) / (1 - beta ** n) for n in COUNTS]
+    w = [3 * r / sum(raw) for r in raw]
+    weighted = (w[1] * d[0] + w[0] * d[1]) / (w[1] + w[0])  # weights of the teacher's classes
+    got = loss(cls, dist, soft, teacher, reweight=True).item()
+    assert got == pytest.approx(0.5 * cls_term + 0.5 * weighted, rel=1e-6)
+    # hard labels for the CLS term work too
+    assert loss(cls, dist, torch.tensor(Y), teacher).item() == pytest.approx(
+        0.5 * sum(ce_row(z, onehot(y)) for z, y in zip(Z, Y)) / 2 + 0.5 * (d[0] + d[1]) / 2, rel=1e-6)
