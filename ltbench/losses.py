@@ -143,6 +143,11 @@ class LDAM(torch.nn.Module):
     def set_reweight(self, on: bool) -> None:
         self.reweight = bool(on)
 
+    def calibrated(self, logits: torch.Tensor) -> torch.Tensor:
+        """Cosine logits lie in [-1, 1]; the scale the loss trained them at gives probabilities
+        that mean something (for ECE). The argmax is unchanged."""
+        return self.s * logits
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         t = _soft(target, logits.shape[1], logits.dtype)
         z = self.s * (logits - t * self.margins.to(logits.dtype))

@@ -39,7 +39,9 @@ class Classify:
             return self.criterion(self.model(x), target)
 
     def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"main": self.model(x)}
+        z = self.model(x)
+        calibrated = getattr(self.criterion, "calibrated", None)  # e.g. LDAM's scale s
+        return {"main": calibrated(z) if calibrated is not None else z}
 
     @torch.inference_mode()
     def evaluate(self, batches, batch_size: int) -> dict:

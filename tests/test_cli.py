@@ -30,16 +30,19 @@ def test_run_results_report_end_to_end(tmp_path, paths, capsys):
     code, out, _ = run_cli(["results", "--json", "--store", str(tmp_path / "s.db")], capsys)
     rows = json.loads(out)
     assert code == 0
-    assert sorted((r["method"], r["seed"], r["status"]) for r in rows) == [
-        (m, s, "done") for m in ("bal_bce", "bce", "ce", "la") for s in (0, 1)]
-    assert all(0.0 <= r["last.top1"] <= 1.0 for r in rows)
-    record = json.loads(next((tmp_path / "out" / "runs").rglob("record.json")).read_text())
+    from ltbench.recipes import load_catalog
+
+    methods = load_catalog().methods.names()
+    expected = sorted([(m, s, "done") for m in methods for s in (0, 1)] + [("mgp_pretrain", 0, "done")])
+    assert sorted((r["method"], r["seed"], r["status"]) for r in rows) == expected
+    assert all(0.0 <= r["last.top1"] <= 1.0 for r in rows if r["method"] != "mgp_pretrain")
+    record = json.loads(next((tmp_path / "out" / "runs").rglob("ce/*/record.json")).read_text())
     assert record["provenance"]["data_fingerprint"] and record["provenance"]["torch_version"]
     assert sum(record["results"]["last"]["total"]) == 500 and record["train_counts"][0] == 114
 
     # Same command again: every run is skipped, nothing retrains.
     code, _, err = run_cli(args, capsys)
-    assert code == 0 and err.count("skipped") >= 8
+    assert code == 0 and err.count("skipped") >= len(expected)
 
     code, out, err = run_cli(["report", "--store", str(tmp_path / "s.db"), "--out", str(tmp_path / "rep")], capsys)
     assert code == 0, err
@@ -59,7 +62,7 @@ def test_force_reruns(tmp_path, paths, capsys):
 def test_unknown_method_exits_2_and_writes_nothing(tmp_path, paths, capsys):
     code, _, err = run_cli(["run", "--methods", "ce,foo", "--data", "digits_lt", *paths], capsys)
     assert code == 2
-    assert "unknown method 'foo'" in err and "bal_bce, bce, ce, la" in err
+    assert "unknown method 'foo'" in err and "bal_bce, bce, ce, cnn_ce" in err
     assert not (tmp_path / "s.db").exists()
 
 

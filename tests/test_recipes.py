@@ -31,7 +31,7 @@ def test_builtin_recipes(catalog):
 
 
 def test_unknown_name_suggests(catalog):
-    with pytest.raises(UnknownNameError, match=r"Did you mean 'bal_bce'\?.*Valid: bal_bce, bce, ce, la"):
+    with pytest.raises(UnknownNameError, match=r"Did you mean 'bal_bce'\?.*Valid: bal_bce, bce, ce, cnn_ce, cnn_la, cnn_ldam_drw, cnn_ldam_drw_sam, deit_lt, la, livt, mgp"):
         catalog.methods.get("bal_bc")
 
 
