@@ -36,6 +36,9 @@ def run(
     console: Console | None = None,
     root: str | Path | None = None,
     verify: bool = True,
+    executor: str = "inline",
+    slurm: Any = None,
+    wait: bool = True,
 ) -> list[dict[str, Any]]:
     """Run methods x datasets x seeds under one budget; store and return their records.
 
@@ -54,44 +57,116 @@ def run(
         root: folder holding the dataset's files (None: the recipe's default_root).
         verify: check found figures and checksums against the recipe; False accepts a
             custom copy and records it as unverified.
+        executor: ``inline`` (this process), ``local`` (submitit subprocesses, side by side
+            within the cores or one per GPU) or ``slurm`` (submitit job arrays).
+        slurm: :class:`ltbench.launch.SlurmOptions` (resources; also used by ``local``).
+        wait: with ``local``/``slurm``, follow the jobs until they end; False returns once
+            they are submitted (their records reach the store by themselves).
 
     Returns:
-        One record per run, in plan order. Failed runs have ``status == "failed"``.
+        One record per run, in plan order (none when not waiting). Failed runs have
+        ``status == "failed"``.
 
     Raises:
         UnknownNameError, RecipeError: bad names or overrides; nothing runs.
         RunSetupError: a run's data could not be built; runs before it are stored.
     """
-    from .runner import DEFAULT_DATASET, execute_run, plan_runs  # loads torch
+    specs = _plan(methods, data, budget, seeds, data_seed, overrides, out_dir, recipes, root, verify)
+    from .sweep import save_sweep
+
+    save_sweep(specs, Path(out_dir))
+    console = console or Console(stderr=True)
+    if executor == "inline":
+        records = _run_inline(specs, ResultStore(store), device, force, console)
+    else:
+        records = _run_submitit(specs, store, executor, Path(out_dir) / "jobs", slurm, device, force, wait, console)
+    if records:
+        console.print(summary_table(records))
+    return records
+
+
+def _plan(methods, data, budget, seeds, data_seed, overrides, out_dir, recipes, root, verify):
+    from .runner import DEFAULT_DATASET, plan_runs  # loads torch
 
     catalog = load_catalog(tuple(recipes))
-    specs = plan_runs(
+    return plan_runs(
         methods if methods is not None else catalog.methods.names(),
         data if data is not None else (DEFAULT_DATASET,),
         budget, seeds, data_seed, overrides, Path(out_dir), catalog, None if root is None else str(root), verify,
     )
-    db = ResultStore(store)
-    console = console or Console(stderr=True)
-    records = []
+
+
+def plan(methods: Sequence[str] | None = None, data: Sequence[str] | None = None, budget: str = "quick",
+         seeds: Sequence[int] = (0,), data_seed: int = 0, overrides: Sequence[str] = (),
+         store: str | Path = DEFAULT_STORE, out_dir: str | Path = DEFAULT_OUT, recipes: Sequence[str] = (),
+         root: str | Path | None = None, verify: bool = True) -> list[dict[str, Any]]:
+    """What ``run`` with the same arguments would do (``ltbench run --dry-run``): each stage,
+    what it needs, and whether it would run, resume or be skipped. Runs nothing."""
+    from .sweep import plan_rows
+
+    specs = _plan(methods, data, budget, seeds, data_seed, overrides, out_dir, recipes, root, verify)
+    return plan_rows(specs, ResultStore(store) if Path(store).is_file() else None)
+
+
+def status(out_dir: str | Path = DEFAULT_OUT) -> list[dict[str, Any]]:
+    """State of each stage of the latest sweep under ``out_dir``: queued, running (epoch),
+    done, failed (last line of the error and the log path), cancelled, interrupted."""
+    from .sweep import status_rows
+
+    return status_rows(Path(out_dir))
+
+
+def _progress(console: Console) -> Progress:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
-    with Progress(*columns, console=console, transient=False) as progress:
+    return Progress(*columns, console=console, transient=False)
+
+
+def _run_inline(specs, db: ResultStore, device, force: bool, console: Console) -> list[dict[str, Any]]:
+    from .runner import execute_run
+
+    records = []
+    with _progress(console) as progress:
         runs_task = progress.add_task("runs", total=len(specs), info="")
         for spec in specs:
             epochs = progress.add_task(f"  {spec.label}", total=spec.config.train.epochs, info="")
 
             def on_epoch(epoch: int, total: int, row: dict, task=epochs) -> None:
                 val = "" if row["val_top1"] is None else f"  val {100 * row['val_top1']:.1f}%"
-                info = f"loss {row['train_loss']:.3f}{val}"
-                progress.update(task, completed=epoch, info=info)
+                progress.update(task, completed=epoch, info=f"loss {row['train_loss']:.3f}{val}")
 
             record = execute_run(spec, db, device, force, on_epoch)
             status = "skipped (done)" if record.get("skipped") else record["status"]
             progress.update(epochs, completed=spec.config.train.epochs, info=status)
             progress.advance(runs_task)
             records.append(record)
-    console.print(summary_table(records))
     return records
+
+
+def _run_submitit(specs, store, executor: str, folder: Path, slurm, device, force: bool, wait: bool,
+                  console: Console) -> list[dict[str, Any]]:
+    from .launch import submit
+
+    db = ResultStore(store)
+    done_before = {s.run_id: {**db.get(s.run_id), "skipped": True}
+                   for s in specs if not force and db.status(s.run_id) == "done"}
+    finished: dict[str, dict] = dict(done_before)
+    with _progress(console) as progress:
+        task = progress.add_task(f"runs ({executor})", total=len(specs), completed=len(done_before), info="")
+
+        def on_done(spec, record) -> None:
+            finished[spec.run_id] = record
+            progress.update(task, completed=len(finished), info=f"{spec.label}: {record['status']}")
+
+        jobs = submit(specs, store, executor, folder, slurm, device, force, wait, on_done)
+        progress.update(task, info=f"{len(jobs)} jobs submitted")
+    if not wait:
+        console.print(f"submitted {len(jobs)} jobs; `ltbench status` follows them, results reach the store as they end")
+        return []
+    db.ingest_dirs(s.run_dir for s in specs)  # idempotent: the jobs ingested their own records already
+    return [finished.get(s.run_id) or {"run_id": s.run_id, "method": s.config.method.name, "dataset": s.config.data.name,
+                                       "budget": s.config.budget, "seed": s.config.seed, "status": "failed",
+                                       "error": "no record"} for s in specs]
 
 
 def _pct(value: float | None) -> str:

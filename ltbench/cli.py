@@ -19,6 +19,13 @@ EPILOGS = {
   ltbench run                                   # every method on mnist_lt, quick budget
   ltbench run --methods ce,bal_bce --data digits_lt --budget smoke
   ltbench run --methods la --seeds 0-2 --set tau=1.5 --set rho=100
+  ltbench run --methods bal_bce,deit_lt --data cifar10_lt --root ~/data/cifar --seeds 0-4 \
+      --executor slurm --partition gpu --gpus-per-job 1 --time-min 720
+  ltbench run --executor local --dry-run
+""",
+    "status": """examples:
+  ltbench status
+  ltbench status --out results --json
 """,
     "list": """examples:
   ltbench list
@@ -93,6 +100,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=None, help="folder with the dataset's files (default: the recipe's)")
     p.add_argument("--no-verify", action="store_true",
                    help="accept data whose figures or checksums differ from the recipe (recorded as unverified)")
+    p.add_argument("--executor", default="inline", choices=("inline", "local", "slurm"),
+                   help="inline: this process; local: submitit subprocesses; slurm: job arrays (default: %(default)s)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (stages, dependencies, done) and run nothing")
+    p.add_argument("--no-wait", action="store_true", help="local/slurm: exit once the jobs are submitted")
+    g = p.add_argument_group("job resources (local and slurm executors; a profile's [slurm] table, then these)")
+    g.add_argument("--cluster-profile", default=None, metavar="TOML", help="file with a [slurm] table of the options below")
+    g.add_argument("--partition")
+    g.add_argument("--gpus-per-job", type=int)
+    g.add_argument("--cpus-per-job", type=int)
+    g.add_argument("--mem-gb", type=int)
+    g.add_argument("--time-min", type=int)
+    g.add_argument("--account")
+    g.add_argument("--qos")
+    g.add_argument("--constraint")
+    g.add_argument("--array-parallelism", type=int)
+
+    p = add("status", "Show each stage of the latest sweep: queued, running, done, failed.")
+    p.add_argument("--out", default="results", help="the run's --out folder (default: %(default)s)")
+    p.add_argument("--json", action="store_true")
 
     p = add("list", "Show registered methods and datasets.")
     p.add_argument("kind", nargs="?", default="all", choices=("all", "methods", "datasets"))
@@ -124,14 +150,50 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_run(args, console) -> int:
     from . import api
 
+    if args.dry_run:
+        rows = api.plan(args.methods, args.data, args.budget, args.seeds, args.data_seed, args.overrides,
+                        args.store, args.out, args.recipes, args.root, not args.no_verify)
+        _print_rows(console, f"plan ({args.executor} executor): {len(rows)} stages", rows,
+                    ("label", "run_id", "epochs", "needs", "action"))
+        return 0
+    slurm = None
+    if args.executor != "inline":
+        from .launch import load_profile
+
+        slurm = load_profile(args.cluster_profile, partition=args.partition, gpus_per_job=args.gpus_per_job,
+                             cpus_per_job=args.cpus_per_job, mem_gb=args.mem_gb, time_min=args.time_min,
+                             account=args.account, qos=args.qos, constraint=args.constraint,
+                             array_parallelism=args.array_parallelism)
     records = api.run(args.methods, args.data, args.budget, args.seeds, args.data_seed, args.overrides,
                       args.store, args.out, args.device, args.force, args.recipes, console,
-                      args.root, not args.no_verify)
+                      args.root, not args.no_verify, args.executor, slurm, not args.no_wait)
     failed = [r for r in records if r["status"] == "failed"]
     for r in failed:
         console.print(f"[red]failed[/red] {r['method']} on {r['dataset']} (seed {r['seed']}): {r['error']}"
                       f"\n  log: {r['run_dir']}/record.json")
     return 1 if failed else 0
+
+
+def _print_rows(console, title: str, rows: list[dict], columns) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(*("; ".join(v) if isinstance(v := r.get(c, ""), list) else str(v or "") for c in columns))
+    console.print(table)
+
+
+def _cmd_status(args, console) -> int:
+    from . import api
+
+    rows = api.status(args.out)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_rows(console, f"latest sweep in {args.out}", rows, ("label", "state", "detail", "log"))
+    return 1 if any(r["state"] in ("failed", "cancelled") for r in rows) else 0
 
 
 def _cmd_list(args, console) -> int:
@@ -238,7 +300,8 @@ def _cmd_data(args, console) -> int:
     return status
 
 
-COMMANDS = {"run": _cmd_run, "list": _cmd_list, "data": _cmd_data, "results": _cmd_results, "report": _cmd_report}
+COMMANDS = {"run": _cmd_run, "status": _cmd_status, "list": _cmd_list, "data": _cmd_data, "results": _cmd_results,
+            "report": _cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
