@@ -1,16 +1,21 @@
-"""Reports from stored run records: LaTeX and Markdown tables, per-class plots.
+"""Reports from stored run records: LaTeX and Markdown tables and a per-class plot.
 
-Reports read only run records (never logs). Group metrics are recomputed from each record's
-per-class correct/total counts and training counts, so any stored run can be reported under
-any group convention and either model selection (``last`` epoch or ``best_val``) without
-re-running it.
+Reports read only run records (plain dicts, as stored), never logs. Group metrics are
+recomputed from each record's per-class correct/total counts and training counts, so any
+stored run can be reported under any group convention (``threshold``, ``oltr``, ``index``)
+and either model selection (``last`` epoch or ``best_val``) without re-running it.
+
+Table cells are top-1 accuracy in percent with one decimal: ``mean ± std`` over seeds
+(sample std, ddof 1), just the mean for a single seed, a dash for a group with no class.
+The best mean of each column (compared as printed) is bold.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Sequence
+import secrets
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +26,19 @@ from .groups import CONVENTIONS
 from .metrics import per_class_accuracy, summarize
 
 SELECTIONS = ("last", "best_val")
-METRICS = ("many", "medium", "few", "top1")
+METRICS = ("many", "medium", "few", "top1")  # table column order: Many, Med., Few, All
 HEADERS = {"many": "Many", "medium": "Med.", "few": "Few", "top1": "All"}
+RUN_COLUMNS = ("method", "dataset", "budget", "seed", "data_seed", "run_id")
 CONVENTION_TEXT = {
     "threshold": "many $>$100, medium 20--100, few $<$20 training images",
     "oltr": "many $\\geq$100, medium 21--99, few $\\leq$20 training images (OLTR code)",
     "index": "head / mid / tail blocks of frequency-sorted classes (DeiT-LT)",
+}
+SELECTION_TEXT = {"last": "last epoch", "best_val": "best epoch on the validation set"}
+NO_RUNS = "no finished runs in the store; run `ltbench run` first"
+LATEX_SPECIALS = {
+    "\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$", "#": "\\#", "_": "\\_",
+    "{": "\\{", "}": "\\}", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}",
 }
 
 
@@ -37,186 +49,283 @@ def _check(convention: str, selection: str) -> None:
         raise ValueError(f"unknown model selection {selection!r}; choose one of {', '.join(SELECTIONS)}")
 
 
-def runs_frame(records: Sequence[dict[str, Any]], convention: str = "threshold", selection: str = "last") -> pd.DataFrame:
-    """One row per finished run with top1/many/medium/few/ece (fractions; NaN = empty group).
+def _finished(records: Sequence[dict[str, Any]], selection: str) -> list[dict[str, Any]]:
+    """Done records that stored the requested selection (failed or partial runs never count)."""
+    return [r for r in records if r.get("status") == "done" and selection in (r.get("results") or {})]
+
+
+def runs_frame(records: Sequence[dict[str, Any]], convention: str = "threshold",
+               selection: str = "last") -> pd.DataFrame:
+    """One row per finished run, its group metrics recomputed from the stored counts.
 
     Args:
         records: run records as stored; runs not ``done`` or lacking ``selection`` are skipped.
-        convention: many/medium/few convention to recompute the groups with.
-        selection: ``last`` epoch or ``best_val`` (best epoch on the validation set).
+        convention: many/medium/few convention to regroup the classes with.
+        selection: ``last`` epoch or ``best_val`` (the epoch chosen on the validation set).
+
+    Returns:
+        Columns method, dataset, budget, seed, data_seed, run_id, top1, many, medium, few, ece
+        (fractions; NaN for an empty group or a record without calibration bins).
+        ``attrs`` holds the convention and selection, for captions.
+
+    Raises:
+        ValueError: unknown convention or selection, or a run that cannot be regrouped
+            (``index`` without ``index_sizes``).
     """
     _check(convention, selection)
     rows = []
-    for r in records:
-        res = r.get("results", {}).get(selection)
-        if r.get("status") != "done" or res is None:
-            continue
-        m = summarize(res["correct"], res["total"], r["train_counts"], res.get("calib"),
-                      convention, r.get("index_sizes"))
-        rows.append({
-            "method": r["method"], "dataset": r["dataset"], "budget": r["budget"], "seed": r["seed"],
-            "data_seed": r["data_seed"], "run_id": r["run_id"],
-            **{k: np.nan if m.get(k) is None else m[k] for k in (*METRICS, "ece")},
-        })
-    cols = ["method", "dataset", "budget", "seed", "data_seed", "run_id", *METRICS, "ece"]
-    return pd.DataFrame(rows, columns=cols)
+    for r in _finished(records, selection):
+        res = r["results"][selection]
+        try:
+            m = summarize(res["correct"], res["total"], r["train_counts"], res.get("calib"),
+                          convention, r.get("index_sizes"))
+        except ValueError as err:
+            raise ValueError(f"run {r['run_id']} ({r['method']} on {r['dataset']}): {err}") from err
+        row = {k: r.get(k) for k in RUN_COLUMNS}
+        row.update({k: np.nan if m.get(k) is None else m[k] for k in (*METRICS, "ece")})
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=[*RUN_COLUMNS, "top1", "many", "medium", "few", "ece"])
+    frame.attrs.update(convention=convention, selection=selection)
+    return frame
 
 
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std (ddof 1; NaN for one seed) and n per (dataset, budget, method), in first-seen order."""
-    keys = ["dataset", "budget", "method"]
-    grouped = frame.groupby(keys, sort=False)
-    out = grouped[list(METRICS)].agg(["mean", "std"])
-    out.columns = [f"{m}_{s}" for m, s in out.columns]
-    out["n"] = grouped.size()
-    return out.reset_index()
+    """Mean, std and number of seeds per (dataset, budget, method).
 
+    Args:
+        frame: the output of :func:`runs_frame`.
 
-def _latex_escape(text: str) -> str:
-    for a, b in (("\\", "\\textbackslash{}"), ("_", "\\_"), ("%", "\\%"), ("&", "\\&"), ("#", "\\#")):
-        text = text.replace(a, b)
-    return text
-
-
-def _cells(agg: pd.DataFrame) -> tuple[list[str], list[str], dict[tuple[str, str, str], tuple[float, float, int]]]:
-    """Row methods, column datasets, and (mean, std, n) per (method, dataset, metric), in percent."""
-    methods = list(dict.fromkeys(agg["method"]))
-    datasets = list(dict.fromkeys(agg["dataset"]))
-    cells = {}
-    for _, row in agg.iterrows():
-        for m in METRICS:
-            cells[row["method"], row["dataset"], m] = (100 * row[f"{m}_mean"], 100 * row[f"{m}_std"], int(row["n"]))
-    return methods, datasets, cells
-
-
-def _best(cells, methods, dataset, metric) -> float | None:
-    means = [cells[m, dataset, metric][0] for m in methods if (m, dataset, metric) in cells]
-    means = [round(v, 1) for v in means if not np.isnan(v)]
-    return max(means) if means else None
-
-
-def _format(cell, best, bold: tuple[str, str], pm: str, missing: str) -> str:
-    if cell is None or np.isnan(cell[0]):
-        return missing
-    mean, std, n = cell
-    text = f"{mean:.1f}"
-    if best is not None and round(mean, 1) == best:
-        text = f"{bold[0]}{text}{bold[1]}"
-    return text if n < 2 or np.isnan(std) else f"{text}{pm}{std:.1f}"
-
-
-def latex_table(agg: pd.DataFrame, caption: str = "", label: str = "tab:ltbench") -> str:
-    """A booktabs table: methods as rows, Many/Med./Few/All per dataset; best mean in bold.
-
-    Cells read ``mean $\\pm$ std`` over seeds in percent (just the mean for one seed); an
-    empty group is ``--``.
+    Returns:
+        One row per (dataset, budget, method) in order of first appearance, with
+        ``{m}_mean`` and ``{m}_std`` (ddof 1, NaN for one seed) for m in many, medium, few,
+        top1, and ``n`` (runs averaged). ``attrs`` are carried over.
     """
-    methods, datasets, cells = _cells(agg)
-    n_cols = 1 + 4 * len(datasets)
-    lines = ["\\begin{table}[t]", "\\centering", "\\small", f"\\begin{{tabular}}{{l{'c' * (n_cols - 1)}}}", "\\toprule"]
-    lines.append(" & ".join(["", *(f"\\multicolumn{{4}}{{c}}{{{_latex_escape(d)}}}" for d in datasets)]) + " \\\\")
-    lines.append(" ".join(f"\\cmidrule(lr){{{2 + 4 * i}-{5 + 4 * i}}}" for i in range(len(datasets))))
-    lines.append(" & ".join(["Method", *([HEADERS[m] for m in METRICS] * len(datasets))]) + " \\\\")
-    lines.append("\\midrule")
-    for method in methods:
-        row = [_latex_escape(method)]
-        for d in datasets:
+    keys = ["dataset", "budget", "method"]
+    grouped = frame.groupby(keys, sort=False, dropna=False)  # a missing budget is still a group
+    out = grouped[list(METRICS)].agg(["mean", "std"])
+    out.columns = [f"{m}_{stat}" for m, stat in out.columns]
+    out["n"] = grouped.size()
+    out = out.reset_index()
+    out.attrs = dict(frame.attrs)
+    return out
+
+
+def latex_escape(text: Any) -> str:
+    """``text`` with LaTeX's special characters escaped (``mnist_lt`` -> ``mnist\\_lt``)."""
+    return "".join(LATEX_SPECIALS.get(ch, ch) for ch in str(text))
+
+
+class _Grid:
+    """The table laid out: methods as rows, (dataset, budget) blocks of four metrics as columns.
+
+    Budgets get their own blocks so runs of two budgets are never averaged or overwritten;
+    the budget is named in a block's title only when there is more than one.
+    """
+
+    def __init__(self, agg: pd.DataFrame):
+        self.methods = list(dict.fromkeys(agg["method"]))
+        self.blocks = list(dict.fromkeys(zip(agg["dataset"], agg["budget"])))
+        self.several_budgets = len({b for _, b in self.blocks}) > 1
+        self.cells: dict[tuple, tuple[float, float, int]] = {}
+        for row in agg.itertuples(index=False):
             for m in METRICS:
-                row.append(_format(cells.get((method, d, m)), _best(cells, methods, d, m),
-                                   ("\\textbf{", "}"), " $\\pm$ ", "--"))
-        lines.append(" & ".join(row) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}"]
+                pct = (100 * getattr(row, f"{m}_mean"), 100 * getattr(row, f"{m}_std"), int(row.n))
+                self.cells[row.method, (row.dataset, row.budget), m] = pct
+
+    def title(self, block: tuple) -> str:
+        dataset, budget = block
+        return f"{dataset} ({budget})" if self.several_budgets else str(dataset)
+
+    def best(self, block: tuple, metric: str) -> str | None:
+        """The best mean of a column as printed, so equal printed means are all bold."""
+        means = [self.cells[m, block, metric][0] for m in self.methods if (m, block, metric) in self.cells]
+        means = [v for v in means if not np.isnan(v)]
+        return f"{max(means):.1f}" if means else None
+
+    def seeds(self, method: str) -> str:
+        """Runs per block for a method: ``2``, or ``2/1`` when blocks differ."""
+        ns = [self.cells[method, b, "top1"][2] for b in self.blocks if (method, b, "top1") in self.cells]
+        return str(ns[0]) if len(set(ns)) == 1 else "/".join(map(str, ns))
+
+    def row(self, method: str, bold: Callable[[str], str], pm: str, missing: str) -> list[str]:
+        out = []
+        for block in self.blocks:
+            for metric in METRICS:
+                cell = self.cells.get((method, block, metric))
+                if cell is None or np.isnan(cell[0]):
+                    out.append(missing)
+                    continue
+                mean, std, n = cell
+                text = f"{mean:.1f}"
+                text = bold(text) if text == self.best(block, metric) else text
+                out.append(text if n < 2 or np.isnan(std) else f"{text}{pm}{std:.1f}")
+        return out
+
+
+def default_caption(agg: pd.DataFrame) -> str:
+    """Caption naming budget(s), seeds, group convention and model selection (from ``attrs``)."""
+    budgets = ", ".join(map(str, dict.fromkeys(agg["budget"])))
+    parts = [f"Top-1 accuracy (\\%) per class group, budget {latex_escape(budgets)}; "
+             "mean $\\pm$ std over $n$ seeds (a single number: one seed; --: no class in the group, or no run)"]
+    convention, selection = agg.attrs.get("convention"), agg.attrs.get("selection")
+    if convention in CONVENTION_TEXT:
+        parts.append(f"groups: {CONVENTION_TEXT[convention]}")
+    if selection in SELECTION_TEXT:
+        parts.append(f"model selection: {SELECTION_TEXT[selection]}")
+    return "; ".join(parts) + ". Best mean per column in bold."
+
+
+def latex_table(agg: pd.DataFrame, caption: str | None = None, label: str = "tab:ltbench") -> str:
+    """A booktabs table ready for ``\\input``: methods as rows, Many/Med./Few/All per dataset.
+
+    Args:
+        agg: the output of :func:`aggregate`.
+        caption: LaTeX caption, used as is; None builds :func:`default_caption`; "" omits it.
+        label: the ``\\label`` of the table.
+
+    Returns:
+        The table. Cells read ``85.0 $\\pm$ 7.1`` (just ``85.0`` for one seed, ``--`` for an
+        empty group), the best mean of a column as ``\\textbf{85.0}``; the last column ``$n$``
+        gives the seeds behind each row.
+    """
+    grid = _Grid(agg)
+    if caption is None:
+        caption = default_caption(agg)
+    lines = ["\\begin{table}[t]", "\\centering", "\\small"]
     if caption:
         lines.append(f"\\caption{{{caption}}}")
-    lines += [f"\\label{{{label}}}", "\\end{table}", ""]
+    lines += [f"\\begin{{tabular}}{{l{'cccc' * len(grid.blocks)}c}}", "\\toprule"]
+    titles = [f"\\multicolumn{{4}}{{c}}{{{latex_escape(grid.title(b))}}}" for b in grid.blocks]
+    lines.append(" & ".join(["", *titles, ""]) + " \\\\")
+    lines.append(" ".join(f"\\cmidrule(lr){{{2 + 4 * i}-{5 + 4 * i}}}" for i in range(len(grid.blocks))))
+    lines.append(" & ".join(["Method", *[HEADERS[m] for m in METRICS] * len(grid.blocks), "$n$"]) + " \\\\")
+    lines.append("\\midrule")
+    for method in grid.methods:
+        cells = grid.row(method, lambda t: f"\\textbf{{{t}}}", " $\\pm$ ", "--")
+        lines.append(" & ".join([latex_escape(method), *cells, grid.seeds(method)]) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}", f"\\label{{{label}}}", "\\end{table}", ""]
     return "\n".join(lines)
 
 
 def markdown_table(agg: pd.DataFrame) -> str:
-    """The same table in GitHub Markdown: best mean in bold, ``–`` for an empty group."""
-    methods, datasets, cells = _cells(agg)
-    header = ["method", *(f"{d} {HEADERS[m].lower()}" for d in datasets for m in METRICS), "seeds"]
+    """The same table in GitHub Markdown.
+
+    Args:
+        agg: the output of :func:`aggregate`.
+
+    Returns:
+        The table; cells read ``85.0 ± 7.1`` (``85.0`` for one seed, ``–`` for an empty group),
+        the best mean of a column as ``**85.0**``; the last column ``n`` gives the seeds.
+    """
+    grid = _Grid(agg)
+    header = ["method", *(f"{grid.title(b)} {HEADERS[m]}" for b in grid.blocks for m in METRICS), "n"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for method in methods:
-        row = [method]
-        for d in datasets:
-            for m in METRICS:
-                row.append(_format(cells.get((method, d, m)), _best(cells, methods, d, m), ("**", "**"), " ± ", "–"))
-        seeds = sorted({cells[method, d, "top1"][2] for d in datasets if (method, d, "top1") in cells})
-        row.append("/".join(map(str, seeds)))
-        lines.append("| " + " | ".join(row) + " |")
+    for method in grid.methods:
+        cells = grid.row(method, lambda t: f"**{t}**", " ± ", "–")
+        lines.append("| " + " | ".join([method, *cells, grid.seeds(method)]) + " |")
     return "\n".join(lines) + "\n"
 
 
-def caption_for(agg: pd.DataFrame, convention: str, selection: str) -> str:
-    budgets = ", ".join(dict.fromkeys(agg["budget"]))
-    seeds = sorted(set(agg["n"].astype(int)))
-    chosen = "last epoch" if selection == "last" else "best epoch on the validation set"
-    return (f"Top-1 accuracy (\\%) by ltbench, budget {_latex_escape(budgets)}; mean $\\pm$ std over "
-            f"{'/'.join(map(str, seeds))} seed(s) (a single number: one seed); groups: "
-            f"{CONVENTION_TEXT[convention]}; model selection: {chosen}.")
+def _series(runs: list[dict[str, Any]], selection: str) -> tuple[np.ndarray, np.ndarray]:
+    """Training count and per-class accuracy (%) of one method, averaged over its runs."""
+    counts = np.mean([r["train_counts"] for r in runs], axis=0)
+    accs = [per_class_accuracy(r["results"][selection]["correct"], r["results"][selection]["total"])
+            for r in runs]
+    with warnings.catch_warnings():  # a class no run tested stays NaN and is not drawn
+        warnings.simplefilter("ignore", RuntimeWarning)
+        acc = 100 * np.nanmean(accs, axis=0)
+    keep = (counts > 0) & ~np.isnan(acc)  # a log axis cannot show a class with no images
+    return counts[keep], acc[keep]
 
 
-def plot_per_class(records: Sequence[dict[str, Any]], path: Path, selection: str = "last") -> Path:
-    """PNG of per-class test accuracy against training count (log x), a series per method."""
+def plot_per_class(records: Sequence[dict[str, Any]], path: str | Path, selection: str = "last") -> Path:
+    """PNG of per-class test accuracy against training count, one subplot per dataset.
+
+    Args:
+        records: run records as stored; only finished runs with ``selection`` are drawn.
+        path: the PNG to write (atomically; its folder is created).
+        selection: ``last`` or ``best_val``.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: bad selection, or no finished run.
+    """
+    # Figure + Agg canvas rather than pyplot: no global state, no GUI backend in a library.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     _check("threshold", selection)
-    done = [r for r in records if r.get("status") == "done" and selection in r.get("results", {})]
+    done = _finished(records, selection)
+    if not done:
+        raise ValueError(NO_RUNS)
     datasets = list(dict.fromkeys(r["dataset"] for r in done))
-    fig = Figure(figsize=(5.5 * max(len(datasets), 1), 4.2), layout="constrained")
+    several_budgets = len({r.get("budget") for r in done}) > 1
+    fig = Figure(figsize=(5.5 * len(datasets), 4.2), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, max(len(datasets), 1), squeeze=False)[0]
-    for ax, dataset in zip(axes, datasets):
+    for ax, dataset in zip(fig.subplots(1, len(datasets), squeeze=False)[0], datasets):
         runs = [r for r in done if r["dataset"] == dataset]
-        for method in dict.fromkeys(r["method"] for r in runs):
-            mine = [r for r in runs if r["method"] == method]
-            acc = np.nanmean([per_class_accuracy(r["results"][selection]["correct"], r["results"][selection]["total"])
-                              for r in mine], axis=0)
-            counts = np.asarray(mine[0]["train_counts"])
-            order = np.argsort(counts)
-            ax.plot(counts[order], 100 * acc[order], marker="o", ms=4, lw=1, label=f"{method} (n={len(mine)})")
+        for method, budget in dict.fromkeys((r["method"], r.get("budget")) for r in runs):
+            mine = [r for r in runs if r["method"] == method and r.get("budget") == budget]
+            counts, acc = _series(mine, selection)
+            name = f"{method} ({budget})" if several_budgets else method
+            ax.plot(counts, acc, marker="o", ms=4, ls="none", alpha=0.8, label=f"{name}, n={len(mine)}")
         ax.set_xscale("log")
-        ax.set_xlabel("training images of the class")
-        ax.set_ylabel("test accuracy of the class (%)")
-        ax.set_title(dataset)
+        # Plain numbers at powers of ten; minor labels overlap when counts span under a decade.
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_ylim(-2, 102)
+        ax.set_xlabel("training images of the class (log scale)")
+        ax.set_ylabel("test accuracy of the class (%)")
+        ax.set_title(f"{dataset}: per-class accuracy ({SELECTION_TEXT[selection]})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     path = Path(path)
-    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    _write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     return path
 
 
-def _atomic(path: Path, write) -> None:
+def _write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``.
+
+    A reader never sees a half-written file. The temporary file is opened normally (not with
+    ``mkstemp``) so the result gets the usual umask permissions rather than owner-only 0600.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
 
 
-def write_report(records: Sequence[dict[str, Any]], out_dir: Path, convention: str = "threshold",
+def write_report(records: Sequence[dict[str, Any]], out_dir: str | Path, convention: str = "threshold",
                  selection: str = "last") -> dict[str, Path]:
     """Write ``table.tex``, ``table.md`` and ``per_class.png`` into ``out_dir``.
+
+    Args:
+        records: run records as stored.
+        out_dir: output folder, created if needed.
+        convention: many/medium/few convention (see :mod:`ltbench.groups`).
+        selection: ``last`` or ``best_val``.
+
+    Returns:
+        ``{"latex": path, "markdown": path, "plot": path}``.
 
     Raises:
         ValueError: no finished run, or a bad convention / selection.
     """
     frame = runs_frame(records, convention, selection)
     if frame.empty:
-        raise ValueError("no finished runs in the store; run `ltbench run` first")
+        raise ValueError(NO_RUNS)
     agg = aggregate(frame)
     out = Path(out_dir)
     paths = {"latex": out / "table.tex", "markdown": out / "table.md", "plot": out / "per_class.png"}
-    tex = latex_table(agg, caption_for(agg, convention, selection))
-    _atomic(paths["latex"], lambda tmp: Path(tmp).write_text(tex))
-    md = markdown_table(agg)
-    _atomic(paths["markdown"], lambda tmp: Path(tmp).write_text(md))
+    tex, md = latex_table(agg), markdown_table(agg)
+    _write_atomic(paths["latex"], lambda tmp: tmp.write_text(tex, encoding="utf-8"))
+    _write_atomic(paths["markdown"], lambda tmp: tmp.write_text(md, encoding="utf-8"))
     plot_per_class(records, paths["plot"], selection)
     return paths

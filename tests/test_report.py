@@ -1,94 +1,204 @@
-"""Report tables and plots from hand-made records, with cells worked out by hand."""
+"""Report tables and plots from hand-made records, with every expected cell worked out by hand."""
+
+import os
 
 import pytest
 
-from ltbench.reporting import aggregate, latex_table, markdown_table, runs_frame, write_report
+from ltbench.reporting import aggregate, latex_table, markdown_table, plot_per_class, runs_frame, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def record(method, seed, correct, counts=(150, 50, 10), total=None, status="done", dataset="toy", best=None):
+def record(method, seed, correct, counts=(150, 50, 10), *, total=None, status="done", dataset="toy",
+           budget="quick", best=None, calib=None, index_sizes=None):
+    """A stored run record; ``correct`` out of ``total`` (10 test images per class by default)."""
     total = list(total or [10] * len(counts))
     results = {"last": {"epoch": 3, "correct": list(correct), "total": total}}
+    if calib is not None:
+        results["last"]["calib"] = calib
     if best is not None:
         results["best_val"] = {"epoch": 2, "correct": list(best), "total": total}
-    return {"run_id": f"{method}-{seed}-{dataset}", "method": method, "dataset": dataset, "budget": "quick",
-            "seed": seed, "data_seed": 0, "status": status, "train_counts": list(counts),
-            "index_sizes": [1, 1, len(counts) - 2], "results": results}
+    return {"run_id": f"{method}-{seed}-{dataset}-{budget}", "method": method, "dataset": dataset,
+            "budget": budget, "seed": seed, "data_seed": 0, "status": status,
+            "num_classes": len(counts), "class_names": [str(i) for i in range(len(counts))],
+            "train_counts": list(counts), "index_sizes": index_sizes, "results": results, "history": []}
 
 
 # counts (150, 50, 10): one class per group under the default threshold convention.
 RECORDS = [
-    record("ce", 0, [8, 5, 1]),      # many 80, medium 50, few 10, all 14/30
-    record("ce", 1, [9, 5, 3]),      # many 90, medium 50, few 30, all 17/30
-    record("bal_bce", 0, [7, 6, 4]),  # single seed
-    record("la", 0, [0, 0, 0], status="failed"),
+    record("ce", 0, [8, 5, 1]),       # many 80, medium 50, few 10, all 14/30 = 46.7
+    record("ce", 1, [9, 5, 3]),       # many 90, medium 50, few 30, all 17/30 = 56.7
+    record("bal_bce", 0, [7, 6, 4]),  # one seed: many 70, medium 60, few 40, all 17/30 = 56.7
+    record("la", 0, [10, 10, 10], status="failed"),  # would be best everywhere if counted
 ]
+# ce over 2 seeds: many 85.0 ± 7.1, medium 50.0 ± 0.0, few 20.0 ± 14.1, all 51.7 ± 7.1
+# (std of {a, b} with ddof 1 is |a - b| / sqrt 2: 10 / 1.414 = 7.07, 20 / 1.414 = 14.14).
 
 
-def table():
-    return aggregate(runs_frame(RECORDS))
+def line_of(text, start):
+    return next(line for line in text.splitlines() if line.startswith(start))
 
 
 def test_frame_recomputes_groups_and_ignores_failed():
     f = runs_frame(RECORDS)
     assert list(f["method"]) == ["ce", "ce", "bal_bce"]
+    assert list(f.columns) == ["method", "dataset", "budget", "seed", "data_seed", "run_id",
+                               "top1", "many", "medium", "few", "ece"]
     assert f.iloc[0][["many", "medium", "few"]].tolist() == pytest.approx([0.8, 0.5, 0.1])
     assert f.iloc[1]["top1"] == pytest.approx(17 / 30)
+    assert f["ece"].isna().all()  # no calibration bins in these records
 
 
-def test_aggregate_mean_std_n():
-    agg = table()
-    ce = agg[agg["method"] == "ce"].iloc[0]
-    assert ce["many_mean"] == pytest.approx(0.85) and ce["many_std"] == pytest.approx(0.0707107, rel=1e-5)
-    assert ce["n"] == 2
-    assert agg[agg["method"] == "bal_bce"].iloc[0]["many_std"] != agg[agg["method"] == "bal_bce"].iloc[0]["many_std"]  # NaN
+def test_aggregate_mean_std_n_in_first_seen_order():
+    agg = aggregate(runs_frame(RECORDS))
+    assert list(agg["method"]) == ["ce", "bal_bce"]
+    ce, bal = agg.iloc[0], agg.iloc[1]
+    assert ce["many_mean"] == pytest.approx(0.85) and ce["many_std"] == pytest.approx(0.1 / 2**0.5)
+    assert ce["top1_mean"] == pytest.approx(15.5 / 30) and ce["n"] == 2
+    assert bal["n"] == 1 and bal["many_std"] != bal["many_std"]  # NaN for a single seed
 
 
 def test_latex_cells_bold_and_mean_std():
-    tex = latex_table(table())
-    ce = next(line for line in tex.splitlines() if line.startswith("ce &"))
-    bal = next(line for line in tex.splitlines() if line.startswith("bal\\_bce &"))
-    # ce: many 85.0 ± 7.1 (best), medium 50.0 ± 0.0, few 20.0 ± 14.1, all 51.7 ± 7.1
-    assert ce == "ce & \\textbf{85.0} $\\pm$ 7.1 & 50.0 $\\pm$ 0.0 & 20.0 $\\pm$ 14.1 & 51.7 $\\pm$ 7.1 \\\\"
-    # bal_bce (one seed): many 70.0, medium 60.0 (best), few 40.0 (best), all 56.7 (best)
-    assert bal == "bal\\_bce & 70.0 & \\textbf{60.0} & \\textbf{40.0} & \\textbf{56.7} \\\\"
-    assert "\\toprule" in tex and "\\bottomrule" in tex and "\\multicolumn{4}{c}{toy}" in tex
+    tex = latex_table(aggregate(runs_frame(RECORDS)))
+    # ce is best only on many; bal_bce (one seed, so no ± part) on medium, few and all.
+    assert line_of(tex, "ce &") == \
+        "ce & \\textbf{85.0} $\\pm$ 7.1 & 50.0 $\\pm$ 0.0 & 20.0 $\\pm$ 14.1 & 51.7 $\\pm$ 7.1 & 2 \\\\"
+    assert line_of(tex, "bal\\_bce &") == \
+        "bal\\_bce & 70.0 & \\textbf{60.0} & \\textbf{40.0} & \\textbf{56.7} & 1 \\\\"
+    assert "Method & Many & Med. & Few & All & $n$ \\\\" in tex
+    for piece in ("\\toprule", "\\midrule", "\\bottomrule", "\\multicolumn{4}{c}{toy}", "\\cmidrule(lr){2-5}",
+                  "\\begin{tabular}{lccccc}", "\\label{tab:ltbench}"):
+        assert piece in tex
+    assert "la &" not in tex  # the failed run
+
+
+def test_markdown_cells_bold_and_mean_std():
+    md = markdown_table(aggregate(runs_frame(RECORDS))).splitlines()
+    assert md[0] == "| method | toy Many | toy Med. | toy Few | toy All | n |"
+    assert md[1] == "|---|---|---|---|---|---|"
+    assert md[2] == "| ce | **85.0** ± 7.1 | 50.0 ± 0.0 | 20.0 ± 14.1 | 51.7 ± 7.1 | 2 |"
+    assert md[3] == "| bal_bce | 70.0 | **60.0** | **40.0** | **56.7** | 1 |"
+    assert len(md) == 4
+
+
+def test_equal_printed_means_are_both_bold():
+    recs = [record("a", 0, [5, 5, 5]), record("b", 0, [5, 5, 5])]
+    md = markdown_table(aggregate(runs_frame(recs))).splitlines()
+    assert md[2:] == ["| a | **50.0** | **50.0** | **50.0** | **50.0** | 1 |",
+                      "| b | **50.0** | **50.0** | **50.0** | **50.0** | 1 |"]
 
 
 def test_empty_group_is_a_dash_not_zero():
     recs = [record("ce", 0, [9, 8, 5], counts=(150, 120, 50))]  # no class under 20 images
     agg = aggregate(runs_frame(recs))
-    assert "ce & \\textbf{85.0} & \\textbf{50.0} & -- & \\textbf{73.3} \\\\" in latex_table(agg).splitlines()
-    row = markdown_table(agg).splitlines()[2]
-    assert row == "| ce | **85.0** | **50.0** | – | **73.3** | 1 |"
+    assert "ce & \\textbf{85.0} & \\textbf{50.0} & -- & \\textbf{73.3} & 1 \\\\" in latex_table(agg).splitlines()
+    assert markdown_table(agg).splitlines()[2] == "| ce | **85.0** | **50.0** | – | **73.3** | 1 |"
 
 
 def test_regrouping_under_each_convention():
     # counts (100, 20, 5); accuracies 0.9, 0.6, 0.2.
-    rec = record("ce", 0, [9, 6, 2], counts=(100, 20, 5))
-    thr = runs_frame([rec], "threshold").iloc[0]
+    rec = record("ce", 0, [9, 6, 2], counts=(100, 20, 5), index_sizes=[1, 1, 1])
+    thr = runs_frame([rec], "threshold").iloc[0]  # many > 100, few < 20
     assert thr["many"] != thr["many"]  # 100 is not > 100: no many class (NaN)
-    assert thr["medium"] == pytest.approx(0.75) and thr["few"] == pytest.approx(0.2)
-    oltr = runs_frame([rec], "oltr").iloc[0]
+    assert thr["medium"] == pytest.approx(0.75) and thr["few"] == pytest.approx(0.2)  # {100, 20}, {5}
+    oltr = runs_frame([rec], "oltr").iloc[0]  # many >= 100, few <= 20
     assert oltr["many"] == pytest.approx(0.9) and oltr["medium"] != oltr["medium"]
-    assert oltr["few"] == pytest.approx(0.4)  # 20 <= 20 and 5: (0.6 + 0.2) / 2
+    assert oltr["few"] == pytest.approx(0.4)  # 20 and 5: (0.6 + 0.2) / 2
     idx = runs_frame([rec], "index").iloc[0]  # blocks 1 / 1 / 1 of frequency-sorted classes
     assert [idx["many"], idx["medium"], idx["few"]] == pytest.approx([0.9, 0.6, 0.2])
+    assert thr["top1"] == oltr["top1"] == idx["top1"] == pytest.approx(17 / 30)
+    md = markdown_table(aggregate(runs_frame([rec], "oltr"))).splitlines()[2]
+    assert md == "| ce | **90.0** | – | **40.0** | **56.7** | 1 |"
+
+
+def test_index_convention_sorts_by_frequency_and_needs_sizes():
+    # Labels not in frequency order: class 1 is the head, class 2 mid, class 0 the tail.
+    rec = record("ce", 0, [2, 9, 6], counts=(5, 100, 20), index_sizes=[1, 2, 0])
+    idx = runs_frame([rec], "index").iloc[0]
+    assert idx["many"] == pytest.approx(0.9) and idx["medium"] == pytest.approx(0.4)  # {1}, {2, 0}
+    assert idx["few"] != idx["few"]  # empty tail block
+    with pytest.raises(ValueError, match="run ce-0-toy-quick .*needs index_sizes"):
+        runs_frame([record("ce", 0, [1, 1, 1])], "index")
+
+
+def test_ece_from_calibration_bins():
+    # Two bins. Bin 0: 20 samples of classes 1-2, confidence 7.0 summed, 6 correct;
+    # bin 1: 10 samples of class 0, confidence 9.0 summed, 8 correct.
+    # ECE = (|6 - 7| + |8 - 9|) / 30 = 2 / 30.
+    calib = {"n_bins": 2, "count": [[0, 10], [10, 0], [10, 0]],
+             "conf_sum": [[0.0, 9.0], [4.0, 0.0], [3.0, 0.0]], "correct_sum": [[0, 8], [5, 0], [1, 0]]}
+    f = runs_frame([record("ce", 0, [8, 5, 1], calib=calib)])
+    assert f.iloc[0]["ece"] == pytest.approx(2 / 30)
 
 
 def test_best_val_selection():
-    rec = record("ce", 0, [1, 1, 1], best=[10, 10, 10])
-    assert runs_frame([rec], selection="best_val").iloc[0]["top1"] == pytest.approx(1.0)
-    assert runs_frame([record("ce", 0, [1, 1, 1])], selection="best_val").empty
+    rec = record("ce", 0, [1, 1, 1], best=[10, 10, 5])
+    row = runs_frame([rec], selection="best_val").iloc[0]
+    assert row["top1"] == pytest.approx(25 / 30) and row["few"] == pytest.approx(0.5)
+    assert runs_frame([rec]).iloc[0]["top1"] == pytest.approx(0.1)  # "last" still the default
+    assert runs_frame([record("ce", 0, [1, 1, 1])], selection="best_val").empty  # no best_val stored
     with pytest.raises(ValueError, match="choose one of last, best_val"):
         runs_frame([rec], selection="best_test")
+    with pytest.raises(ValueError, match="choose one of threshold, oltr, index"):
+        runs_frame([rec], convention="median")
+
+
+def test_budgets_and_datasets_get_their_own_blocks():
+    recs = [record("ce", 0, [8, 5, 1]), record("ce", 0, [2, 2, 2], budget="full"),
+            record("ce", 0, [4, 4, 4], dataset="big_lt")]
+    agg = aggregate(runs_frame(recs))
+    tex = latex_table(agg)
+    assert "\\multicolumn{4}{c}{toy (quick)} & \\multicolumn{4}{c}{toy (full)} & " \
+           "\\multicolumn{4}{c}{big\\_lt (quick)} &  \\\\" in tex
+    assert "\\cmidrule(lr){2-5} \\cmidrule(lr){6-9} \\cmidrule(lr){10-13}" in tex
+    # One method: every present cell is the column's best; no budget overwrites another.
+    assert line_of(tex, "ce &") == ("ce & \\textbf{80.0} & \\textbf{50.0} & \\textbf{10.0} & \\textbf{46.7} & "
+                                    "\\textbf{20.0} & \\textbf{20.0} & \\textbf{20.0} & \\textbf{20.0} & "
+                                    "\\textbf{40.0} & \\textbf{40.0} & \\textbf{40.0} & \\textbf{40.0} & 1 \\\\")
+    assert "budget quick, full;" in tex
+
+
+def test_seed_column_when_datasets_differ():
+    recs = [record("ce", 0, [8, 5, 1]), record("ce", 1, [9, 5, 3]), record("ce", 0, [4, 4, 4], dataset="b")]
+    assert markdown_table(aggregate(runs_frame(recs))).splitlines()[2].endswith(" | 2/1 |")
+
+
+def test_caption_and_escaping():
+    recs = [record("a_b&c%", 0, [5, 5, 5], dataset="x_lt")]
+    tex = latex_table(aggregate(runs_frame(recs, "oltr", "last")), label="tab:main")
+    assert line_of(tex, "a\\_b\\&c\\% &")
+    assert "\\multicolumn{4}{c}{x\\_lt}" in tex and "\\label{tab:main}" in tex
+    caption = line_of(tex, "\\caption{")
+    assert "budget quick;" in caption and "mean $\\pm$ std over $n$ seeds" in caption
+    assert "groups: many $\\geq$100, medium 21--99, few $\\leq$20" in caption
+    assert "model selection: last epoch" in caption
+    assert "\\caption{Mine}" in latex_table(aggregate(runs_frame(recs)), caption="Mine")
+    assert "\\caption" not in latex_table(aggregate(runs_frame(recs)), caption="")
+
+
+def test_plot_per_class_writes_a_png(tmp_path):
+    recs = [*RECORDS, record("ce", 0, [4, 4, 4], dataset="other"), record("ce", 1, [0, 0, 0], total=[0, 0, 0])]
+    path = plot_per_class(recs, tmp_path / "plots" / "pc.png")
+    assert path == tmp_path / "plots" / "pc.png"
+    png = path.read_bytes()
+    assert png[:8] == PNG_MAGIC and len(png) > 1000
+    assert os.listdir(tmp_path / "plots") == ["pc.png"]  # no temporary file left behind
+    with pytest.raises(ValueError, match="no finished runs"):
+        plot_per_class([RECORDS[-1]], tmp_path / "none.png")
 
 
 def test_write_report_files(tmp_path):
-    paths = write_report(RECORDS, tmp_path / "rep")
+    paths = write_report(RECORDS, tmp_path / "rep", convention="threshold", selection="last")
     assert set(paths) == {"latex", "markdown", "plot"}
-    png = paths["plot"].read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
-    assert "model selection: last epoch" in paths["latex"].read_text()
     assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == ["per_class.png", "table.md", "table.tex"]
-    with pytest.raises(ValueError, match="no finished runs"):
+    assert paths["plot"].read_bytes()[:8] == PNG_MAGIC
+    tex = paths["latex"].read_text()
+    assert "model selection: last epoch" in tex and "many $>$100, medium 20--100, few $<$20" in tex
+    assert "| ce | **85.0** ± 7.1 |" in paths["markdown"].read_text(encoding="utf-8")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert paths["latex"].stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's owner-only 0600
+    with pytest.raises(ValueError, match="no finished runs in the store; run `ltbench run` first"):
         write_report([RECORDS[-1]], tmp_path / "empty")
+    with pytest.raises(ValueError, match="no finished runs"):
+        write_report([], tmp_path / "empty")
