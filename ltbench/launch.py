@@ -73,6 +73,9 @@ class RunJob(submitit.helpers.Checkpointable):
         self.spec, self.store, self.device, self.threads, self.force = spec, store, device, threads, force
 
     def __call__(self) -> dict[str, Any]:
+        from .distributed import init_from_submitit
+
+        init_from_submitit()  # several tasks per job (multi-GPU): one process group
         if self.threads:
             import torch
 
@@ -113,6 +116,7 @@ def make_executor(kind: str, folder: Path, slurm: SlurmOptions) -> submitit.Exec
         params["partition"] = slurm.partition
     if slurm.gpus_per_job:
         params["gpus_per_node"] = slurm.gpus_per_job
+        params["ntasks_per_node"] = slurm.gpus_per_job  # one data-parallel process per GPU
     if slurm.mem_gb:
         params["mem"] = f"{slurm.mem_gb}GB"
     ex.update_parameters(**params)

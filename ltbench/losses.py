@@ -34,23 +34,33 @@ def list_losses() -> list[str]:
     return LOSSES.names()
 
 
-def _prior(class_counts) -> torch.Tensor:
+def _counts(class_counts) -> np.ndarray:
+    """Validated per-class counts as float64 (a CUDA tensor is fine too)."""
+    if isinstance(class_counts, torch.Tensor):
+        class_counts = class_counts.detach().cpu()
     counts = np.asarray(class_counts, dtype=np.float64)
-    bad = np.flatnonzero(counts <= 0)
+    if counts.ndim != 1 or counts.size == 0:
+        raise ValueError(f"class_counts must be a non-empty 1-D sequence, got shape {counts.shape}")
+    bad = np.flatnonzero(~(counts > 0))  # also catches NaN
     if len(bad):
         raise ValueError(f"class {bad[0]} has training count {counts[bad[0]]:g}; every class needs at least one image")
+    return counts
+
+
+def _prior(class_counts) -> torch.Tensor:
+    counts = _counts(class_counts)
     return torch.as_tensor(counts / counts.sum(), dtype=torch.float32)
 
 
 def _soft(target: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
     if target.ndim == 1:
-        return F.one_hot(target, num_classes).to(dtype)
+        return F.one_hot(target.long(), num_classes).to(dtype)
     return target.to(dtype)
 
 
 def _soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if target.ndim == 1:
-        return F.cross_entropy(logits, target)
+        return F.cross_entropy(logits, target.long())
     return -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
@@ -63,6 +73,8 @@ def _bce_sum(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class CrossEntropy(torch.nn.Module):
     """L = mean_i [-sum_j t_ij log softmax(z_i)_j]."""
 
+    adjusts_inference = False  # predictions are argmax of the raw logits
+
     def __init__(self, class_counts):
         super().__init__()
         _prior(class_counts)  # validates counts, as for every loss
@@ -74,6 +86,8 @@ class CrossEntropy(torch.nn.Module):
 @LOSSES.register("la")
 class LogitAdjusted(torch.nn.Module):
     """L = CE(z + tau * log(pi), t): a margin that grows as a class gets rarer."""
+
+    adjusts_inference = False  # predictions are argmax of the raw logits
 
     def __init__(self, class_counts, tau: float = 1.0):
         super().__init__()
@@ -88,6 +102,8 @@ class LogitAdjusted(torch.nn.Module):
 class BinaryCrossEntropy(torch.nn.Module):
     """L = (1/B) sum_i sum_j [softplus(z_ij) - t_ij z_ij]."""
 
+    adjusts_inference = False  # predictions are argmax of the raw logits
+
     def __init__(self, class_counts):
         super().__init__()
         _prior(class_counts)
@@ -101,8 +117,12 @@ class BalancedBCE(torch.nn.Module):
     """BCE on z_ij + b_j, b_j = tau * (log pi_j - log(1 - pi_j)), on all C logits.
 
     The shift is the log-odds of the prior: it makes the sigmoid unbiased under the training
-    distribution, so the raw logits are balanced at inference (LiVT, Sec. 3.3).
+    distribution, so the raw logits are balanced at inference (LiVT, Sec. 3.3). This module
+    changes only the training loss: predict with the raw, unshifted logits. ``tau`` is 1 in
+    the released code; the paper lists 1.05 for Places-LT.
     """
+
+    adjusts_inference = False
 
     def __init__(self, class_counts, tau: float = 1.0):
         super().__init__()
@@ -116,8 +136,7 @@ class BalancedBCE(torch.nn.Module):
 
 def drw_weights(class_counts, beta: float = 0.9999) -> torch.Tensor:
     """Effective-number class weights (Cui et al., 2019): (1 - beta) / (1 - beta^n_j), summing to C."""
-    counts = np.asarray(class_counts, dtype=np.float64)
-    _prior(counts)
+    counts = _counts(class_counts)
     w = (1.0 - beta) / (1.0 - np.power(beta, counts))
     return torch.as_tensor(w / w.sum() * len(counts), dtype=torch.float32)
 
@@ -131,10 +150,11 @@ class LDAM(torch.nn.Module):
     ``set_reweight(True)`` (the DRW epoch), classes are weighted by :func:`drw_weights`.
     """
 
+    adjusts_inference = False
+
     def __init__(self, class_counts, max_m: float = 0.5, s: float = 30.0, beta: float = 0.9999):
         super().__init__()
-        counts = _prior(class_counts).double() * float(np.sum(class_counts))
-        margins = counts.pow(-0.25)
+        margins = torch.as_tensor(_counts(class_counts)).pow(-0.25)
         self.s = float(s)
         self.register_buffer("margins", (margins * (max_m / margins.max())).float())
         self.register_buffer("weights", drw_weights(class_counts, beta))
@@ -166,6 +186,8 @@ class DeiTLTLoss(torch.nn.Module):
     With ``reweight`` (from the DRW epoch) the DIST term is a weighted mean over the batch,
     each sample weighted by :func:`drw_weights` of the class the teacher predicts.
     """
+
+    adjusts_inference = False
 
     def __init__(self, class_counts, beta: float = 0.9999):
         super().__init__()

@@ -8,6 +8,8 @@
 - :class:`MaskedPretrain`: the MAE objective of the MGP stage; nothing to evaluate.
 
 The trainer (``ltbench.train``) only calls ``loss(x, target, epoch)`` and ``evaluate``.
+Training goes through ``self.forward`` (the model, or its DistributedDataParallel wrapper,
+which the trainer sets); evaluation uses the bare ``self.model``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Classify:
 
     def __init__(self, model: torch.nn.Module, criterion: torch.nn.Module, num_classes: int, drw_epoch: int = 0):
         self.model, self.criterion, self.num_classes, self.drw_epoch = model, criterion, num_classes, drw_epoch
+        self.forward = model
 
     def reweight(self, epoch: int) -> bool:
         return bool(self.drw_epoch) and epoch >= self.drw_epoch
@@ -36,7 +39,7 @@ class Classify:
         if hasattr(self.criterion, "set_reweight"):
             self.criterion.set_reweight(self.reweight(epoch))
         with _autocast(x.device):
-            return self.criterion(self.model(x), target)
+            return self.criterion(self.forward(x), target)
 
     def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         z = self.model(x)
@@ -72,7 +75,7 @@ class Distill(Classify):
                 x, size=(self.teacher_size, self.teacher_size), mode="bilinear", align_corners=False)
             teacher_logits = self.teacher(seen)
         with _autocast(x.device):
-            cls, dist = self.model(x)
+            cls, dist = self.forward(x)
             return self.criterion(cls, dist, target, teacher_logits, reweight=self.reweight(epoch))
 
     def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -85,8 +88,8 @@ class MaskedPretrain:
     has_eval = False
 
     def __init__(self, mae: torch.nn.Module):
-        self.model = mae
+        self.model = self.forward = mae
 
     def loss(self, x: torch.Tensor, target: torch.Tensor, epoch: int) -> torch.Tensor:
         with _autocast(x.device):
-            return self.model(x)[0]
+            return self.forward(x)[0]

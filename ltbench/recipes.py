@@ -151,6 +151,7 @@ class TrainConfig:
     cutmix: float = 0.0
     label_smoothing: float = 0.0
     eval_batch_size: int = 1024
+    micro_batch: int = 0  # per-device samples per forward pass; smaller than the share: gradient accumulation
     num_workers: int = 4  # DataLoader workers of the streamed path (their seeds shape augmentation)
     # optimiser variants
     optimizer: Literal["adamw", "sgd"] = "adamw"

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from .data import LTData, build_data
+from .distributed import is_main, rank_world
 from .errors import DataError, RunSetupError
 from .metrics import summarize
 from .provenance import provenance
@@ -152,6 +153,7 @@ def _base_record(spec: RunSpec, data: LTData, device: torch.device) -> dict[str,
         "index_sizes": list(cfg.data.groups.index_sizes) or None,
         "group_convention": "threshold",
         "effective_batch": min(cfg.train.batch_size, len(data.train) - len(data.train) % 2),
+        "world_size": rank_world()[1],  # processes sharing each step; the effective batch stays the recipe's
         "provenance": {**provenance(device, data.fingerprint()), "data_root": str(data.root) if data.root else None,
                        "data_verified": data.verified, "data_files": data.files},
         "run_dir": str(spec.run_dir),
@@ -216,6 +218,8 @@ def execute_run(
                       finished_at=_now(), timings={"total_seconds": time.perf_counter() - tick})
         write_record(record, spec.run_dir)
         store.ingest(record)
+        return record
+    if not is_main():  # data-parallel: process 0 writes the one record
         return record
     counts = record["train_counts"]
     record.update(

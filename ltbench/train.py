@@ -30,6 +30,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from .data import LTData, Split
 from .data.memory import DeviceBatches
+from .distributed import all_mean, rank_world
 from .losses import build_loss
 from .models import build_model, input_size, vit_kwargs
 from .models.mae import MaskedAutoencoder
@@ -192,6 +193,11 @@ def fit(
     run_dir.mkdir(parents=True, exist_ok=True)
     objective = build_objective(cfg, data, device, deps or Dependencies())
     model = objective.model
+    rank, world = rank_world()
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        objective.forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = build_optimizer(cfg, model)
     train = make_batches(data, data.train, cfg, device)
     val = make_batches(data, data.val, cfg, device) if data.val is not None and objective.has_eval else None
@@ -232,15 +238,25 @@ def fit(
         hard_labels = bool(t.mixup_off_epoch) and epoch >= t.mixup_off_epoch  # DeiT-LT's DRW phase
         with seeded(_epoch_seed(cfg.seed, epoch)):
             for x, y in train.train_batches(batch_size, _epoch_seed(cfg.seed, epoch)):
+                # Every process draws the same global batch (same seeds) and takes its share.
                 x, target = (x, y) if hard_labels else _targets(cfg, mixup, x, y)
+                x, target = x[rank::world], target[rank::world]
+                micro = t.micro_batch or len(x)
+                chunks = list(zip(x.split(micro), target.split(micro)))
 
                 def closure():
                     optimizer.zero_grad(set_to_none=True)
-                    loss = objective.loss(x, target, epoch)
-                    loss.backward()
+                    total = torch.zeros((), device=device)
+                    for i, (xc, tc) in enumerate(chunks):
+                        # Gradients sync across processes on the last micro-batch only.
+                        sync = world == 1 or i == len(chunks) - 1
+                        with contextlib.nullcontext() if sync else objective.forward.no_sync():
+                            loss = objective.loss(xc, tc, epoch) * (len(xc) / len(x))
+                            loss.backward()
+                        total += loss.detach()
                     if t.grad_clip > 0:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-                    return loss
+                    return total
 
                 if isinstance(optimizer, SAM):
                     loss = optimizer.step(closure)
@@ -250,7 +266,7 @@ def fit(
                 step += 1
                 scheduler.step_update(step)
                 loss_sum += loss.detach()
-        train_loss = float(loss_sum) / steps_per_epoch  # the one host sync of the epoch
+        train_loss = float(all_mean(loss_sum)) / steps_per_epoch  # the one host sync of the epoch
         if not np.isfinite(train_loss):
             raise NonFiniteLoss(f"training loss is {train_loss} at epoch {epoch}; lower train.lr or set train.grad_clip")
         train_time = time.perf_counter() - tick
@@ -278,6 +294,8 @@ def fit(
         row = {"epoch": epoch, "train_loss": train_loss, "val_top1": val_top1,
                "lr": optimizer.param_groups[0]["lr"], "seconds": train_time + eval_time}
         result.history.append(row)
+        if rank != 0:
+            continue  # one process writes; the others follow the same path
         _save_atomic({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "results": result.results, "history": result.history,
                       "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds,

@@ -1,16 +1,18 @@
 """Format readers on tiny files written in each exact on-disk format."""
 
 import gzip
+import json
+import pickle
 import time
 
 import numpy as np
 import pytest
 
 from fakes import write_cifar, write_idx, write_inat
-from ltbench.data.formats.cifar import read_cifar
-from ltbench.data.formats.idx import find_idx_files, read_fashion_mnist, read_idx
+from ltbench.data.formats.cifar import CIFAR_FILES, read_cifar, read_cifar_labels
+from ltbench.data.formats.idx import DEBIAN_DIR, FASHION_MNIST_FILES, find_idx_files, read_fashion_mnist, read_idx
 from ltbench.data.formats.inat import read_inat
-from ltbench.data.formats.splitlist import read_split_list
+from ltbench.data.formats.splitlist import check_images_exist, read_split_list
 from ltbench.errors import DataFormatError, DataIntegrityError, DataMissingError
 
 
@@ -40,6 +42,46 @@ def test_cifar10_train_order_is_batch_order(tmp_path):
         read_cifar(tmp_path, 10, verify=False)
 
 
+def test_cifar10_nchw_reshape_and_root_forms(tmp_path):
+    """Rows are 1024 R, 1024 G, 1024 B values, each plane row-major: a known pixel lands in place."""
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for i in range(1, 6):
+        data = np.zeros((4, 3072), dtype=np.uint8)
+        data[:, 1024 * 2 + 32 * 5 + 7] = 10 * i + np.arange(4)  # blue, row 5, col 7
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump({b"data": data, b"labels": [i, i, 0, 9], b"batch_label": b"x"}, f)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": [3, 4]}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [n.encode() for n in "plane car bird cat deer dog frog horse ship truck".split()]}, f)
+    for root in (tmp_path, folder):
+        d = read_cifar(root, 10, verify=False)
+        assert d.train_x.shape == (20, 3, 32, 32) and d.train_x.dtype == np.uint8
+        assert d.train_y.dtype == np.int64 and d.train_y.tolist() == [y for i in range(1, 6) for y in (i, i, 0, 9)]
+        assert d.train_x[:, 2, 5, 7].tolist() == [10 * i + k for i in range(1, 6) for k in range(4)]
+        assert int(d.train_x.sum()) == int(d.train_x[:, 2, 5, 7].astype(int).sum())  # nothing else is set
+        assert d.test_y.tolist() == [3, 4] and d.class_names[0] == "plane" and d.class_names[9] == "truck"
+        assert set(d.files) == set(CIFAR_FILES[10]["md5"])
+    train_y, test_y, names, files = read_cifar_labels(tmp_path, 10, verify=False)
+    np.testing.assert_array_equal(train_y, d.train_y)
+    assert test_y.tolist() == [3, 4] and names == d.class_names and files == d.files
+    with pytest.raises(DataIntegrityError, match=r"data_batch_1: md5 [0-9a-f]{32}, the official file has c99cafc1.*--no-verify"):
+        read_cifar(folder, 10)
+
+
+def test_cifar_missing_says_layout_source_and_download(tmp_path):
+    with pytest.raises(DataMissingError) as e:
+        read_cifar(tmp_path, 10)
+    msg = str(e.value)
+    assert str(tmp_path / "cifar-10-batches-py") in msg and "data_batch_1 ... (torchvision's layout" in msg
+    assert "https://www.cs.toronto.edu/~kriz/cifar.html" in msg and "--download" in msg
+    write_cifar(tmp_path, 100, train_per_class=1, test_per_class=1)
+    (tmp_path / "cifar-100-python" / "meta").unlink()
+    with pytest.raises(DataMissingError, match=r"cifar-100-python/meta not found.*--download"):
+        read_cifar_labels(tmp_path, 100)  # missing file reported before any checksum
+
+
 def test_split_list_parsing_and_errors(tmp_path):
     f = tmp_path / "L_train.txt"
     f.write_text("a/x.jpg 0\n\nb/y z.jpg 2\nc/w.jpg 1\n")
@@ -54,6 +96,24 @@ def test_split_list_parsing_and_errors(tmp_path):
         read_split_list(f, 3)
     with pytest.raises(DataMissingError, match="OLTR"):
         read_split_list(tmp_path / "absent.txt")
+
+
+def test_split_list_non_integer_label_and_image_check(tmp_path):
+    f = tmp_path / "ImageNet_LT_val.txt"
+    f.write_text("train/n1/a.JPEG 0\n\ntrain/n1/b.JPEG one\n")
+    with pytest.raises(DataFormatError, match=r"ImageNet_LT_val.txt:3: cannot parse .*expected 'relative/path label'"):
+        read_split_list(f)
+    with pytest.raises(DataMissingError, match=r"Places_LT_test.txt.*OpenLongTailRecognition-OLTR"):
+        read_split_list(tmp_path / "Places_LT_test.txt", 365)
+    f.write_text("train/n1/a.JPEG 0\ntrain/n1/b.JPEG 1\ntrain/n2/c.JPEG -1\n")
+    with pytest.raises(DataFormatError, match=r":3: label -1 outside 0..9"):
+        read_split_list(f, 10)
+    assert read_split_list(f).labels.tolist() == [0, 1, -1]  # no range check without num_classes
+    (tmp_path / "train" / "n1").mkdir(parents=True)
+    (tmp_path / "train" / "n1" / "a.JPEG").write_bytes(b"")
+    paths = ["train/n1/a.JPEG", "train/n1/b.JPEG", "train/n2/c.JPEG"]
+    assert check_images_exist(tmp_path, paths) == ["train/n1/b.JPEG", "train/n2/c.JPEG"]
+    assert check_images_exist(tmp_path, paths, limit=1) == []
 
 
 @pytest.mark.slow
@@ -78,6 +138,23 @@ def test_inat_json(tmp_path):
     (tmp_path / "nokey.json").write_text('{"images": [], "categories": []}')
     with pytest.raises(DataFormatError, match="missing key 'annotations'"):
         read_inat(tmp_path / "nokey.json")
+
+
+def test_inat_index_is_position_among_sorted_ids(tmp_path):
+    write_inat(tmp_path / "val2018.json", [5, 2, 9], [2, 5, 9, 9, 5, 2])
+    s = read_inat(tmp_path / "val2018.json")
+    assert s.category_ids == (2, 5, 9) and s.labels.tolist() == [0, 1, 2, 2, 1, 0] and s.labels.dtype == np.int64
+    assert s.paths == [f"train_val2018/x/{i}.jpg" for i in range(6)] and len(s.sha256) == 64
+    doc = json.loads((tmp_path / "val2018.json").read_text())
+    doc["annotations"].pop(3)  # image 103 loses its annotation
+    (tmp_path / "val2018.json").write_text(json.dumps(doc))
+    with pytest.raises(DataFormatError, match="image 103 .* has no annotation"):
+        read_inat(tmp_path / "val2018.json")
+    (tmp_path / "notjson.json").write_text("{images: ")
+    with pytest.raises(DataFormatError, match="notjson.json is not JSON"):
+        read_inat(tmp_path / "notjson.json")
+    with pytest.raises(DataMissingError, match="train2018.json not found.*inat_comp"):
+        read_inat(tmp_path / "train2018.json")
 
 
 def test_idx_raw_gz_and_bad_magic(tmp_path):
@@ -113,8 +190,18 @@ def test_fashion_mnist_layouts(tmp_path):
         find_idx_files(tmp_path / "nothing")
 
 
+def test_real_fashion_mnist_from_debian_verifies():
+    if not DEBIAN_DIR.is_dir():
+        pytest.skip(f"Debian's dataset-fashion-mnist is not installed ({DEBIAN_DIR} missing)")
+    d = read_fashion_mnist(DEBIAN_DIR, verify=True)
+    assert d.train_x.shape == (60000, 1, 28, 28) and d.test_x.shape == (10000, 1, 28, 28)
+    assert np.bincount(d.train_y).tolist() == [6000] * 10 and np.bincount(d.test_y).tolist() == [1000] * 10
+    assert set(d.files) == {f"{stem}.gz" for stem in FASHION_MNIST_FILES.values()}
+    assert find_idx_files(DEBIAN_DIR)["train_images"] == DEBIAN_DIR / "train-images-idx3-ubyte.gz"
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(not __import__("pathlib").Path("/usr/share/datasets/fashion-mnist").is_dir(),
+@pytest.mark.skipif(not DEBIAN_DIR.is_dir(),
                     reason="Debian's dataset-fashion-mnist is not installed (CI installs it)")
 def test_smoke_training_on_fashion_mnist_lt(tmp_path):
     from ltbench.cli import main

@@ -84,9 +84,49 @@ def test_tau(name):
     assert zero == pytest.approx(build_loss(plain, COUNTS).double()(logits(), target).item(), rel=1e-12)
 
 
-def test_bal_bce_bias_on_balanced_counts_is_constant():
-    loss = build_loss("bal_bce", [5, 5, 5, 5])
-    assert loss.shift.tolist() == pytest.approx([math.log((1 / 4) / (3 / 4))] * 4, rel=1e-6)
+def test_bal_bce_bias_by_hand():
+    # counts [6, 3, 1]: pi = [.6, .3, .1], b_j = log(pi_j) - log(1 - pi_j)
+    b = [math.log(0.6) - math.log(0.4), math.log(0.3) - math.log(0.7), math.log(0.1) - math.log(0.9)]
+    assert b == pytest.approx([0.40546511, -0.84729786, -2.19722458], rel=1e-7)
+    assert build_loss("bal_bce", COUNTS).shift.tolist() == pytest.approx(b, rel=1e-6)
+    assert build_loss("bal_bce", COUNTS, tau=1.05).shift.tolist() == pytest.approx([1.05 * v for v in b], rel=1e-6)
+
+
+@pytest.mark.parametrize("c", [2, 4, 10])
+def test_bal_bce_bias_on_balanced_counts_is_constant(c):
+    shift = build_loss("bal_bce", [5] * c).shift.tolist()
+    pi = 1 / c
+    # log(pi / (1 - pi)) = log((1/C) / ((C-1)/C)) = log(1 / (C-1)); zero for two classes
+    assert shift == pytest.approx([math.log(pi / (1 - pi))] * c, rel=1e-6, abs=1e-7)
+    assert shift == pytest.approx([math.log(1 / (c - 1))] * c, rel=1e-6, abs=1e-7)
+    assert max(shift) - min(shift) == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize("name", ["ce", "la", "bce", "bal_bce", "ldam"])
+def test_integer_labels_equal_onehot_targets(name):
+    loss = build_loss(name, COUNTS).double()
+    hard = loss(logits(), torch.tensor(Y)).item()
+    soft = loss(logits(), torch.tensor([onehot(y) for y in Y], dtype=torch.float64)).item()
+    assert soft == pytest.approx(hard, rel=1e-12)
+    assert loss(logits(), torch.tensor(Y, dtype=torch.int32)).item() == pytest.approx(hard, rel=1e-12)
+
+
+def test_every_loss_is_listed_and_keeps_raw_logits_at_inference():
+    assert {"ce", "la", "bce", "bal_bce"} <= set(list_losses())
+    for name in list_losses():
+        assert build_loss(name, COUNTS).adjusts_inference is False
+
+
+@pytest.mark.parametrize("name", ["la", "bal_bce"])
+def test_prior_is_a_buffer_that_moves(name):
+    loss = build_loss(name, COUNTS)
+    assert "shift" in dict(loss.named_buffers()) and "shift" in loss.state_dict()
+    assert loss.to(torch.float64).shift.dtype == torch.float64
+    if torch.cuda.is_available():
+        cuda = loss.to("cuda")
+        assert cuda.shift.is_cuda
+        z = logits().cuda()
+        assert cuda(z, torch.tensor(Y).cuda()).item() == pytest.approx(expected(name, TARGETS["hard"]), rel=1e-6)
 
 
 def test_bce_family_sums_classes_and_averages_batch():
@@ -111,6 +151,12 @@ def test_gradients_and_device_move():
 def test_posthoc_logit_adjustment():
     adjusted = posthoc_logit_adjust(logits(), COUNTS)
     assert adjusted[0].tolist() == pytest.approx([1 - math.log(0.6), -math.log(0.3), -1 - math.log(0.1)], rel=1e-6)
+    half = posthoc_logit_adjust(logits(), torch.tensor(COUNTS), tau=0.5)
+    assert half[1].tolist() == pytest.approx([0.5 - 0.5 * math.log(0.6), 0.5 - 0.5 * math.log(0.3), -0.5 * math.log(0.1)], rel=1e-6)
+    # row 1 raw [.5, .5, 0] predicts class 0; adjusted [1.01, 1.70, 2.30] predicts the rare class 2.
+    # row 0 adjusted [1.51, 1.20, 1.30] keeps class 0.
+    assert logits().argmax(1).tolist() == [0, 0]
+    assert adjusted.argmax(1).tolist() == [0, 2]
 
 
 def test_errors():
@@ -122,6 +168,12 @@ def test_errors():
         build_loss("la", COUNTS, taux=1.0)
     with pytest.raises(ValueError, match="class 1 has training count 0"):
         build_loss("la", [3, 0, 1])
+    with pytest.raises(ValueError, match="class 2 has training count -1"):
+        build_loss("bal_bce", [3, 1, -1])
+    with pytest.raises(ValueError, match="class 0 has training count nan"):
+        build_loss("ce", [float("nan"), 1])
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        build_loss("ce", [])
 
 
 def test_drw_weights_by_hand():

@@ -21,9 +21,9 @@ def download_dataset(spec: DatasetSpec, root: Path) -> Path:
 
     root.mkdir(parents=True, exist_ok=True)
     if spec.source in ("cifar10", "cifar100"):
-        cls = tvd.CIFAR10 if spec.source == "cifar10" else tvd.CIFAR100
-        for train in (True, False):
-            cls(str(root), train=train, download=True)
+        from .formats.cifar import download_cifar
+
+        download_cifar(root, 10 if spec.source == "cifar10" else 100)
     elif spec.source == "fashion_mnist":
         for train in (True, False):
             tvd.FashionMNIST(str(root), train=train, download=True)

@@ -1,2 +1,1 @@
-"""Readers for the on-disk formats users already have; each reads labels without decoding
-images where the format allows."""
+"""Readers for the on-disk formats users already have; each reads labels without decoding images where it can."""
