@@ -38,6 +38,10 @@ EPILOGS = {
   ltbench data describe places_lt --root /data/places365 --json
   ltbench data download cifar10_lt --root ~/data/cifar     # needs a network
 """,
+    "bench": """examples:
+  ltbench bench                                 # ce on mnist_lt, quick budget, 5 epochs
+  ltbench bench --method cnn_ce --epochs 5 --json results/bench.json
+""",
     "results": """examples:
   ltbench results
   ltbench results --json --store results/ltbench.db
@@ -133,6 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--json", action="store_true")
 
+    p = add("bench", "Measure training speed against the model's limit and a per-sample reference loop.")
+    p.add_argument("--method", default="ce")
+    p.add_argument("--data", default="mnist_lt")
+    p.add_argument("--budget", default="quick")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--device", default=None)
+    p.add_argument("--reference-workers", type=int, default=2, help="DataLoader workers of the reference loop")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the numbers here")
+
     p = add("results", "List stored runs with their metrics.")
     _add_store(p)
     p.add_argument("--json", action="store_true")
@@ -183,6 +197,21 @@ def _print_rows(console, title: str, rows: list[dict], columns) -> None:
     for r in rows:
         table.add_row(*("; ".join(v) if isinstance(v := r.get(c, ""), list) else str(v or "") for c in columns))
     console.print(table)
+
+
+def _cmd_bench(args, console) -> int:
+    from pathlib import Path
+
+    from .bench import benchmark, write_json
+
+    result = benchmark(args.method, args.data, args.budget, args.epochs, tuple(args.overrides), args.device,
+                       args.reference_workers)
+    rows = [{"label": k, "value": v} for k, v in result.items() if not isinstance(v, dict)]
+    rows += [{"label": f"{k}.{kk}", "value": vv} for k, v in result.items() if isinstance(v, dict) for kk, vv in v.items()]
+    _print_rows(console, "ltbench bench", rows, ("label", "value"))
+    if args.json:
+        console.print(f"wrote {write_json(result, Path(args.json))}")
+    return 0
 
 
 def _cmd_status(args, console) -> int:
@@ -300,7 +329,7 @@ def _cmd_data(args, console) -> int:
     return status
 
 
-COMMANDS = {"run": _cmd_run, "status": _cmd_status, "list": _cmd_list, "data": _cmd_data, "results": _cmd_results,
+COMMANDS = {"run": _cmd_run, "bench": _cmd_bench, "status": _cmd_status, "list": _cmd_list, "data": _cmd_data, "results": _cmd_results,
             "report": _cmd_report}
 
 

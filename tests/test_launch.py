@@ -136,3 +136,4 @@ def test_slurm_sweep_with_array_and_dependent_stage(tmp_path, capsys):
     assert {got.get(j["job_id"]) for j in jobs.values()} == {"COMPLETED"}
     assert main(["status", "--out", str(tmp_path / "out"), "--json"]) == 0
     assert {r["state"] for r in json.loads(capsys.readouterr().out)} == {"done"}
+

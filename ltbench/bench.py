@@ -1,0 +1,166 @@
+"""``ltbench bench``: how close ltbench's training loop comes to the model's own speed.
+
+Measured in one process, on the same model, loss, data and batch size:
+
+- **limit**: forward + backward + optimiser step on a batch already on the device, images/s;
+- **ltbench**: the real loop (``train.fit``: batching, augmentation, targets, loss, logging,
+  checkpoints) over whole epochs, images/s, with evaluation timed apart;
+- **reference**: the way the LiVT and DeiT-LT codebases feed data, per-sample PIL transforms
+  (random crop, flip, ToTensor, Normalize) through a DataLoader;
+- **start**: seconds from nothing imported to the first training step;
+- **peak memory**: resident set size (CPU) or CUDA's peak allocation.
+
+Performance claims in the docs come from this script, never from a timed test.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _limit(objective, optimizer, x, target, steps: int, device, clip: float = 0.0) -> float:
+    model = objective.model
+    model.train()
+    for i in range(steps + 3):
+        if i == 3:  # warm-up steps absorb allocation and first-call costs
+            _sync(device)
+            tick = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        objective.loss(x, target, 1).backward()
+        if clip > 0:  # part of the recipe's update, so part of the limit
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+    _sync(device)
+    return steps * len(x) / (time.perf_counter() - tick)
+
+
+def _reference(cfg, data, objective, optimizer, device, epochs: int, workers: int) -> float:
+    """Per-sample PIL transforms through a DataLoader, as the peer codebases do."""
+    from PIL import Image
+    from torch.utils.data import DataLoader, Dataset
+    from torchvision import transforms as T
+
+    size = cfg.data.image_size
+    aug = cfg.data.augment
+    steps = [T.Resize(cfg.train.img_size)] if cfg.train.img_size and cfg.train.img_size != size else []
+    steps += [T.RandomCrop(cfg.train.img_size or size, padding=aug.crop_pad)] if aug.crop_pad else []
+    steps += [T.RandomHorizontalFlip()] if aug.flip else []
+    tf = T.Compose([*steps, T.ToTensor(), T.Normalize(cfg.data.mean, cfg.data.std)])
+
+    class Images(Dataset):
+        def __len__(self):
+            return len(data.train)
+
+        def __getitem__(self, i):
+            img = data.train.images[i]
+            pil = Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0))
+            return tf(pil), int(data.train.labels[i])
+
+    loader = DataLoader(Images(), batch_size=cfg.train.batch_size, shuffle=True, drop_last=True,
+                        num_workers=workers, persistent_workers=workers > 0)
+    model = objective.model
+    model.train()
+    seen, tick = 0, None
+    for epoch in range(epochs + 1):  # the first epoch warms the workers up and is not timed
+        if epoch == 1:
+            _sync(device)
+            tick = time.perf_counter()
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            objective.loss(x, y, 1).backward()
+            if cfg.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            optimizer.step()
+            seen += len(x) if epoch else 0
+    _sync(device)
+    return seen / (time.perf_counter() - tick)
+
+
+def _startup_seconds() -> float:
+    """Importing what a run needs, in a fresh interpreter."""
+    code = "import time; t = time.perf_counter(); import ltbench.train, ltbench.runner; print(time.perf_counter() - t)"
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def benchmark(method: str = "ce", dataset: str = "mnist_lt", budget: str = "quick", epochs: int = 5,
+              overrides: tuple[str, ...] = (), device: str | None = None, reference_workers: int = 2) -> dict[str, Any]:
+    """Measure limit, ltbench loop, reference loop, start time and peak memory.
+
+    Returns:
+        A dict of the numbers, the configuration and the machine; ``ratio`` = ltbench / limit,
+        ``speedup`` = ltbench / reference.
+    """
+    from . import __version__
+    from .data import build_data
+    from .recipes import load_catalog, resolve
+    from .train import Dependencies, build_objective, build_optimizer, fit, make_batches
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    tick = time.perf_counter()
+    cat = load_catalog()
+    cfg = resolve(cat.methods.get(method), cat.datasets.get(dataset), budget, 0, 0,
+                  (*overrides, f"epochs={epochs}"))
+    if cfg.method.model not in ("vit", "cnn"):
+        raise ValueError(f"bench measures single-stage methods (vit, cnn); {method} is {cfg.method.model}")
+    data = build_data(cfg.data, 0)
+    objective = build_objective(cfg, data, device, Dependencies())
+    optimizer = build_optimizer(cfg, objective.model)
+    batches = make_batches(data, data.train, cfg, device)
+    x, y = next(iter(batches.train_batches(cfg.train.batch_size, 0)))
+    objective.loss(x, y, 1).backward()
+    _sync(device)
+    first_step = time.perf_counter() - tick + _startup_seconds()
+
+    steps = max(10, len(data.train) // cfg.train.batch_size)
+    limit = _limit(objective, optimizer, x, y, steps, device, cfg.train.grad_clip)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = fit(cfg, data, Path(tmp), device)
+    trained = epochs * (len(data.train) // min(cfg.train.batch_size, len(data.train)))
+    loop = trained * cfg.train.batch_size / result.train_seconds
+    ref_objective = build_objective(cfg, data, device, Dependencies())
+    reference = _reference(cfg, data, ref_objective, build_optimizer(cfg, ref_objective.model), device, epochs,
+                           reference_workers)
+    import timm
+
+    return {
+        "method": method, "dataset": dataset, "budget": budget, "batch_size": cfg.train.batch_size,
+        "epochs": epochs, "train_images": len(data.train), "device": str(device),
+        "limit_img_s": round(limit, 1), "ltbench_img_s": round(loop, 1), "ratio": round(loop / limit, 3),
+        "reference_img_s": round(reference, 1), "speedup": round(loop / reference, 2),
+        "eval_seconds_per_epoch": round(result.eval_seconds / epochs, 3),
+        "start_to_first_step_s": round(first_step, 2), "peak_memory_mb": round(_peak_memory_mb(device), 1),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "threads": torch.get_num_threads(),
+                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+        "versions": {"ltbench": __version__, "torch": torch.__version__, "timm": timm.__version__,
+                     "numpy": np.__version__, "python": platform.python_version()},
+    }
+
+
+def write_json(result: dict[str, Any], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    return path
