@@ -137,3 +137,28 @@ def test_slurm_sweep_with_array_and_dependent_stage(tmp_path, capsys):
     assert main(["status", "--out", str(tmp_path / "out"), "--json"]) == 0
     assert {r["state"] for r in json.loads(capsys.readouterr().out)} == {"done"}
 
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _slurm_up(), reason="no SLURM reachable (CI starts one: scripts/slurm-local.sh start)")
+def test_cancelled_slurm_job_shows_as_cancelled(tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["run", "--methods", "ce", "--data", "digits_lt", "--budget", "smoke", "--set", "epochs=2000",
+            "--store", str(tmp_path / "s.db"), "--out", str(out), "--executor", "slurm", "--cpus-per-job", "1",
+            "--time-min", "10", "--no-wait"]
+    assert main(args) == 0
+    job = json.loads(next(out.rglob("job.json")).read_text())
+    deadline = time.time() + 60
+    while _checkpoint_epoch(out) < 1 and time.time() < deadline:  # let it start training
+        time.sleep(0.5)
+    subprocess.run(["scancel", job["job_id"]], check=True)
+    deadline, rows = time.time() + 60, []
+    while time.time() < deadline:
+        capsys.readouterr()
+        main(["status", "--out", str(out), "--json"])
+        rows = json.loads(capsys.readouterr().out)
+        if rows[0]["state"] == "cancelled":
+            break
+        time.sleep(1)
+    assert rows[0]["state"] == "cancelled" and rows[0]["detail"].startswith("CANCELLED")
+    assert main(["status", "--out", str(out)]) == 1  # a cancelled stage is worth a non-zero exit
