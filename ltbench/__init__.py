@@ -9,6 +9,6 @@ Public API (each CLI command is one of these functions)::
 """
 
 from ._version import __version__
-from .api import list_recipes, report, results, run
+from .api import describe, list_recipes, plan, report, results, run, status
 
-__all__ = ["__version__", "list_recipes", "report", "results", "run"]
+__all__ = ["__version__", "describe", "list_recipes", "plan", "report", "results", "run", "status"]
