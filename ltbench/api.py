@@ -269,17 +269,30 @@ def report(
     out_dir: str | Path | None = None,
     convention: str = "threshold",
     selection: str = "last",
+    methods: Sequence[str] | None = None,
+    data: Sequence[str] | None = None,
+    budget: str | None = None,
+    baseline: str | None = None,
 ) -> dict[str, Path]:
-    """Write the LaTeX table, Markdown table and per-class plot of all finished runs.
+    """Write tables (LaTeX, Markdown, CSV) and figures of the finished runs in the store.
+
+    Args:
+        store: the results store.
+        out_dir: output folder (default: ``report/`` next to the store).
+        convention: many/medium/few convention, recomputed from per-class counts.
+        selection: ``last`` epoch or ``best_val``.
+        methods, data, budget: report only these (None: all).
+        baseline: mark methods whose top-1 differs from this one's (paired t-test over seeds).
 
     Returns:
-        Paths of the written files by kind (``latex``, ``markdown``, ``plot``).
+        Paths of the written files by kind.
 
     Raises:
-        ValueError: the store holds no finished run, or a bad convention / selection.
+        ValueError: no finished run matches, or a bad convention / selection / baseline.
     """
     from . import reporting  # pandas and matplotlib load only when reporting
 
     store = Path(store)
     out = Path(out_dir) if out_dir is not None else store.parent / "report"
-    return reporting.write_report(open_store(store).records(), out, convention, selection)
+    records = reporting.select_records(open_store(store).records(), methods, data, budget)
+    return reporting.write_report(records, out, convention, selection, baseline)

@@ -49,6 +49,7 @@ EPILOGS = {
     "report": """examples:
   ltbench report                                # results/report/table.tex, table.md, per_class.png
   ltbench report --convention oltr --selection best_val --out paper/tables
+  ltbench report --data cifar100_lt --budget paper --baseline ce
 """,
 }
 
@@ -158,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="many/medium/few convention (default: %(default)s)")
     p.add_argument("--selection", default="last", choices=("last", "best_val"),
                    help="model selection: last epoch or best on validation (default: %(default)s)")
+    p.add_argument("--methods", type=_names, default=None, help="comma-separated (default: all stored)")
+    p.add_argument("--data", type=_names, default=None, help="comma-separated datasets (default: all stored)")
+    p.add_argument("--budget", default=None, help="one budget (default: all, in separate column blocks)")
+    p.add_argument("--baseline", default=None, help="paired t-test of every method against this one")
     return parser
 
 
@@ -279,7 +284,8 @@ def _cmd_results(args, console) -> int:
 def _cmd_report(args, console) -> int:
     from . import api
 
-    paths = api.report(args.store, args.out, args.convention, args.selection)
+    paths = api.report(args.store, args.out, args.convention, args.selection, args.methods, args.data,
+                       args.budget, args.baseline)
     for kind, path in paths.items():
         console.print(f"{kind:9s} {path}")
     md = paths.get("markdown")

@@ -122,7 +122,8 @@ class _Grid:
     the budget is named in a block's title only when there is more than one.
     """
 
-    def __init__(self, agg: pd.DataFrame):
+    def __init__(self, agg: pd.DataFrame, marks: dict[tuple, float] | None = None):
+        self.marks = marks or {}  # (method, dataset, budget) -> p-value against the baseline
         self.methods = list(dict.fromkeys(agg["method"]))
         self.blocks = list(dict.fromkeys(zip(agg["dataset"], agg["budget"])))
         self.several_budgets = len({b for _, b in self.blocks}) > 1
@@ -136,18 +137,23 @@ class _Grid:
         dataset, budget = block
         return f"{dataset} ({budget})" if self.several_budgets else str(dataset)
 
+    def ranked(self, block: tuple, metric: str) -> list[str]:
+        """Distinct printed means of a column, best first (equal printed means share a rank)."""
+        means = [self.cells[m, block, metric][0] for m in self.methods if (m, block, metric) in self.cells]
+        return sorted({f"{v:.1f}" for v in means if not np.isnan(v)}, key=float, reverse=True)
+
     def best(self, block: tuple, metric: str) -> str | None:
         """The best mean of a column as printed, so equal printed means are all bold."""
-        means = [self.cells[m, block, metric][0] for m in self.methods if (m, block, metric) in self.cells]
-        means = [v for v in means if not np.isnan(v)]
-        return f"{max(means):.1f}" if means else None
+        ranked = self.ranked(block, metric)
+        return ranked[0] if ranked else None
 
     def seeds(self, method: str) -> str:
         """Runs per block for a method: ``2``, or ``2/1`` when blocks differ."""
         ns = [self.cells[method, b, "top1"][2] for b in self.blocks if (method, b, "top1") in self.cells]
         return str(ns[0]) if len(set(ns)) == 1 else "/".join(map(str, ns))
 
-    def row(self, method: str, bold: Callable[[str], str], pm: str, missing: str) -> list[str]:
+    def row(self, method: str, bold: Callable[[str], str], pm: str, missing: str,
+            second: Callable[[str], str] = str, mark: str = "") -> list[str]:
         out = []
         for block in self.blocks:
             for metric in METRICS:
@@ -157,8 +163,14 @@ class _Grid:
                     continue
                 mean, std, n = cell
                 text = f"{mean:.1f}"
-                text = bold(text) if text == self.best(block, metric) else text
-                out.append(text if n < 2 or np.isnan(std) else f"{text}{pm}{std:.1f}")
+                ranked = self.ranked(block, metric)
+                if text == ranked[0]:
+                    text = bold(text)
+                elif len(ranked) > 1 and text == ranked[1]:
+                    text = second(text)
+                text = text if n < 2 or np.isnan(std) else f"{text}{pm}{std:.1f}"
+                p = self.marks.get((method, *block))
+                out.append(text + mark if metric == "top1" and p is not None and p < 0.05 else text)
         return out
 
 
@@ -172,10 +184,16 @@ def default_caption(agg: pd.DataFrame) -> str:
         parts.append(f"groups: {CONVENTION_TEXT[convention]}")
     if selection in SELECTION_TEXT:
         parts.append(f"model selection: {SELECTION_TEXT[selection]}")
-    return "; ".join(parts) + ". Best mean per column in bold."
+    baseline = agg.attrs.get("baseline")
+    tail = ". Best mean per column in bold, second underlined"
+    if baseline:
+        tail += (f"; $^\\dagger$: All differs from {latex_escape(baseline)} with p $<$ 0.05 "
+                 "(paired t-test over seeds)")
+    return "; ".join(parts) + tail + "."
 
 
-def latex_table(agg: pd.DataFrame, caption: str | None = None, label: str = "tab:ltbench") -> str:
+def latex_table(agg: pd.DataFrame, caption: str | None = None, label: str = "tab:ltbench",
+                marks: dict[tuple, float] | None = None) -> str:
     """A booktabs table ready for ``\\input``: methods as rows, Many/Med./Few/All per dataset.
 
     Args:
@@ -188,7 +206,7 @@ def latex_table(agg: pd.DataFrame, caption: str | None = None, label: str = "tab
         empty group), the best mean of a column as ``\\textbf{85.0}``; the last column ``$n$``
         gives the seeds behind each row.
     """
-    grid = _Grid(agg)
+    grid = _Grid(agg, marks)
     if caption is None:
         caption = default_caption(agg)
     lines = ["\\begin{table}[t]", "\\centering", "\\small"]
@@ -201,13 +219,14 @@ def latex_table(agg: pd.DataFrame, caption: str | None = None, label: str = "tab
     lines.append(" & ".join(["Method", *[HEADERS[m] for m in METRICS] * len(grid.blocks), "$n$"]) + " \\\\")
     lines.append("\\midrule")
     for method in grid.methods:
-        cells = grid.row(method, lambda t: f"\\textbf{{{t}}}", " $\\pm$ ", "--")
+        cells = grid.row(method, lambda t: f"\\textbf{{{t}}}", " $\\pm$ ", "--",
+                         lambda t: f"\\underline{{{t}}}", "$^\\dagger$")
         lines.append(" & ".join([latex_escape(method), *cells, grid.seeds(method)]) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", f"\\label{{{label}}}", "\\end{table}", ""]
     return "\n".join(lines)
 
 
-def markdown_table(agg: pd.DataFrame) -> str:
+def markdown_table(agg: pd.DataFrame, marks: dict[tuple, float] | None = None) -> str:
     """The same table in GitHub Markdown.
 
     Args:
@@ -217,11 +236,11 @@ def markdown_table(agg: pd.DataFrame) -> str:
         The table; cells read ``85.0 ± 7.1`` (``85.0`` for one seed, ``–`` for an empty group),
         the best mean of a column as ``**85.0**``; the last column ``n`` gives the seeds.
     """
-    grid = _Grid(agg)
+    grid = _Grid(agg, marks)
     header = ["method", *(f"{grid.title(b)} {HEADERS[m]}" for b in grid.blocks for m in METRICS), "n"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method in grid.methods:
-        cells = grid.row(method, lambda t: f"**{t}**", " ± ", "–")
+        cells = grid.row(method, lambda t: f"**{t}**", " ± ", "–", lambda t: f"<u>{t}</u>", "†")
         lines.append("| " + " | ".join([method, *cells, grid.seeds(method)]) + " |")
     return "\n".join(lines) + "\n"
 
@@ -302,30 +321,84 @@ def _write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def paired_tests(frame: pd.DataFrame, baseline: str, metric: str = "top1") -> dict[tuple, float]:
+    """p-values of a paired t-test of each method against ``baseline`` on ``metric``.
+
+    Runs are paired by (seed, data_seed) within each (dataset, budget); a method needs at
+    least two pairs. Returns ``{(method, dataset, budget): p}``.
+    """
+    from scipy.stats import ttest_rel
+
+    out = {}
+    for (dataset, budget), block in frame.groupby(["dataset", "budget"], sort=False, dropna=False):
+        base = block[block["method"] == baseline].set_index(["seed", "data_seed"])[metric]
+        for method, runs in block[block["method"] != baseline].groupby("method", sort=False):
+            pairs = runs.set_index(["seed", "data_seed"])[metric].to_frame("m").join(base.rename("b"), how="inner")
+            pairs = pairs.dropna()
+            if len(pairs) >= 2 and not np.allclose(pairs["m"], pairs["b"]):
+                out[method, dataset, budget] = float(ttest_rel(pairs["m"], pairs["b"]).pvalue)
+    return out
+
+
+def csv_table(agg: pd.DataFrame) -> str:
+    """The aggregated table as CSV: percent means and stds, and the number of seeds."""
+    out = agg.copy()
+    for col in out.columns:
+        if col.endswith(("_mean", "_std")):
+            out[col] = (100 * out[col]).round(2)
+    return out.to_csv(index=False)
+
+
+def select_records(records: Sequence[dict[str, Any]], methods: Sequence[str] | None = None,
+                   data: Sequence[str] | None = None, budget: str | None = None) -> list[dict[str, Any]]:
+    """Records of the given methods, datasets and budget (None: all)."""
+    return [r for r in records
+            if (methods is None or r["method"] in methods) and (data is None or r["dataset"] in data)
+            and (budget is None or r.get("budget") == budget)]
+
+
 def write_report(records: Sequence[dict[str, Any]], out_dir: str | Path, convention: str = "threshold",
-                 selection: str = "last") -> dict[str, Path]:
-    """Write ``table.tex``, ``table.md`` and ``per_class.png`` into ``out_dir``.
+                 selection: str = "last", baseline: str | None = None) -> dict[str, Path]:
+    """Write the tables (LaTeX, Markdown, CSV) and the figures (PNG and PDF) into ``out_dir``.
 
     Args:
         records: run records as stored.
         out_dir: output folder, created if needed.
         convention: many/medium/few convention (see :mod:`ltbench.groups`).
         selection: ``last`` or ``best_val``.
+        baseline: a method to test every other against (paired t-test over seeds, marked
+            with a dagger in the All column when p < 0.05); None for no test.
 
     Returns:
-        ``{"latex": path, "markdown": path, "plot": path}``.
+        Paths by kind: ``latex``, ``markdown``, ``csv``, ``plot`` (per-class PNG), and
+        ``groups``, ``curves``, ``reliability``, ``heads`` (PNG; a PDF lies beside each).
 
     Raises:
-        ValueError: no finished run, or a bad convention / selection.
+        ValueError: no finished run, a bad convention / selection, or an unknown baseline.
     """
+    from . import plots
+
     frame = runs_frame(records, convention, selection)
     if frame.empty:
         raise ValueError(NO_RUNS)
+    if baseline is not None and baseline not in set(frame["method"]):
+        raise ValueError(f"baseline {baseline!r} has no finished run here; methods: {', '.join(dict.fromkeys(frame['method']))}")
     agg = aggregate(frame)
+    agg.attrs["baseline"] = baseline
+    marks = paired_tests(frame, baseline) if baseline else {}
     out = Path(out_dir)
-    paths = {"latex": out / "table.tex", "markdown": out / "table.md", "plot": out / "per_class.png"}
-    tex, md = latex_table(agg), markdown_table(agg)
+    paths = {"latex": out / "table.tex", "markdown": out / "table.md", "csv": out / "table.csv",
+             "plot": out / "per_class.png"}
+    tex, md, csv = latex_table(agg, marks=marks), markdown_table(agg, marks), csv_table(agg)
     _write_atomic(paths["latex"], lambda tmp: tmp.write_text(tex, encoding="utf-8"))
     _write_atomic(paths["markdown"], lambda tmp: tmp.write_text(md, encoding="utf-8"))
+    _write_atomic(paths["csv"], lambda tmp: tmp.write_text(csv, encoding="utf-8"))
     plot_per_class(records, paths["plot"], selection)
+    done = _finished(records, selection)
+    paths["groups"] = plots.plot_groups(frame, out / "groups")[0]
+    paths["curves"] = plots.plot_curves(done, out / "curves")[0]
+    paths["reliability"] = plots.plot_reliability(done, out / "reliability", selection, convention)[0]
+    heads = plots.plot_heads(done, out / "heads", selection, convention)
+    if heads is not None:
+        paths["heads"] = heads[0]
     return paths

@@ -60,11 +60,13 @@ def test_aggregate_mean_std_n_in_first_seen_order():
 
 def test_latex_cells_bold_and_mean_std():
     tex = latex_table(aggregate(runs_frame(RECORDS)))
-    # ce is best only on many; bal_bce (one seed, so no ± part) on medium, few and all.
-    assert line_of(tex, "ce &") == \
-        "ce & \\textbf{85.0} $\\pm$ 7.1 & 50.0 $\\pm$ 0.0 & 20.0 $\\pm$ 14.1 & 51.7 $\\pm$ 7.1 & 2 \\\\"
+    # ce is best only on many; bal_bce (one seed, so no ± part) on medium, few and all;
+    # the second best of each column is underlined.
+    assert line_of(tex, "ce &") == (
+        "ce & \\textbf{85.0} $\\pm$ 7.1 & \\underline{50.0} $\\pm$ 0.0 & \\underline{20.0} $\\pm$ 14.1 "
+        "& \\underline{51.7} $\\pm$ 7.1 & 2 \\\\")
     assert line_of(tex, "bal\\_bce &") == \
-        "bal\\_bce & 70.0 & \\textbf{60.0} & \\textbf{40.0} & \\textbf{56.7} & 1 \\\\"
+        "bal\\_bce & \\underline{70.0} & \\textbf{60.0} & \\textbf{40.0} & \\textbf{56.7} & 1 \\\\"
     assert "Method & Many & Med. & Few & All & $n$ \\\\" in tex
     for piece in ("\\toprule", "\\midrule", "\\bottomrule", "\\multicolumn{4}{c}{toy}", "\\cmidrule(lr){2-5}",
                   "\\begin{tabular}{lccccc}", "\\label{tab:ltbench}"):
@@ -76,8 +78,8 @@ def test_markdown_cells_bold_and_mean_std():
     md = markdown_table(aggregate(runs_frame(RECORDS))).splitlines()
     assert md[0] == "| method | toy Many | toy Med. | toy Few | toy All | n |"
     assert md[1] == "|---|---|---|---|---|---|"
-    assert md[2] == "| ce | **85.0** ± 7.1 | 50.0 ± 0.0 | 20.0 ± 14.1 | 51.7 ± 7.1 | 2 |"
-    assert md[3] == "| bal_bce | 70.0 | **60.0** | **40.0** | **56.7** | 1 |"
+    assert md[2] == "| ce | **85.0** ± 7.1 | <u>50.0</u> ± 0.0 | <u>20.0</u> ± 14.1 | <u>51.7</u> ± 7.1 | 2 |"
+    assert md[3] == "| bal_bce | <u>70.0</u> | **60.0** | **40.0** | **56.7** | 1 |"
     assert len(md) == 4
 
 
@@ -189,9 +191,13 @@ def test_plot_per_class_writes_a_png(tmp_path):
 
 def test_write_report_files(tmp_path):
     paths = write_report(RECORDS, tmp_path / "rep", convention="threshold", selection="last")
-    assert set(paths) == {"latex", "markdown", "plot"}
-    assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == ["per_class.png", "table.md", "table.tex"]
-    assert paths["plot"].read_bytes()[:8] == PNG_MAGIC
+    assert set(paths) == {"latex", "markdown", "csv", "plot", "groups", "curves", "reliability"}
+    figures = [f"{name}.{ext}" for name in ("curves", "groups", "reliability") for ext in ("pdf", "png")]
+    assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == sorted(
+        ["per_class.png", "table.csv", "table.md", "table.tex", *figures])
+    for name in ("plot", "groups", "curves", "reliability"):
+        assert paths[name].read_bytes()[:8] == PNG_MAGIC and paths[name].stat().st_size > 1000, name
+    assert paths["groups"].with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
     tex = paths["latex"].read_text()
     assert "model selection: last epoch" in tex and "many $>$100, medium 20--100, few $<$20" in tex
     assert "| ce | **85.0** ± 7.1 |" in paths["markdown"].read_text(encoding="utf-8")
@@ -202,3 +208,59 @@ def test_write_report_files(tmp_path):
         write_report([RECORDS[-1]], tmp_path / "empty")
     with pytest.raises(ValueError, match="no finished runs"):
         write_report([], tmp_path / "empty")
+
+
+def test_csv_has_percent_means_and_seeds():
+    csv = (__import__("ltbench.reporting", fromlist=["csv_table"]).csv_table(aggregate(runs_frame(RECORDS))))
+    header, ce = csv.splitlines()[:2]
+    assert header.split(",")[:4] == ["dataset", "budget", "method", "many_mean"]
+    assert ce.split(",")[:5] == ["toy", "quick", "ce", "85.0", "7.07"]
+    assert ce.split(",")[-1] == "2"
+
+
+def test_paired_test_marks_all_column_against_baseline():
+    from ltbench.reporting import paired_tests
+
+    # la beats ce by 7, 6 and 6 images of 30 on the same three seeds: p well under 0.05.
+    recs = [record("ce", s, c) for s, c in enumerate(([5, 5, 5], [4, 5, 6], [6, 5, 4]))]
+    recs += [record("la", s, c) for s, c in enumerate(([7, 7, 8], [7, 7, 7], [8, 7, 6]))]
+    frame = runs_frame(recs)
+    p = paired_tests(frame, "ce")
+    from scipy.stats import ttest_rel
+
+    expected = ttest_rel([22 / 30, 21 / 30, 21 / 30], [15 / 30, 15 / 30, 15 / 30]).pvalue
+    assert p[("la", "toy", "quick")] == pytest.approx(expected)
+    agg = aggregate(frame)
+    agg.attrs["baseline"] = "ce"
+    tex = latex_table(agg, marks=p)
+    assert "$^\\dagger$ & 3 \\\\" in line_of(tex, "la &")
+    assert "$^\\dagger$" not in line_of(tex, "ce &")
+    assert "paired t-test" in tex
+
+
+def test_figures_of_deit_heads(tmp_path):
+    from ltbench import plots
+
+    rec = record("deit_lt", 0, [8, 5, 1])
+    rec["results"]["last"]["heads"] = {"cls": {"correct": [9, 4, 0], "total": [10] * 3},
+                                       "dist": {"correct": [7, 6, 3], "total": [10] * 3}}
+    png, pdf = plots.plot_heads([rec], tmp_path / "heads")
+    assert png.read_bytes()[:8] == PNG_MAGIC and pdf.read_bytes()[:4] == b"%PDF"
+    assert plots.plot_heads([record("ce", 0, [1, 1, 1])], tmp_path / "none") is None
+
+
+@pytest.mark.skipif(__import__("shutil").which("pdflatex") is None,
+                    reason="pdflatex is not installed (CI installs texlive-latex-base and -recommended)")
+def test_latex_table_compiles_with_pdflatex(tmp_path):
+    import subprocess
+
+    recs = [*RECORDS, record("bal_bce", 1, [8, 6, 3]), record("x_$%&#", 0, [1, 2, 3])]
+    paths = write_report(recs, tmp_path, baseline="ce")
+    doc = tmp_path / "doc.tex"
+    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+                   "\\input{table.tex}\n\\end{document}\n")
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert (tmp_path / "doc.pdf").read_bytes()[:4] == b"%PDF"
+    assert paths["latex"].name == "table.tex"
