@@ -147,6 +147,26 @@ class _Grid:
         ranked = self.ranked(block, metric)
         return ranked[0] if ranked else None
 
+    def reference_rows(self, references: Sequence | None, missing: str) -> list[tuple[str, list[str]]]:
+        """Published rows: their numbers in their block, with ltbench's mean minus theirs."""
+        rows = []
+        for pub, budget in references or ():
+            block = next((b for b in self.blocks if b[0] == pub.dataset and b[1] == budget), None)
+            if block is None:
+                continue
+            cells = []
+            for b in self.blocks:
+                for metric in METRICS:
+                    if b != block:
+                        cells.append(missing)
+                        continue
+                    value = getattr(pub, "all" if metric == "top1" else metric)
+                    ours = self.cells.get((pub.method, b, metric))
+                    diff = "" if ours is None or np.isnan(ours[0]) else f" ({ours[0] - value:+.1f})"
+                    cells.append(f"{value:.1f}{diff}")
+            rows.append((f"{pub.paper}, published {pub.setting} ({pub.convention} groups, {pub.selection})", cells))
+        return rows
+
     def seeds(self, method: str) -> str:
         """Runs per block for a method: ``2``, or ``2/1`` when blocks differ."""
         ns = [self.cells[method, b, "top1"][2] for b in self.blocks if (method, b, "top1") in self.cells]
@@ -185,7 +205,8 @@ def default_caption(agg: pd.DataFrame) -> str:
     if selection in SELECTION_TEXT:
         parts.append(f"model selection: {SELECTION_TEXT[selection]}")
     baseline = agg.attrs.get("baseline")
-    tail = ". Best mean per column in bold, second underlined"
+    tail = (". Best mean per column in bold, second underlined; published rows give the paper's "
+            "number and, in parentheses, ltbench's mean minus it")
     if baseline:
         tail += (f"; $^\\dagger$: All differs from {latex_escape(baseline)} with p $<$ 0.05 "
                  "(paired t-test over seeds)")
@@ -193,7 +214,7 @@ def default_caption(agg: pd.DataFrame) -> str:
 
 
 def latex_table(agg: pd.DataFrame, caption: str | None = None, label: str = "tab:ltbench",
-                marks: dict[tuple, float] | None = None) -> str:
+                marks: dict[tuple, float] | None = None, references: Sequence | None = None) -> str:
     """A booktabs table ready for ``\\input``: methods as rows, Many/Med./Few/All per dataset.
 
     Args:
@@ -222,11 +243,16 @@ def latex_table(agg: pd.DataFrame, caption: str | None = None, label: str = "tab
         cells = grid.row(method, lambda t: f"\\textbf{{{t}}}", " $\\pm$ ", "--",
                          lambda t: f"\\underline{{{t}}}", "$^\\dagger$")
         lines.append(" & ".join([latex_escape(method), *cells, grid.seeds(method)]) + " \\\\")
+    refs = grid.reference_rows(references, "--")
+    if refs:
+        lines.append("\\midrule")
+        lines += [" & ".join([latex_escape(name), *cells, "--"]) + " \\\\" for name, cells in refs]
     lines += ["\\bottomrule", "\\end{tabular}", f"\\label{{{label}}}", "\\end{table}", ""]
     return "\n".join(lines)
 
 
-def markdown_table(agg: pd.DataFrame, marks: dict[tuple, float] | None = None) -> str:
+def markdown_table(agg: pd.DataFrame, marks: dict[tuple, float] | None = None,
+                   references: Sequence | None = None) -> str:
     """The same table in GitHub Markdown.
 
     Args:
@@ -242,6 +268,8 @@ def markdown_table(agg: pd.DataFrame, marks: dict[tuple, float] | None = None) -
     for method in grid.methods:
         cells = grid.row(method, lambda t: f"**{t}**", " ± ", "–", lambda t: f"<u>{t}</u>", "†")
         lines.append("| " + " | ".join([method, *cells, grid.seeds(method)]) + " |")
+    for name, cells in grid.reference_rows(references, "–"):
+        lines.append("| " + " | ".join([name, *cells, "–"]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -389,7 +417,10 @@ def write_report(records: Sequence[dict[str, Any]], out_dir: str | Path, convent
     out = Path(out_dir)
     paths = {"latex": out / "table.tex", "markdown": out / "table.md", "csv": out / "table.csv",
              "plot": out / "per_class.png"}
-    tex, md, csv = latex_table(agg, marks=marks), markdown_table(agg, marks), csv_table(agg)
+    from .published import references_for
+
+    refs = references_for(_finished(records, selection))
+    tex, md, csv = latex_table(agg, marks=marks, references=refs), markdown_table(agg, marks, refs), csv_table(agg)
     _write_atomic(paths["latex"], lambda tmp: tmp.write_text(tex, encoding="utf-8"))
     _write_atomic(paths["markdown"], lambda tmp: tmp.write_text(md, encoding="utf-8"))
     _write_atomic(paths["csv"], lambda tmp: tmp.write_text(csv, encoding="utf-8"))

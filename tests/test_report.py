@@ -264,3 +264,20 @@ def test_latex_table_compiles_with_pdflatex(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert (tmp_path / "doc.pdf").read_bytes()[:4] == b"%PDF"
     assert paths["latex"].name == "table.tex"
+
+
+def test_published_reference_rows_with_difference(tmp_path):
+    recs = []
+    for seed, correct in enumerate(([90, 80, 70, 60, 50, 40, 30, 20, 10, 0], [92, 82, 72, 62, 52, 42, 32, 22, 12, 2])):
+        r = record("deit_lt", seed, correct, counts=(5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50),
+                   total=[100] * 10, dataset="cifar10_lt")
+        r["config"] = {"data": {"longtail": {"rho": 100.0}}, "train": {"img_size": 224}}
+        r["index_sizes"] = [3, 4, 3]
+        recs.append(r)
+    paths = write_report(recs, tmp_path, convention="index")
+    md = paths["markdown"].read_text(encoding="utf-8").splitlines()
+    ref = next(line for line in md if line.startswith("| DeiT-LT (DeiT-B), published rho=100"))
+    # ours (index groups, mean of two seeds): many (80 + 82) / 2 = 81.0, all 46.0 -> 81.0 - 94.5, 46.0 - 87.5
+    assert "| 94.5 (-13.5) |" in ref and "| 87.5 (-41.5) |" in ref and "index groups, best on test" in ref
+    assert "DeiT-LT (DeiT-B), published rho=100" in paths["latex"].read_text()
+    assert "rho=50" not in paths["latex"].read_text()  # only the matching setting
