@@ -164,3 +164,36 @@ def write_json(result: dict[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     return path
+
+
+def bench_report(runs: int = 10_000, num_classes: int = 100, methods: int = 10) -> dict[str, Any]:
+    """Seconds to ingest ``runs`` synthetic records and write the full report from the store."""
+    from .reporting import write_report
+    from .store import RECORD_SCHEMA, ResultStore
+
+    rng = np.random.default_rng(0)
+    counts = [int(500 * 0.01 ** (i / (num_classes - 1))) for i in range(num_classes)]
+    with tempfile.TemporaryDirectory() as tmp:
+        store = ResultStore(Path(tmp) / "s.db")
+        tick = time.perf_counter()
+        for i in range(runs):
+            correct = rng.integers(0, 101, num_classes).tolist()
+            count = rng.integers(0, 10, (num_classes, 15))
+            store.ingest({
+                "schema": RECORD_SCHEMA, "run_id": f"r{i}", "method": f"m{i % methods}", "dataset": "synthetic",
+                "budget": "quick", "seed": i // methods, "data_seed": 0, "status": "done", "train_counts": counts,
+                "index_sizes": None, "started_at": f"{i:08d}",
+                "results": {"last": {"epoch": 1, "correct": correct, "total": [100] * num_classes,
+                                     "calib": {"n_bins": 15, "count": count.tolist(),
+                                               "conf_sum": (count * 0.5).tolist(), "correct_sum": (count // 2).tolist()}}},
+                "history": [{"epoch": 1, "train_loss": 1.0, "val_top1": 0.5}],
+                "metrics": {}, "provenance": {}, "timings": {}})
+        ingest = time.perf_counter() - tick
+        tick = time.perf_counter()
+        records = store.records()
+        read = time.perf_counter() - tick
+        tick = time.perf_counter()
+        write_report(records, Path(tmp) / "report")
+        report = time.perf_counter() - tick
+    return {"runs": runs, "classes": num_classes, "ingest_s": round(ingest, 2), "read_store_s": round(read, 2),
+            "write_report_s": round(report, 2)}

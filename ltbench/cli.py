@@ -41,6 +41,7 @@ EPILOGS = {
     "bench": """examples:
   ltbench bench                                 # ce on mnist_lt, quick budget, 5 epochs
   ltbench bench --method cnn_ce --epochs 5 --json results/bench.json
+  ltbench bench --report-runs 10000             # the report over 10,000 stored runs
 """,
     "results": """examples:
   ltbench results
@@ -147,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("--reference-workers", type=int, default=2, help="DataLoader workers of the reference loop")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the numbers here")
+    p.add_argument("--report-runs", type=int, default=0, metavar="N",
+                   help="instead: time ingesting N synthetic runs and writing their report")
 
     p = add("results", "List stored runs with their metrics.")
     _add_store(p)
@@ -207,8 +210,13 @@ def _print_rows(console, title: str, rows: list[dict], columns) -> None:
 def _cmd_bench(args, console) -> int:
     from pathlib import Path
 
-    from .bench import benchmark, write_json
+    from .bench import bench_report, benchmark, write_json
 
+    if args.report_runs:
+        result = bench_report(args.report_runs)
+        _print_rows(console, "ltbench bench --report-runs", [{"label": k, "value": v} for k, v in result.items()],
+                    ("label", "value"))
+        return 0
     result = benchmark(args.method, args.data, args.budget, args.epochs, tuple(args.overrides), args.device,
                        args.reference_workers)
     rows = [{"label": k, "value": v} for k, v in result.items() if not isinstance(v, dict)]

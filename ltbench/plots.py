@@ -1,9 +1,9 @@
 """Report figures beyond the per-class scatter, each written as PNG and PDF (matplotlib, no pyplot).
 
 - :func:`plot_groups`: many / medium / few / all bars per method with error bars over seeds.
-- :func:`plot_curves`: training loss and validation top-1 per epoch.
-- :func:`plot_reliability`: reliability diagrams from the stored calibration bins, overall and
-  per group.
+- :func:`plot_curves`: training loss and validation top-1 per epoch, mean over seeds.
+- :func:`plot_reliability`: reliability diagrams from the stored calibration bins (pooled over
+  seeds), overall and per group.
 - :func:`plot_heads`: DeiT-LT's CLS, DIST and averaged heads by group.
 """
 
@@ -64,20 +64,31 @@ def plot_groups(frame: pd.DataFrame, path: Path) -> list[Path]:
     return _save(fig, path)
 
 
-def plot_curves(records: Sequence[dict[str, Any]], path: Path) -> list[Path]:
-    """Training loss and validation top-1 per epoch, one line per run."""
-    fig, (loss_ax, val_ax) = _figure(2)
+def _by_method(records) -> dict[tuple, list[dict[str, Any]]]:
+    out: dict[tuple, list[dict[str, Any]]] = {}
     for r in records:
-        hist = r.get("history") or []
-        if not hist:
+        out.setdefault((r["method"], r["dataset"], r.get("budget")), []).append(r)
+    return out
+
+
+def plot_curves(records: Sequence[dict[str, Any]], path: Path) -> list[Path]:
+    """Training loss and validation top-1 per epoch, averaged over each method's seeds."""
+    fig, (loss_ax, val_ax) = _figure(2)
+    for (method, dataset, _), runs in _by_method(records).items():
+        hists = [r.get("history") or [] for r in runs]
+        length = min(map(len, hists))
+        if not length:
             continue
-        label = f"{r['method']} s{r['seed']} ({r['dataset']})"
-        epochs = [h["epoch"] for h in hist]
-        loss_ax.plot(epochs, [h["train_loss"] for h in hist], lw=1, label=label)
-        val = [np.nan if h.get("val_top1") is None else 100 * h["val_top1"] for h in hist]
-        val_ax.plot(epochs, val, lw=1, label=label)
-    loss_ax.set(xlabel="epoch", ylabel="training loss", title="training loss", yscale="log")
-    val_ax.set(xlabel="epoch", ylabel="validation top-1 (%)", title="validation accuracy")
+        epochs = [h["epoch"] for h in hists[0][:length]]
+        loss = np.mean([[h["train_loss"] for h in hist[:length]] for hist in hists], axis=0)
+        val = np.array([[np.nan if h.get("val_top1") is None else 100 * h["val_top1"] for h in hist[:length]]
+                        for hist in hists], dtype=float)
+        label = f"{method} ({dataset}, n={len(runs)})"
+        loss_ax.plot(epochs, loss, lw=1, label=label)
+        if not np.isnan(val).all():
+            val_ax.plot(epochs, np.nanmean(val, axis=0), lw=1, label=label)
+    loss_ax.set(xlabel="epoch", ylabel="training loss", title="training loss (mean over seeds)", yscale="log")
+    val_ax.set(xlabel="epoch", ylabel="validation top-1 (%)", title="validation accuracy (mean over seeds)")
     if val_ax.get_legend_handles_labels()[0]:
         val_ax.legend(fontsize=6)
     return _save(fig, path)
@@ -97,21 +108,25 @@ def reliability(calib: dict, classes: np.ndarray | None = None) -> tuple[np.ndar
 
 def plot_reliability(records: Sequence[dict[str, Any]], path: Path, selection: str = "last",
                      convention: str = "threshold") -> list[Path]:
-    """Reliability diagrams (accuracy against confidence per bin), overall and per group."""
+    """Reliability diagrams (accuracy against confidence per bin), overall and per group; the
+    bins of a method's seeds are pooled."""
     fig, axes = _figure(4, 3.6, 3.6)
-    for r in records:
-        res = (r.get("results") or {}).get(selection) or {}
-        if "calib" not in res:
+    for (method, dataset, _), runs in _by_method(records).items():
+        runs = [r for r in runs if "calib" in ((r.get("results") or {}).get(selection) or {})]
+        if not runs:
             continue
-        groups = assign_groups(r["train_counts"], convention, r.get("index_sizes")) if convention != "index" or r.get(
-            "index_sizes") else None
+        pooled = {k: np.sum([r["results"][selection]["calib"][k] for r in runs], axis=0)
+                  for k in ("count", "conf_sum", "correct_sum")}
+        first = runs[0]
+        has_groups = convention != "index" or first.get("index_sizes")
+        groups = assign_groups(first["train_counts"], convention, first.get("index_sizes")) if has_groups else {}
         for ax, name in zip(axes, ("all", *GROUPS)):
-            classes = None if name == "all" else (groups or {}).get(name)
-            if classes is not None and len(classes) == 0:
+            classes = None if name == "all" else groups.get(name)
+            if name != "all" and (classes is None or len(classes) == 0):
                 continue
-            conf, acc, n = reliability(res["calib"], classes)
+            conf, acc, n = reliability(pooled, classes)
             keep = n > 0
-            ax.plot(conf[keep], acc[keep], marker="o", ms=3, lw=1, label=f"{r['method']} s{r['seed']}")
+            ax.plot(conf[keep], acc[keep], marker="o", ms=3, lw=1, label=f"{method} ({dataset}, n={len(runs)})")
     for ax, name in zip(axes, ("all classes", *GROUPS)):
         ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=name)

@@ -12,3 +12,10 @@ def test_bench_reports_every_figure(tmp_path):
         assert r[key] > 0, key
     assert r["ratio"] == pytest.approx(r["ltbench_img_s"] / r["limit_img_s"], rel=1e-2)
     assert r["machine"]["threads"] >= 1 and r["versions"]["torch"]
+
+
+def test_bench_report_times_each_phase():
+    from ltbench.bench import bench_report
+
+    r = bench_report(runs=30, num_classes=5, methods=3)
+    assert r["runs"] == 30 and all(r[k] >= 0 for k in ("ingest_s", "read_store_s", "write_report_s"))
