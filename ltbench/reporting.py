@@ -286,7 +286,7 @@ def _series(runs: list[dict[str, Any]], selection: str) -> tuple[np.ndarray, np.
 
 
 def plot_per_class(records: Sequence[dict[str, Any]], path: str | Path, selection: str = "last") -> Path:
-    """PNG of per-class test accuracy against training count, one subplot per dataset.
+    """PNG (and a PDF beside it) of per-class test accuracy against training count, a subplot per dataset.
 
     Args:
         records: run records as stored; only finished runs with ``selection`` are drawn.
@@ -331,6 +331,8 @@ def plot_per_class(records: Sequence[dict[str, Any]], path: str | Path, selectio
         ax.legend(fontsize=8)
     path = Path(path)
     _write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    # A PDF beside the PNG, for papers.
+    _write_atomic(path.with_suffix(".pdf"), lambda tmp: fig.savefig(tmp, format="pdf"))
     return path
 
 

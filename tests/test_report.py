@@ -184,7 +184,7 @@ def test_plot_per_class_writes_a_png(tmp_path):
     assert path == tmp_path / "plots" / "pc.png"
     png = path.read_bytes()
     assert png[:8] == PNG_MAGIC and len(png) > 1000
-    assert os.listdir(tmp_path / "plots") == ["pc.png"]  # no temporary file left behind
+    assert sorted(os.listdir(tmp_path / "plots")) == ["pc.pdf", "pc.png"]  # no temporary file left behind
     with pytest.raises(ValueError, match="no finished runs"):
         plot_per_class([RECORDS[-1]], tmp_path / "none.png")
 
@@ -194,7 +194,7 @@ def test_write_report_files(tmp_path):
     assert set(paths) == {"latex", "markdown", "csv", "plot", "groups", "curves", "reliability"}
     figures = [f"{name}.{ext}" for name in ("curves", "groups", "reliability") for ext in ("pdf", "png")]
     assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == sorted(
-        ["per_class.png", "table.csv", "table.md", "table.tex", *figures])
+        ["per_class.pdf", "per_class.png", "table.csv", "table.md", "table.tex", *figures])
     for name in ("plot", "groups", "curves", "reliability"):
         assert paths[name].read_bytes()[:8] == PNG_MAGIC and paths[name].stat().st_size > 1000, name
     assert paths["groups"].with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
