@@ -155,7 +155,9 @@ def _run_submitit(specs, store, executor: str, folder: Path, slurm, device, forc
         task = progress.add_task(f"runs ({executor})", total=len(specs), completed=len(done_before), info="")
 
         def on_done(spec, record) -> None:
-            finished[spec.run_id] = record
+            c = spec.config  # a job that died without a record still gets a named row
+            finished[spec.run_id] = {"run_id": spec.run_id, "method": c.method.name, "dataset": c.data.name,
+                                     "budget": c.budget, "seed": c.seed, **record}
             progress.update(task, completed=len(finished), info=f"{spec.label}: {record['status']}")
 
         jobs = submit(specs, store, executor, folder, slurm, device, force, wait, on_done)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import tomllib
 from collections.abc import Callable, Sequence
@@ -69,8 +70,8 @@ def load_profile(path: str | Path | None, **cli: Any) -> SlurmOptions:
 class RunJob(submitit.helpers.Checkpointable):
     """Execute one planned run in whatever process submitit gives it."""
 
-    def __init__(self, spec: RunSpec, store: str, device: str | None = None, threads: int = 0, force: bool = False):
-        self.spec, self.store, self.device, self.threads, self.force = spec, store, device, threads, force
+    def __init__(self, spec: RunSpec, store: str, device: str | None = None, threads: int = 0):
+        self.spec, self.store, self.device, self.threads = spec, store, device, threads
 
     def __call__(self) -> dict[str, Any]:
         from .distributed import init_from_submitit
@@ -80,10 +81,10 @@ class RunJob(submitit.helpers.Checkpointable):
             import torch
 
             torch.set_num_threads(self.threads)
-        # A requeued job must resume, not start over: force only on the first attempt.
-        force = self.force and not (self.spec.run_dir / "checkpoint.pt").exists()
-        record = execute_run(self.spec, ResultStore(self.store), self.device, force)
-        return {"run_id": record["run_id"], "status": record["status"], "error": record.get("error")}
+        # Never forced here: the driver clears forced runs before submitting, so a requeued
+        # job resumes from its checkpoint instead of starting over.
+        record = execute_run(self.spec, ResultStore(self.store), self.device)
+        return {"run_id": record["run_id"], "status": record.get("status"), "error": record.get("error")}
 
 
 def waves(specs: Sequence[RunSpec]) -> list[list[RunSpec]]:
@@ -156,6 +157,11 @@ def submit(
     db = ResultStore(store)
     executor = make_executor(kind, folder, slurm)
     todo = [[s for s in wave if force or db.status(s.run_id) != "done"] for wave in waves(specs)]
+    if force:  # start over: the jobs themselves only ever resume or skip
+        for s in specs:
+            db.forget(s.run_id)
+            if s.run_dir.exists():
+                shutil.rmtree(s.run_dir)
     jobs: list[submitit.Job] = []
     pending: list[tuple[RunSpec, submitit.Job]] = []
     threads = slurm.cpus_per_job
@@ -168,8 +174,12 @@ def submit(
             for start in range(0, len(wave), side_by_side):
                 _wait_all(pending, on_done)
                 chunk = wave[start:start + side_by_side]
-                with executor.batch():
-                    chunk_jobs = [executor.submit(RunJob(s, str(store), device, threads, force)) for s in chunk]
+                chunk_jobs = []
+                for i, s in enumerate(chunk):
+                    if slurm.gpus_per_job:  # each job its own GPUs, not all of them GPU 0
+                        g = slurm.gpus_per_job
+                        executor.update_parameters(visible_gpus=list(range(i * g, (i + 1) * g)))
+                    chunk_jobs.append(executor.submit(RunJob(s, str(store), device, threads)))
                 pending = list(zip(chunk, chunk_jobs))
                 jobs += chunk_jobs
                 for s, job in pending:
@@ -179,7 +189,7 @@ def submit(
             extra = {**executor.parameters.get("additional_parameters", {}), "dependency": f"afterany:{previous}"}
             executor.update_parameters(additional_parameters=extra)
         with executor.batch():
-            wave_jobs = [executor.submit(RunJob(s, str(store), device, threads, force)) for s in wave]
+            wave_jobs = [executor.submit(RunJob(s, str(store), device, threads)) for s in wave]
         for s, job in zip(wave, wave_jobs):
             _write_job(s, job, kind, folder)
         previous = wave_jobs[0].job_id.split("_")[0]

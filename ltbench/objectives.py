@@ -33,7 +33,8 @@ class Classify:
         self.forward = model
 
     def reweight(self, epoch: int) -> bool:
-        return bool(self.drw_epoch) and epoch >= self.drw_epoch
+        # Epochs count from 1: drw_epoch = 160 of 200 re-weights the last 40, as the LDAM code.
+        return bool(self.drw_epoch) and epoch > self.drw_epoch
 
     def loss(self, x: torch.Tensor, target: torch.Tensor, epoch: int) -> torch.Tensor:
         if hasattr(self.criterion, "set_reweight"):

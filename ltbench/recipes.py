@@ -31,6 +31,9 @@ from typing import Any, Literal
 
 from .registry import Registry
 
+# Budget keys that only the masked-pretraining stage reads (through the budget's pretrain table).
+_STAGE_ONLY = frozenset({"mask_ratio", "decoder_dim", "decoder_depth", "decoder_heads"})
+
 # Descriptive fields: shown to users, never part of a run's identity.
 _DESCRIPTIVE = frozenset({"title", "paper", "default_root"})
 
@@ -156,11 +159,12 @@ class TrainConfig:
     # optimiser variants
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = 0.9  # sgd only
+    betas: tuple[float, ...] = ()  # adamw betas; empty: torch's (0.9, 0.999); MAE uses (0.9, 0.95)
     layer_decay: float = 0.0  # layer-wise lr decay of ViT fine-tuning (LiVT: 0.75); 0 = off
     sam_rho: float = 0.0  # sharpness-aware minimisation radius; 0 = plain updates
     # long-tail schedule
-    drw_epoch: int = 0  # from this epoch on, deferred re-weighting (LDAM-DRW, DeiT-LT); 0 = never
-    mixup_off_epoch: int = 0  # from this epoch on, no mixup/cutmix and hard labels; 0 = never
+    drw_epoch: int = 0  # after this many epochs, deferred re-weighting (LDAM-DRW, DeiT-LT); 0 = never
+    mixup_off_epoch: int = 0  # after this many epochs, no mixup/cutmix and hard labels; 0 = never
     # CNNs: ResNet-(6n+2) of the LDAM code for small images
     cnn_depth: int = 32
     # masked generative pretraining (MAE) stage: model dims come from above
@@ -449,6 +453,9 @@ def apply_overrides(cfg: RunConfig, overrides: tuple[str, ...]) -> RunConfig:
             options = matches or valid
             raise RecipeError(f"override key {key!r} {what}; use one of: {', '.join(options)}")
         path = matches[0].split(".")
+        if len(path) == 2 and path[0] == "train" and path[1] in _STAGE_ONLY and cfg.method.model != "mae":
+            raise RecipeError(f"override {key!r} sets {matches[0]}, which only the MGP stage uses; "
+                              f"set train.pretrain.{path[-1]} (e.g. --set pretrain.{path[-1]}={text})")
         node = d
         for part in path[:-1]:
             node = node[part]
@@ -467,6 +474,10 @@ def config_hash(cfg: RunConfig) -> str:
     def strip(x: Any) -> Any:
         if isinstance(x, dict):
             return {k: strip(v) for k, v in x.items() if k not in _DESCRIPTIVE}
+        if isinstance(x, list):
+            return [strip(v) for v in x]
+        if isinstance(x, int) and not isinstance(x, bool):
+            return float(x)  # --set tau=1 and the recipe's 1.0 are the same setting
         return x
 
     blob = json.dumps(strip(cfg.to_dict()), sort_keys=True, separators=(",", ":"))

@@ -12,6 +12,8 @@ The best mean of each column (compared as printed) is bold.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import secrets
 import warnings
@@ -83,10 +85,34 @@ def runs_frame(records: Sequence[dict[str, Any]], convention: str = "threshold",
             raise ValueError(f"run {r['run_id']} ({r['method']} on {r['dataset']}): {err}") from err
         row = {k: r.get(k) for k in RUN_COLUMNS}
         row.update({k: np.nan if m.get(k) is None else m[k] for k in (*METRICS, "ece")})
+        row["variant"] = variant_of(r)
+        row["label"] = r["method"] + (f" [{', '.join(r['overrides'])}]" if r.get("overrides") else "")
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=[*RUN_COLUMNS, "top1", "many", "medium", "few", "ece"])
+    frame = pd.DataFrame(rows, columns=[*RUN_COLUMNS, "top1", "many", "medium", "few", "ece", "variant", "label"])
+    _name_variants(frame)
     frame.attrs.update(convention=convention, selection=selection)
     return frame
+
+
+def variant_of(record: dict[str, Any]) -> str:
+    """Identity of a run's configuration apart from its seeds: runs of one variant are seeds."""
+    cfg = dict(record.get("config") or {})
+    if not cfg:
+        return ""
+    cfg.pop("seed", None)
+    cfg.pop("data_seed", None)
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _name_variants(frame: pd.DataFrame) -> None:
+    """Make ``method`` the row name: the method, its overrides, and, where runs of one name
+    still differ in configuration (another recipe version, say), the variant's hash. Runs with
+    different configurations are never averaged as if they were seeds."""
+    frame["base_method"] = frame["method"]
+    frame["method"] = frame["label"]
+    for (_, _, name), block in frame.groupby(["dataset", "budget", "method"], sort=False, dropna=False):
+        if block["variant"].nunique() > 1:
+            frame.loc[block.index, "method"] = name + " {" + block["variant"] + "}"
 
 
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:

@@ -8,7 +8,9 @@ writes the run's record atomically into its folder and ingests it into the store
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
 import shutil
 import time
 import traceback
@@ -52,6 +54,7 @@ class RunSpec:
     data_root: str | None = None  # where the dataset's files are; None: the recipe's default_root
     verify: bool = True  # check found figures and checksums against the recipe
     needs: tuple[tuple[str, Path], ...] = ()  # (role, run folder) of the stages this one builds on
+    overrides: tuple[str, ...] = ()  # the user's --set values, to name the variant in tables
 
     @property
     def label(self) -> str:
@@ -85,7 +88,8 @@ def plan_runs(
         for ms in method_specs:
             for seed in seeds:
                 cfg = resolve(ms, ds, budget, seed, data_seed, tuple(overrides))
-                _add_with_stages(cfg, planned, catalog, Path(out_dir), data_root, verify)
+                spec = _add_with_stages(cfg, planned, catalog, Path(out_dir), data_root, verify)
+                planned[spec.run_id] = dataclasses.replace(spec, overrides=tuple(overrides))
     return list(planned.values())
 
 
@@ -97,6 +101,8 @@ def _add_with_stages(cfg: RunConfig, planned: dict[str, RunSpec], catalog: Catal
     if cfg.method.teacher:
         needs.append(("teacher", _add_with_stages(teacher_config(cfg, catalog), planned, catalog, out_dir, data_root, verify)))
     h = config_hash(cfg)
+    if not verify:  # a custom, unverified copy of the data is another run than the official files
+        h = hashlib.sha256(f"{h}:unverified".encode()).hexdigest()
     if h not in planned:
         run_dir = out_dir / "runs" / cfg.data.name / cfg.method.name / f"{cfg.budget}-s{cfg.seed}-d{cfg.data_seed}-{h[:10]}"
         planned[h] = RunSpec(cfg, h, run_dir, data_root, verify, tuple((role, dep.run_dir) for role, dep in needs))
@@ -118,7 +124,11 @@ def pretrain_config(cfg: RunConfig) -> RunConfig:
     table = {**{k: getattr(t, k) for k in _ENCODER_KEYS}, **t.pretrain}
     train = from_mapping(TrainConfig, table, f"method {cfg.method.name}: budgets.{cfg.budget}.pretrain")
     method = MethodConfig("mgp_pretrain", 1, "mae", "mae")
-    return RunConfig(method, cfg.data, train, cfg.budget, seed=0, data_seed=cfg.data_seed)
+    # MAE's own augmentation: RandomResizedCrop(0.2-1) and flip, none of fine-tuning's
+    # RandAugment or random erasing (streamed data; in-memory sets keep their batched ones).
+    aug = dataclasses.replace(cfg.data.augment, auto_augment="", re_prob=0.0, rrc_scale_min=0.2)
+    return RunConfig(method, dataclasses.replace(cfg.data, augment=aug), train, cfg.budget, seed=0,
+                     data_seed=cfg.data_seed)
 
 
 def teacher_config(cfg: RunConfig, catalog: Catalog) -> RunConfig:
@@ -157,6 +167,7 @@ def _base_record(spec: RunSpec, data: LTData, device: torch.device) -> dict[str,
         "provenance": {**provenance(device, data.fingerprint()), "data_root": str(data.root) if data.root else None,
                        "data_verified": data.verified, "data_files": data.files},
         "run_dir": str(spec.run_dir),
+        "overrides": list(spec.overrides),
         "started_at": _now(),
     }
 

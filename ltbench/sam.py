@@ -27,7 +27,11 @@ class SAM:
         if rho <= 0:
             raise ValueError(f"SAM needs rho > 0, got {rho}")
         self.base, self.rho = base, rho
-        self.param_groups = base.param_groups  # schedulers adjust the base optimiser's lr
+
+    @property
+    def param_groups(self):
+        # Always the base optimiser's: load_state_dict replaces its list on resume.
+        return self.base.param_groups
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base.zero_grad(set_to_none=set_to_none)

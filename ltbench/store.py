@@ -120,6 +120,11 @@ class ResultStore:
             db.execute(f"INSERT OR REPLACE INTO runs VALUES ({','.join('?' * len(row))})", row)
             db.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?)", metric_rows)
 
+    def forget(self, run_id: str) -> None:
+        """Remove a run (``--force`` redoes it); its metrics go with it."""
+        with self._connect() as db:
+            db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+
     def ingest_dirs(self, run_dirs: Iterable[Path]) -> int:
         """Ingest every ``record.json`` found in ``run_dirs``; returns how many."""
         n = 0

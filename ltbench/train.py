@@ -128,7 +128,8 @@ def build_objective(cfg: RunConfig, data: LTData, device: torch.device, deps: De
     t = cfg.train
     with seeded(cfg.seed):
         if cfg.method.model == "mae":
-            encoder = VisionTransformer(**vit_kwargs(cfg))
+            # No classification head: it would be an unused parameter (and DDP refuses those).
+            encoder = VisionTransformer(**{**vit_kwargs(cfg), "num_classes": 0})
             mae = MaskedAutoencoder(encoder, t.decoder_dim, t.decoder_depth, t.decoder_heads, t.mask_ratio)
             return MaskedPretrain(mae.to(device))
         model = build_model(cfg)
@@ -152,6 +153,8 @@ def build_objective(cfg: RunConfig, data: LTData, device: torch.device, deps: De
 def build_optimizer(cfg: RunConfig, model: torch.nn.Module):
     t = cfg.train
     kwargs = {"momentum": t.momentum} if t.optimizer == "sgd" else {}
+    if t.betas:
+        kwargs["betas"] = tuple(t.betas)
     # timm's "sgd" is Nesterov; the LDAM code uses plain momentum.
     name = "momentum" if t.optimizer == "sgd" else "adamw"
     base = create_optimizer_v2(model, name, lr=t.scaled_lr, weight_decay=t.weight_decay,
@@ -206,7 +209,8 @@ def fit(
     steps_per_epoch = len(train) // batch_size
     scheduler = CosineLRScheduler(
         optimizer.base if isinstance(optimizer, SAM) else optimizer,
-        t_initial=t.epochs * steps_per_epoch,
+        # With warmup_prefix the cosine starts after warm-up: it must end at the last step.
+        t_initial=max(1, t.epochs * steps_per_epoch - round(t.warmup_epochs * steps_per_epoch)),
         lr_min=t.min_lr,
         warmup_t=round(t.warmup_epochs * steps_per_epoch),
         warmup_lr_init=min(1e-6, t.scaled_lr),
@@ -235,7 +239,7 @@ def fit(
         model.train()
         loss_sum = torch.zeros((), device=device)
         step = (epoch - 1) * steps_per_epoch
-        hard_labels = bool(t.mixup_off_epoch) and epoch >= t.mixup_off_epoch  # DeiT-LT's DRW phase
+        hard_labels = bool(t.mixup_off_epoch) and epoch > t.mixup_off_epoch  # DeiT-LT's DRW phase
         with seeded(_epoch_seed(cfg.seed, epoch)):
             for x, y in train.train_batches(batch_size, _epoch_seed(cfg.seed, epoch)):
                 # Every process draws the same global batch (same seeds) and takes its share.

@@ -162,3 +162,14 @@ def test_cancelled_slurm_job_shows_as_cancelled(tmp_path, capsys):
         time.sleep(1)
     assert rows[0]["state"] == "cancelled" and rows[0]["detail"].startswith("CANCELLED")
     assert main(["status", "--out", str(out)]) == 1  # a cancelled stage is worth a non-zero exit
+
+
+def test_force_reruns_under_the_local_executor(tmp_path, capsys):
+    args = ["run", "--methods", "ce", "--data", "digits_lt", "--budget", "smoke", "--set", "epochs=1", "--store",
+            str(tmp_path / "s.db"), "--out", str(tmp_path / "out"), "--executor", "local", "--cpus-per-job", "1"]
+    assert main(args) == 0
+    first = json.loads(next((tmp_path / "out").rglob("record.json")).read_text())["started_at"]
+    time.sleep(1.1)  # started_at has one-second resolution
+    assert main([*args, "--force"]) == 0
+    second = json.loads(next((tmp_path / "out").rglob("record.json")).read_text())["started_at"]
+    assert second != first

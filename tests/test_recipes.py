@@ -128,3 +128,23 @@ def test_descriptive_fields_do_not_change_identity(catalog):
 def test_unknown_budget(catalog):
     with pytest.raises(RecipeError, match="has no budget 'huge'; it has smoke, quick, paper"):
         resolve(catalog.methods.get("ce"), catalog.datasets.get("digits_lt"), "huge")
+
+
+def test_stage_only_keys_point_to_the_pretrain_table(catalog):
+    cfg = resolve(catalog.methods.get("livt"), catalog.datasets.get("digits_lt"), "smoke")
+    with pytest.raises(RecipeError, match=r"only the MGP stage uses; set train.pretrain.mask_ratio"):
+        apply_overrides(cfg, ("mask_ratio=0.5",))
+    assert apply_overrides(cfg, ("pretrain.mask_ratio=0.5",)).train.pretrain["mask_ratio"] == 0.5
+
+
+def test_int_and_float_values_are_the_same_setting(catalog):
+    cfg = resolve(catalog.methods.get("la"), catalog.datasets.get("digits_lt"), "smoke")
+    assert config_hash(apply_overrides(cfg, ("tau=1",))) == config_hash(cfg)  # recipe says 1.0
+
+
+def test_unverified_data_is_another_run(tmp_path):
+    from ltbench.runner import plan_runs
+
+    official = plan_runs(["ce"], ["digits_lt"], "smoke", out_dir=tmp_path)[0]
+    custom = plan_runs(["ce"], ["digits_lt"], "smoke", out_dir=tmp_path, verify=False)[0]
+    assert official.run_id != custom.run_id and official.run_dir != custom.run_dir

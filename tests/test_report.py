@@ -43,7 +43,7 @@ def test_frame_recomputes_groups_and_ignores_failed():
     f = runs_frame(RECORDS)
     assert list(f["method"]) == ["ce", "ce", "bal_bce"]
     assert list(f.columns) == ["method", "dataset", "budget", "seed", "data_seed", "run_id",
-                               "top1", "many", "medium", "few", "ece"]
+                               "top1", "many", "medium", "few", "ece", "variant", "label", "base_method"]
     assert f.iloc[0][["many", "medium", "few"]].tolist() == pytest.approx([0.8, 0.5, 0.1])
     assert f.iloc[1]["top1"] == pytest.approx(17 / 30)
     assert f["ece"].isna().all()  # no calibration bins in these records
@@ -281,3 +281,20 @@ def test_published_reference_rows_with_difference(tmp_path):
     assert "| 94.5 (-13.5) |" in ref and "| 87.5 (-41.5) |" in ref and "index groups, best on test" in ref
     assert "DeiT-LT (DeiT-B), published rho=100" in paths["latex"].read_text()
     assert "rho=50" not in paths["latex"].read_text()  # only the matching setting
+
+
+def test_runs_with_different_settings_are_never_averaged_as_seeds():
+    def run(seed, correct, tau, overrides=()):
+        r = record("la", seed, correct)
+        r["config"] = {"seed": seed, "data_seed": 0, "method": {"loss_params": {"tau": tau}}}
+        r["overrides"] = list(overrides)
+        return r
+
+    recs = [run(0, [8, 5, 1], 1.0), run(1, [9, 5, 3], 1.0), run(0, [1, 1, 1], 2.0, ["tau=2"])]
+    md = markdown_table(aggregate(runs_frame(recs)))
+    assert "| la | **85.0** ± 7.1 |" in md  # the two default runs: seeds of one variant
+    assert "| la [tau=2] | <u>10.0</u> |" in md  # the override is its own row
+    # same name, different configuration (e.g. another recipe version): told apart by hash
+    recs[2]["overrides"] = []
+    names = list(dict.fromkeys(runs_frame(recs)["method"]))
+    assert len(names) == 2 and all(n.startswith("la {") for n in names)
