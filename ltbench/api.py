@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from .recipes import load_catalog
@@ -92,14 +98,30 @@ def _plan(methods, data, budget, seeds, data_seed, overrides, out_dir, recipes, 
     return plan_runs(
         methods if methods is not None else catalog.methods.names(),
         data if data is not None else (DEFAULT_DATASET,),
-        budget, seeds, data_seed, overrides, Path(out_dir), catalog, None if root is None else str(root), verify,
+        budget,
+        seeds,
+        data_seed,
+        overrides,
+        Path(out_dir),
+        catalog,
+        None if root is None else str(root),
+        verify,
     )
 
 
-def plan(methods: Sequence[str] | None = None, data: Sequence[str] | None = None, budget: str = "quick",
-         seeds: Sequence[int] = (0,), data_seed: int = 0, overrides: Sequence[str] = (),
-         store: str | Path = DEFAULT_STORE, out_dir: str | Path = DEFAULT_OUT, recipes: Sequence[str] = (),
-         root: str | Path | None = None, verify: bool = True) -> list[dict[str, Any]]:
+def plan(
+    methods: Sequence[str] | None = None,
+    data: Sequence[str] | None = None,
+    budget: str = "quick",
+    seeds: Sequence[int] = (0,),
+    data_seed: int = 0,
+    overrides: Sequence[str] = (),
+    store: str | Path = DEFAULT_STORE,
+    out_dir: str | Path = DEFAULT_OUT,
+    recipes: Sequence[str] = (),
+    root: str | Path | None = None,
+    verify: bool = True,
+) -> list[dict[str, Any]]:
     """What ``run`` with the same arguments would do (``ltbench run --dry-run``): each stage,
     what it needs, and whether it would run, resume or be skipped. Runs nothing."""
     from .sweep import plan_rows
@@ -117,8 +139,13 @@ def status(out_dir: str | Path = DEFAULT_OUT) -> list[dict[str, Any]]:
 
 
 def _progress(console: Console) -> Progress:
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+    )
     return Progress(*columns, console=console, transient=False)
 
 
@@ -143,21 +170,29 @@ def _run_inline(specs, db: ResultStore, device, force: bool, console: Console) -
     return records
 
 
-def _run_submitit(specs, store, executor: str, folder: Path, slurm, device, force: bool, wait: bool,
-                  console: Console) -> list[dict[str, Any]]:
+def _run_submitit(
+    specs, store, executor: str, folder: Path, slurm, device, force: bool, wait: bool, console: Console
+) -> list[dict[str, Any]]:
     from .launch import submit
 
     db = ResultStore(store)
-    done_before = {s.run_id: {**db.get(s.run_id), "skipped": True}
-                   for s in specs if not force and db.status(s.run_id) == "done"}
+    done_before = {
+        s.run_id: {**db.get(s.run_id), "skipped": True} for s in specs if not force and db.status(s.run_id) == "done"
+    }
     finished: dict[str, dict] = dict(done_before)
     with _progress(console) as progress:
         task = progress.add_task(f"runs ({executor})", total=len(specs), completed=len(done_before), info="")
 
         def on_done(spec, record) -> None:
             c = spec.config  # a job that died without a record still gets a named row
-            finished[spec.run_id] = {"run_id": spec.run_id, "method": c.method.name, "dataset": c.data.name,
-                                     "budget": c.budget, "seed": c.seed, **record}
+            finished[spec.run_id] = {
+                "run_id": spec.run_id,
+                "method": c.method.name,
+                "dataset": c.data.name,
+                "budget": c.budget,
+                "seed": c.seed,
+                **record,
+            }
             progress.update(task, completed=len(finished), info=f"{spec.label}: {record['status']}")
 
         jobs = submit(specs, store, executor, folder, slurm, device, force, wait, on_done)
@@ -166,9 +201,19 @@ def _run_submitit(specs, store, executor: str, folder: Path, slurm, device, forc
         console.print(f"submitted {len(jobs)} jobs; `ltbench status` follows them, results reach the store as they end")
         return []
     db.ingest_dirs(s.run_dir for s in specs)  # idempotent: the jobs ingested their own records already
-    return [finished.get(s.run_id) or {"run_id": s.run_id, "method": s.config.method.name, "dataset": s.config.data.name,
-                                       "budget": s.config.budget, "seed": s.config.seed, "status": "failed",
-                                       "error": "no record"} for s in specs]
+    return [
+        finished.get(s.run_id)
+        or {
+            "run_id": s.run_id,
+            "method": s.config.method.name,
+            "dataset": s.config.data.name,
+            "budget": s.config.budget,
+            "seed": s.config.seed,
+            "status": "failed",
+            "error": "no record",
+        }
+        for s in specs
+    ]
 
 
 def _pct(value: float | None) -> str:
@@ -179,10 +224,24 @@ def summary_table(records: Sequence[dict[str, Any]]) -> Table:
     """A rich table of runs: test accuracy by group (last epoch), best-on-val, ECE, time."""
     datasets = sorted({r["dataset"] for r in records})
     budgets = sorted({r["budget"] for r in records})
-    table = Table(title=f"test top-1 % on {', '.join(datasets)} ({', '.join(budgets)} budget)",
-                  caption="groups: >100 / 20-100 / <20 training images; last epoch unless noted")
-    columns = ["method", *(["dataset"] if len(datasets) > 1 else []), *(["budget"] if len(budgets) > 1 else []),
-               "seed", "many", "med", "few", "all", "all@val", "ECE", "train s", "status"]
+    table = Table(
+        title=f"test top-1 % on {', '.join(datasets)} ({', '.join(budgets)} budget)",
+        caption="groups: >100 / 20-100 / <20 training images; last epoch unless noted",
+    )
+    columns = [
+        "method",
+        *(["dataset"] if len(datasets) > 1 else []),
+        *(["budget"] if len(budgets) > 1 else []),
+        "seed",
+        "many",
+        "med",
+        "few",
+        "all",
+        "all@val",
+        "ECE",
+        "train s",
+        "status",
+    ]
     for col in columns:
         left = col in ("method", "dataset", "budget", "status")
         table.add_column(col, justify="left" if left else "right", no_wrap=left)
@@ -191,11 +250,20 @@ def summary_table(records: Sequence[dict[str, Any]]) -> Table:
         last, best = m.get("last", {}), m.get("best_val", {})
         secs = r.get("timings", {}).get("train_seconds")
         status = "skipped" if r.get("skipped") else r["status"]
-        row = [r["method"], *([r["dataset"]] if len(datasets) > 1 else []),
-               *([r["budget"]] if len(budgets) > 1 else []), str(r["seed"]),
-               _pct(last.get("many")), _pct(last.get("medium")), _pct(last.get("few")),
-               _pct(last.get("top1")), _pct(best.get("top1")), _pct(last.get("ece")),
-               "–" if secs is None else f"{secs:.0f}", status]
+        row = [
+            r["method"],
+            *([r["dataset"]] if len(datasets) > 1 else []),
+            *([r["budget"]] if len(budgets) > 1 else []),
+            str(r["seed"]),
+            _pct(last.get("many")),
+            _pct(last.get("medium")),
+            _pct(last.get("few")),
+            _pct(last.get("top1")),
+            _pct(best.get("top1")),
+            _pct(last.get("ece")),
+            "–" if secs is None else f"{secs:.0f}",
+            status,
+        ]
         table.add_row(*row)
     return table
 
@@ -208,25 +276,49 @@ def list_recipes(kind: str = "all", pattern: str = "*", recipes: Sequence[str] =
     out: dict[str, list[dict]] = {}
     if kind in ("all", "methods"):
         out["methods"] = [
-            {"name": m.name, "title": m.title, "paper": m.paper, "loss": m.loss, "version": m.version,
-             "budgets": {b: {"epochs": t.epochs, "batch_size": t.batch_size,
-                             "model": f"ViT d{t.embed_dim} x{t.depth} p{t.patch_size}"}
-                         for b, t in m.budgets.items()},
-             "recipe": str(catalog.origins[f"methods/{m.name}"])}
+            {
+                "name": m.name,
+                "title": m.title,
+                "paper": m.paper,
+                "loss": m.loss,
+                "version": m.version,
+                "budgets": {
+                    b: {
+                        "epochs": t.epochs,
+                        "batch_size": t.batch_size,
+                        "model": f"ViT d{t.embed_dim} x{t.depth} p{t.patch_size}",
+                    }
+                    for b, t in m.budgets.items()
+                },
+                "recipe": str(catalog.origins[f"methods/{m.name}"]),
+            }
             for m in map(catalog.methods.get, catalog.methods.names(pattern))
         ]
     if kind in ("all", "datasets"):
         out["datasets"] = [
-            {"name": d.name, "title": d.title, "paper": d.paper, "classes": d.num_classes,
-             "image_size": d.image_size, "rho": d.longtail.rho, "profile": d.longtail.profile,
-             "version": d.version, "recipe": str(catalog.origins[f"datasets/{d.name}"])}
+            {
+                "name": d.name,
+                "title": d.title,
+                "paper": d.paper,
+                "classes": d.num_classes,
+                "image_size": d.image_size,
+                "rho": d.longtail.rho,
+                "profile": d.longtail.profile,
+                "version": d.version,
+                "recipe": str(catalog.origins[f"datasets/{d.name}"]),
+            }
             for d in map(catalog.datasets.get, catalog.datasets.names(pattern))
         ]
     return out
 
 
-def describe(name: str, root: str | Path | None = None, data_seed: int = 0, overrides: Sequence[str] = (),
-             recipes: Sequence[str] = ()) -> dict[str, Any]:
+def describe(
+    name: str,
+    root: str | Path | None = None,
+    data_seed: int = 0,
+    overrides: Sequence[str] = (),
+    recipes: Sequence[str] = (),
+) -> dict[str, Any]:
     """What dataset ``name`` yields on the files under ``root``, read from labels only.
 
     ``overrides`` change the dataset recipe as in ``run`` (``rho=50``, ``profile=step``).

@@ -72,8 +72,14 @@ def _reference(cfg, data, objective, optimizer, device, epochs: int, workers: in
             pil = Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0))
             return tf(pil), int(data.train.labels[i])
 
-    loader = DataLoader(Images(), batch_size=cfg.train.batch_size, shuffle=True, drop_last=True,
-                        num_workers=workers, persistent_workers=workers > 0)
+    loader = DataLoader(
+        Images(),
+        batch_size=cfg.train.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
     model = objective.model
     model.train()
     seen, tick = 0, None
@@ -105,8 +111,15 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def benchmark(method: str = "ce", dataset: str = "mnist_lt", budget: str = "quick", epochs: int = 5,
-              overrides: tuple[str, ...] = (), device: str | None = None, reference_workers: int = 2) -> dict[str, Any]:
+def benchmark(
+    method: str = "ce",
+    dataset: str = "mnist_lt",
+    budget: str = "quick",
+    epochs: int = 5,
+    overrides: tuple[str, ...] = (),
+    device: str | None = None,
+    reference_workers: int = 2,
+) -> dict[str, Any]:
     """Measure limit, ltbench loop, reference loop, start time and peak memory.
 
     Returns:
@@ -121,8 +134,7 @@ def benchmark(method: str = "ce", dataset: str = "mnist_lt", budget: str = "quic
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     tick = time.perf_counter()
     cat = load_catalog()
-    cfg = resolve(cat.methods.get(method), cat.datasets.get(dataset), budget, 0, 0,
-                  (*overrides, f"epochs={epochs}"))
+    cfg = resolve(cat.methods.get(method), cat.datasets.get(dataset), budget, 0, 0, (*overrides, f"epochs={epochs}"))
     if cfg.method.model not in ("vit", "cnn"):
         raise ValueError(f"bench measures single-stage methods (vit, cnn); {method} is {cfg.method.model}")
     data = build_data(cfg.data, 0)
@@ -141,22 +153,40 @@ def benchmark(method: str = "ce", dataset: str = "mnist_lt", budget: str = "quic
     trained = epochs * (len(data.train) // min(cfg.train.batch_size, len(data.train)))
     loop = trained * cfg.train.batch_size / result.train_seconds
     ref_objective = build_objective(cfg, data, device, Dependencies())
-    reference = _reference(cfg, data, ref_objective, build_optimizer(cfg, ref_objective.model), device, epochs,
-                           reference_workers)
+    reference = _reference(
+        cfg, data, ref_objective, build_optimizer(cfg, ref_objective.model), device, epochs, reference_workers
+    )
     import timm
 
     return {
-        "method": method, "dataset": dataset, "budget": budget, "batch_size": cfg.train.batch_size,
-        "epochs": epochs, "train_images": len(data.train), "device": str(device),
-        "limit_img_s": round(limit, 1), "ltbench_img_s": round(loop, 1), "ratio": round(loop / limit, 3),
-        "reference_img_s": round(reference, 1), "speedup": round(loop / reference, 2),
+        "method": method,
+        "dataset": dataset,
+        "budget": budget,
+        "batch_size": cfg.train.batch_size,
+        "epochs": epochs,
+        "train_images": len(data.train),
+        "device": str(device),
+        "limit_img_s": round(limit, 1),
+        "ltbench_img_s": round(loop, 1),
+        "ratio": round(loop / limit, 3),
+        "reference_img_s": round(reference, 1),
+        "speedup": round(loop / reference, 2),
         "eval_seconds_per_epoch": round(result.eval_seconds / epochs, 3),
-        "start_to_first_step_s": round(first_step, 2), "peak_memory_mb": round(_peak_memory_mb(device), 1),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "threads": torch.get_num_threads(),
-                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
-        "versions": {"ltbench": __version__, "torch": torch.__version__, "timm": timm.__version__,
-                     "numpy": np.__version__, "python": platform.python_version()},
+        "start_to_first_step_s": round(first_step, 2),
+        "peak_memory_mb": round(_peak_memory_mb(device), 1),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        },
+        "versions": {
+            "ltbench": __version__,
+            "torch": torch.__version__,
+            "timm": timm.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
     }
 
 
@@ -179,15 +209,38 @@ def bench_report(runs: int = 10_000, num_classes: int = 100, methods: int = 10) 
         for i in range(runs):
             correct = rng.integers(0, 101, num_classes).tolist()
             count = rng.integers(0, 10, (num_classes, 15))
-            store.ingest({
-                "schema": RECORD_SCHEMA, "run_id": f"r{i}", "method": f"m{i % methods}", "dataset": "synthetic",
-                "budget": "quick", "seed": i // methods, "data_seed": 0, "status": "done", "train_counts": counts,
-                "index_sizes": None, "started_at": f"{i:08d}",
-                "results": {"last": {"epoch": 1, "correct": correct, "total": [100] * num_classes,
-                                     "calib": {"n_bins": 15, "count": count.tolist(),
-                                               "conf_sum": (count * 0.5).tolist(), "correct_sum": (count // 2).tolist()}}},
-                "history": [{"epoch": 1, "train_loss": 1.0, "val_top1": 0.5}],
-                "metrics": {}, "provenance": {}, "timings": {}})
+            store.ingest(
+                {
+                    "schema": RECORD_SCHEMA,
+                    "run_id": f"r{i}",
+                    "method": f"m{i % methods}",
+                    "dataset": "synthetic",
+                    "budget": "quick",
+                    "seed": i // methods,
+                    "data_seed": 0,
+                    "status": "done",
+                    "train_counts": counts,
+                    "index_sizes": None,
+                    "started_at": f"{i:08d}",
+                    "results": {
+                        "last": {
+                            "epoch": 1,
+                            "correct": correct,
+                            "total": [100] * num_classes,
+                            "calib": {
+                                "n_bins": 15,
+                                "count": count.tolist(),
+                                "conf_sum": (count * 0.5).tolist(),
+                                "correct_sum": (count // 2).tolist(),
+                            },
+                        }
+                    },
+                    "history": [{"epoch": 1, "train_loss": 1.0, "val_top1": 0.5}],
+                    "metrics": {},
+                    "provenance": {},
+                    "timings": {},
+                }
+            )
         ingest = time.perf_counter() - tick
         tick = time.perf_counter()
         records = store.records()
@@ -195,5 +248,10 @@ def bench_report(runs: int = 10_000, num_classes: int = 100, methods: int = 10) 
         tick = time.perf_counter()
         write_report(records, Path(tmp) / "report")
         report = time.perf_counter() - tick
-    return {"runs": runs, "classes": num_classes, "ingest_s": round(ingest, 2), "read_store_s": round(read, 2),
-            "write_report_s": round(report, 2)}
+    return {
+        "runs": runs,
+        "classes": num_classes,
+        "ingest_s": round(ingest, 2),
+        "read_store_s": round(read, 2),
+        "write_report_s": round(report, 2),
+    }

@@ -83,13 +83,23 @@ def _add_store(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ltbench", description="Benchmark harness for long-tailed recognition.")
     parser.add_argument("--version", action="version", version=f"ltbench {__version__}")
-    parser.add_argument("--recipes", action="append", default=[], metavar="DIR",
-                        help="extra recipe folder with methods/ and datasets/ (repeatable)")
+    parser.add_argument(
+        "--recipes",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="extra recipe folder with methods/ and datasets/ (repeatable)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, description=help, epilog=EPILOGS[name],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        return sub.add_parser(
+            name,
+            help=help,
+            description=help,
+            epilog=EPILOGS[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
 
     p = add("run", "Train, evaluate and store methods x datasets x seeds.")
     p.add_argument("--methods", type=_names, default=None, help="comma-separated (default: all)")
@@ -97,21 +107,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", default="quick", help="smoke | quick | paper (default: %(default)s)")
     p.add_argument("--seeds", type=parse_seeds, default=[0], help="training seeds: 0,1,2 or 0-4 (default: 0)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the long-tail draw (default: 0)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe value, e.g. epochs=5, rho=100, tau=1.05 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe value, e.g. epochs=5, rho=100, tau=1.05 (repeatable)",
+    )
     _add_store(p)
     p.add_argument("--out", default="results", help="folder for run folders (default: %(default)s)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--force", action="store_true", help="re-run runs that are already done")
     p.add_argument("--root", default=None, help="folder with the dataset's files (default: the recipe's)")
-    p.add_argument("--no-verify", action="store_true",
-                   help="accept data whose figures or checksums differ from the recipe (recorded as unverified)")
-    p.add_argument("--executor", default="inline", choices=("inline", "local", "slurm"),
-                   help="inline: this process; local: submitit subprocesses; slurm: job arrays (default: %(default)s)")
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="accept data whose figures or checksums differ from the recipe (recorded as unverified)",
+    )
+    p.add_argument(
+        "--executor",
+        default="inline",
+        choices=("inline", "local", "slurm"),
+        help="inline: this process; local: submitit subprocesses; slurm: job arrays (default: %(default)s)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan (stages, dependencies, done) and run nothing")
     p.add_argument("--no-wait", action="store_true", help="local/slurm: exit once the jobs are submitted")
     g = p.add_argument_group("job resources (local and slurm executors; a profile's [slurm] table, then these)")
-    g.add_argument("--cluster-profile", default=None, metavar="TOML", help="file with a [slurm] table of the options below")
+    g.add_argument(
+        "--cluster-profile", default=None, metavar="TOML", help="file with a [slurm] table of the options below"
+    )
     g.add_argument("--partition")
     g.add_argument("--gpus-per-job", type=int)
     g.add_argument("--cpus-per-job", type=int)
@@ -148,8 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("--reference-workers", type=int, default=2, help="DataLoader workers of the reference loop")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the numbers here")
-    p.add_argument("--report-runs", type=int, default=0, metavar="N",
-                   help="instead: time ingesting N synthetic runs and writing their report")
+    p.add_argument(
+        "--report-runs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: time ingesting N synthetic runs and writing their report",
+    )
 
     p = add("results", "List stored runs with their metrics.")
     _add_store(p)
@@ -158,10 +188,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("report", "Write LaTeX and Markdown tables and plots from the store.")
     _add_store(p)
     p.add_argument("--out", default=None, help="output folder (default: report/ next to the store)")
-    p.add_argument("--convention", default="threshold", choices=("threshold", "oltr", "index"),
-                   help="many/medium/few convention (default: %(default)s)")
-    p.add_argument("--selection", default="last", choices=("last", "best_val"),
-                   help="model selection: last epoch or best on validation (default: %(default)s)")
+    p.add_argument(
+        "--convention",
+        default="threshold",
+        choices=("threshold", "oltr", "index"),
+        help="many/medium/few convention (default: %(default)s)",
+    )
+    p.add_argument(
+        "--selection",
+        default="last",
+        choices=("last", "best_val"),
+        help="model selection: last epoch or best on validation (default: %(default)s)",
+    )
     p.add_argument("--methods", type=_names, default=None, help="comma-separated (default: all stored)")
     p.add_argument("--data", type=_names, default=None, help="comma-separated datasets (default: all stored)")
     p.add_argument("--budget", default=None, help="one budget (default: all, in separate column blocks)")
@@ -173,26 +211,67 @@ def _cmd_run(args, console) -> int:
     from . import api
 
     if args.dry_run:
-        rows = api.plan(args.methods, args.data, args.budget, args.seeds, args.data_seed, args.overrides,
-                        args.store, args.out, args.recipes, args.root, not args.no_verify)
-        _print_rows(console, f"plan ({args.executor} executor): {len(rows)} stages", rows,
-                    ("label", "run_id", "epochs", "needs", "action"))
+        rows = api.plan(
+            args.methods,
+            args.data,
+            args.budget,
+            args.seeds,
+            args.data_seed,
+            args.overrides,
+            args.store,
+            args.out,
+            args.recipes,
+            args.root,
+            not args.no_verify,
+        )
+        _print_rows(
+            console,
+            f"plan ({args.executor} executor): {len(rows)} stages",
+            rows,
+            ("label", "run_id", "epochs", "needs", "action"),
+        )
         return 0
     slurm = None
     if args.executor != "inline":
         from .launch import load_profile
 
-        slurm = load_profile(args.cluster_profile, partition=args.partition, gpus_per_job=args.gpus_per_job,
-                             cpus_per_job=args.cpus_per_job, mem_gb=args.mem_gb, time_min=args.time_min,
-                             account=args.account, qos=args.qos, constraint=args.constraint,
-                             array_parallelism=args.array_parallelism)
-    records = api.run(args.methods, args.data, args.budget, args.seeds, args.data_seed, args.overrides,
-                      args.store, args.out, args.device, args.force, args.recipes, console,
-                      args.root, not args.no_verify, args.executor, slurm, not args.no_wait)
+        slurm = load_profile(
+            args.cluster_profile,
+            partition=args.partition,
+            gpus_per_job=args.gpus_per_job,
+            cpus_per_job=args.cpus_per_job,
+            mem_gb=args.mem_gb,
+            time_min=args.time_min,
+            account=args.account,
+            qos=args.qos,
+            constraint=args.constraint,
+            array_parallelism=args.array_parallelism,
+        )
+    records = api.run(
+        args.methods,
+        args.data,
+        args.budget,
+        args.seeds,
+        args.data_seed,
+        args.overrides,
+        args.store,
+        args.out,
+        args.device,
+        args.force,
+        args.recipes,
+        console,
+        args.root,
+        not args.no_verify,
+        args.executor,
+        slurm,
+        not args.no_wait,
+    )
     failed = [r for r in records if r["status"] == "failed"]
     for r in failed:
-        console.print(f"[red]failed[/red] {r['method']} on {r['dataset']} (seed {r['seed']}): {r['error']}"
-                      f"\n  log: {r['run_dir']}/record.json")
+        console.print(
+            f"[red]failed[/red] {r['method']} on {r['dataset']} (seed {r['seed']}): {r['error']}"
+            f"\n  log: {r['run_dir']}/record.json"
+        )
     return 1 if failed else 0
 
 
@@ -214,13 +293,20 @@ def _cmd_bench(args, console) -> int:
 
     if args.report_runs:
         result = bench_report(args.report_runs)
-        _print_rows(console, "ltbench bench --report-runs", [{"label": k, "value": v} for k, v in result.items()],
-                    ("label", "value"))
+        _print_rows(
+            console,
+            "ltbench bench --report-runs",
+            [{"label": k, "value": v} for k, v in result.items()],
+            ("label", "value"),
+        )
         return 0
-    result = benchmark(args.method, args.data, args.budget, args.epochs, tuple(args.overrides), args.device,
-                       args.reference_workers)
+    result = benchmark(
+        args.method, args.data, args.budget, args.epochs, tuple(args.overrides), args.device, args.reference_workers
+    )
     rows = [{"label": k, "value": v} for k, v in result.items() if not isinstance(v, dict)]
-    rows += [{"label": f"{k}.{kk}", "value": vv} for k, v in result.items() if isinstance(v, dict) for kk, vv in v.items()]
+    rows += [
+        {"label": f"{k}.{kk}", "value": vv} for k, v in result.items() if isinstance(v, dict) for kk, vv in v.items()
+    ]
     _print_rows(console, "ltbench bench", rows, ("label", "value"))
     if args.json:
         console.print(f"wrote {write_json(result, Path(args.json))}")
@@ -259,8 +345,14 @@ def _cmd_list(args, console) -> int:
             for col in ("name", "title", "classes", "size", "rho", "paper"):
                 table.add_column(col)
             for d in rows:
-                table.add_row(d["name"], d["title"], str(d["classes"]), str(d["image_size"]),
-                              f"{d['rho']:g} ({d['profile']})", d["paper"])
+                table.add_row(
+                    d["name"],
+                    d["title"],
+                    str(d["classes"]),
+                    str(d["image_size"]),
+                    f"{d['rho']:g} ({d['profile']})",
+                    d["paper"],
+                )
         console.print(table)
     return 0
 
@@ -275,8 +367,19 @@ def _cmd_results(args, console) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     table = Table(title=f"runs in {args.store}")
-    cols = ("method", "dataset", "budget", "seed", "status", "last.top1", "last.many", "last.medium",
-            "last.few", "best_val.top1", "last.ece")
+    cols = (
+        "method",
+        "dataset",
+        "budget",
+        "seed",
+        "status",
+        "last.top1",
+        "last.many",
+        "last.medium",
+        "last.few",
+        "best_val.top1",
+        "last.ece",
+    )
     for c in cols:
         table.add_column(c)
     for r in rows:
@@ -292,8 +395,9 @@ def _cmd_results(args, console) -> int:
 def _cmd_report(args, console) -> int:
     from . import api
 
-    paths = api.report(args.store, args.out, args.convention, args.selection, args.methods, args.data,
-                       args.budget, args.baseline)
+    paths = api.report(
+        args.store, args.out, args.convention, args.selection, args.methods, args.data, args.budget, args.baseline
+    )
     for kind, path in paths.items():
         console.print(f"{kind:9s} {path}")
     md = paths.get("markdown")
@@ -318,12 +422,16 @@ def _cmd_data(args, console) -> int:
     from .data.describe import format_counts
 
     console.print(f"[bold]{info['name']}[/bold]: {info['title']}")
-    console.print(f"source {info['source']} at {info['root'] or '(embedded)'}, {info['classes']} classes, "
-                  f"{info['storage']} storage")
+    console.print(
+        f"source {info['source']} at {info['root'] or '(embedded)'}, {info['classes']} classes, "
+        f"{info['storage']} storage"
+    )
     src, spl = info["source_splits"], info["splits"]
     console.print(f"source splits: train {src['train']:,}, val {src['val']:,}, test {src['test']:,}")
-    console.print(f"used (data seed {info['data_seed']}): train {spl['train']:,}, val {spl['val']:,}, "
-                  f"test {spl['test']:,}; imbalance ratio {info['imbalance_ratio']:.1f}")
+    console.print(
+        f"used (data seed {info['data_seed']}): train {spl['train']:,}, val {spl['val']:,}, "
+        f"test {spl['test']:,}; imbalance ratio {info['imbalance_ratio']:.1f}"
+    )
     console.print(f"training images per class: {format_counts(info['train_counts'])}")
     groups = Table(title="classes per group")
     for col in ("convention", "many", "medium", "few"):
@@ -343,8 +451,15 @@ def _cmd_data(args, console) -> int:
     return status
 
 
-COMMANDS = {"run": _cmd_run, "bench": _cmd_bench, "status": _cmd_status, "list": _cmd_list, "data": _cmd_data, "results": _cmd_results,
-            "report": _cmd_report}
+COMMANDS = {
+    "run": _cmd_run,
+    "bench": _cmd_bench,
+    "status": _cmd_status,
+    "list": _cmd_list,
+    "data": _cmd_data,
+    "results": _cmd_results,
+    "report": _cmd_report,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -55,8 +55,7 @@ def assign_groups(
             )
         if sum(index_sizes) != len(counts):
             raise ValueError(
-                f"index_sizes {list(index_sizes)} sum to {sum(index_sizes)}, "
-                f"but there are {len(counts)} classes"
+                f"index_sizes {list(index_sizes)} sum to {sum(index_sizes)}, but there are {len(counts)} classes"
             )
         # Stable sort so ties keep label order, as a frequency-sorted label map would.
         order = np.argsort(-counts, kind="stable")
@@ -67,9 +66,7 @@ def assign_groups(
             "few": np.sort(order[mid:]),
         }
     else:
-        raise ValueError(
-            f"unknown group convention {convention!r}; choose one of {', '.join(CONVENTIONS)}"
-        )
+        raise ValueError(f"unknown group convention {convention!r}; choose one of {', '.join(CONVENTIONS)}")
     medium = ~many & ~few
     return {
         "many": np.flatnonzero(many),

@@ -22,13 +22,13 @@ import json
 import os
 import shutil
 import time
-import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import submitit
+import tomllib
 
 from .recipes import RecipeError, from_mapping
 from .runner import RunSpec, execute_run
@@ -101,8 +101,9 @@ def waves(specs: Sequence[RunSpec]) -> list[list[RunSpec]]:
 def make_executor(kind: str, folder: Path, slurm: SlurmOptions) -> submitit.Executor:
     if kind == "local":
         ex = submitit.LocalExecutor(folder=str(folder))
-        ex.update_parameters(timeout_min=slurm.time_min, gpus_per_node=slurm.gpus_per_job,
-                             cpus_per_task=slurm.cpus_per_job)
+        ex.update_parameters(
+            timeout_min=slurm.time_min, gpus_per_node=slurm.gpus_per_job, cpus_per_task=slurm.cpus_per_job
+        )
         return ex
     if kind != "slurm":
         raise ValueError(f"unknown executor {kind!r}; choose one of {', '.join(EXECUTORS)}")
@@ -111,8 +112,12 @@ def make_executor(kind: str, folder: Path, slurm: SlurmOptions) -> submitit.Exec
     for key in ("account", "qos", "constraint"):
         if getattr(slurm, key):
             extra[key] = getattr(slurm, key)
-    params = dict(time=slurm.time_min, cpus_per_task=slurm.cpus_per_job, array_parallelism=slurm.array_parallelism,
-                  additional_parameters=extra)
+    params = dict(
+        time=slurm.time_min,
+        cpus_per_task=slurm.cpus_per_job,
+        array_parallelism=slurm.array_parallelism,
+        additional_parameters=extra,
+    )
     if slurm.partition:
         params["partition"] = slurm.partition
     if slurm.gpus_per_job:
@@ -126,8 +131,14 @@ def make_executor(kind: str, folder: Path, slurm: SlurmOptions) -> submitit.Exec
 
 def _write_job(spec: RunSpec, job: submitit.Job, kind: str, folder: Path) -> None:
     spec.run_dir.mkdir(parents=True, exist_ok=True)
-    info = {"executor": kind, "job_id": job.job_id, "folder": str(folder), "submitted_at": time.time(),
-            "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr)}
+    info = {
+        "executor": kind,
+        "job_id": job.job_id,
+        "folder": str(folder),
+        "submitted_at": time.time(),
+        "stdout": str(job.paths.stdout),
+        "stderr": str(job.paths.stderr),
+    }
     tmp = spec.run_dir / f".{JOB_FILE}.tmp"
     tmp.write_text(json.dumps(info))
     os.replace(tmp, spec.run_dir / JOB_FILE)
@@ -166,14 +177,17 @@ def submit(
     pending: list[tuple[RunSpec, submitit.Job]] = []
     threads = slurm.cpus_per_job
     # Locally the driver is the queue: as many jobs at once as GPUs, or as CPU jobs fit the cores.
-    side_by_side = slurm.gpus_per_job and max(1, _gpu_count() // slurm.gpus_per_job) or max(
-        1, (os.cpu_count() or 1) // max(slurm.cpus_per_job, 1))
+    side_by_side = (
+        slurm.gpus_per_job
+        and max(1, _gpu_count() // slurm.gpus_per_job)
+        or max(1, (os.cpu_count() or 1) // max(slurm.cpus_per_job, 1))
+    )
     previous = None
     for wave in filter(None, todo):
         if kind == "local":
             for start in range(0, len(wave), side_by_side):
                 _wait_all(pending, on_done)
-                chunk = wave[start:start + side_by_side]
+                chunk = wave[start : start + side_by_side]
                 chunk_jobs = []
                 for i, s in enumerate(chunk):
                     if slurm.gpus_per_job:  # each job its own GPUs, not all of them GPU 0

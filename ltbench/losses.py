@@ -193,8 +193,14 @@ class DeiTLTLoss(torch.nn.Module):
         super().__init__()
         self.register_buffer("weights", drw_weights(class_counts, beta))
 
-    def forward(self, cls_logits: torch.Tensor, dist_logits: torch.Tensor, target: torch.Tensor,
-                teacher_logits: torch.Tensor, reweight: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        cls_logits: torch.Tensor,
+        dist_logits: torch.Tensor,
+        target: torch.Tensor,
+        teacher_logits: torch.Tensor,
+        reweight: bool = False,
+    ) -> torch.Tensor:
         hard = teacher_logits.argmax(dim=1)
         weight = self.weights.to(dist_logits.dtype) if reweight else None
         return 0.5 * _soft_ce(cls_logits, target) + 0.5 * F.cross_entropy(dist_logits, hard, weight=weight)
@@ -228,8 +234,7 @@ def build_loss(name: str, class_counts, **params) -> torch.nn.Module:
             close = difflib.get_close_matches(key, accepted, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(
-                f"loss {name!r} takes no parameter {key!r}.{hint} "
-                f"Valid: {', '.join(accepted) or '(none)'}"
+                f"loss {name!r} takes no parameter {key!r}.{hint} Valid: {', '.join(accepted) or '(none)'}"
             )
     return cls(class_counts, **params)
 

@@ -63,8 +63,9 @@ class Classify:
 
 
 class Distill(Classify):
-    def __init__(self, model, criterion, num_classes: int, teacher: torch.nn.Module, teacher_size: int,
-                 drw_epoch: int = 0):
+    def __init__(
+        self, model, criterion, num_classes: int, teacher: torch.nn.Module, teacher_size: int, drw_epoch: int = 0
+    ):
         super().__init__(model, criterion, num_classes, drw_epoch)
         self.teacher, self.teacher_size = teacher.eval(), teacher_size
         for p in self.teacher.parameters():
@@ -72,8 +73,11 @@ class Distill(Classify):
 
     def loss(self, x: torch.Tensor, target: torch.Tensor, epoch: int) -> torch.Tensor:
         with torch.no_grad(), _autocast(x.device):
-            seen = x if x.shape[-1] == self.teacher_size else F.interpolate(
-                x, size=(self.teacher_size, self.teacher_size), mode="bilinear", align_corners=False)
+            seen = (
+                x
+                if x.shape[-1] == self.teacher_size
+                else F.interpolate(x, size=(self.teacher_size, self.teacher_size), mode="bilinear", align_corners=False)
+            )
             teacher_logits = self.teacher(seen)
         with _autocast(x.device):
             cls, dist = self.forward(x)

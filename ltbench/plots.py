@@ -54,8 +54,14 @@ def plot_groups(frame: pd.DataFrame, path: Path) -> list[Path]:
             mean = 100 * runs[list(metrics)].mean().to_numpy(dtype=float)
             std = 100 * runs[list(metrics)].std(ddof=1).to_numpy(dtype=float) if len(runs) > 1 else None
             x = np.arange(len(metrics)) + (i - (len(methods) - 1) / 2) * width
-            ax.bar(x, np.nan_to_num(mean), width, yerr=None if std is None else np.nan_to_num(std),
-                   capsize=2, label=f"{method} (n={len(runs)})")
+            ax.bar(
+                x,
+                np.nan_to_num(mean),
+                width,
+                yerr=None if std is None else np.nan_to_num(std),
+                capsize=2,
+                label=f"{method} (n={len(runs)})",
+            )
         ax.set_xticks(np.arange(len(metrics)), ["many", "medium", "few", "all"])
         ax.set_ylabel("test top-1 (%)")
         ax.set_ylim(0, 100)
@@ -81,8 +87,10 @@ def plot_curves(records: Sequence[dict[str, Any]], path: Path) -> list[Path]:
             continue
         epochs = [h["epoch"] for h in hists[0][:length]]
         loss = np.mean([[h["train_loss"] for h in hist[:length]] for hist in hists], axis=0)
-        val = np.array([[np.nan if h.get("val_top1") is None else 100 * h["val_top1"] for h in hist[:length]]
-                        for hist in hists], dtype=float)
+        val = np.array(
+            [[np.nan if h.get("val_top1") is None else 100 * h["val_top1"] for h in hist[:length]] for hist in hists],
+            dtype=float,
+        )
         label = f"{method} ({dataset}, n={len(runs)})"
         loss_ax.plot(epochs, loss, lw=1, label=label)
         if not np.isnan(val).all():
@@ -106,8 +114,9 @@ def reliability(calib: dict, classes: np.ndarray | None = None) -> tuple[np.ndar
         return conf.sum(0) / n, corr.sum(0) / n, n
 
 
-def plot_reliability(records: Sequence[dict[str, Any]], path: Path, selection: str = "last",
-                     convention: str = "threshold") -> list[Path]:
+def plot_reliability(
+    records: Sequence[dict[str, Any]], path: Path, selection: str = "last", convention: str = "threshold"
+) -> list[Path]:
     """Reliability diagrams (accuracy against confidence per bin), overall and per group; the
     bins of a method's seeds are pooled."""
     fig, axes = _figure(4, 3.6, 3.6)
@@ -115,8 +124,10 @@ def plot_reliability(records: Sequence[dict[str, Any]], path: Path, selection: s
         runs = [r for r in runs if "calib" in ((r.get("results") or {}).get(selection) or {})]
         if not runs:
             continue
-        pooled = {k: np.sum([r["results"][selection]["calib"][k] for r in runs], axis=0)
-                  for k in ("count", "conf_sum", "correct_sum")}
+        pooled = {
+            k: np.sum([r["results"][selection]["calib"][k] for r in runs], axis=0)
+            for k in ("count", "conf_sum", "correct_sum")
+        }
         first = runs[0]
         has_groups = convention != "index" or first.get("index_sizes")
         groups = assign_groups(first["train_counts"], convention, first.get("index_sizes")) if has_groups else {}
@@ -135,8 +146,9 @@ def plot_reliability(records: Sequence[dict[str, Any]], path: Path, selection: s
     return _save(fig, path)
 
 
-def plot_heads(records: Sequence[dict[str, Any]], path: Path, selection: str = "last",
-               convention: str = "threshold") -> list[Path] | None:
+def plot_heads(
+    records: Sequence[dict[str, Any]], path: Path, selection: str = "last", convention: str = "threshold"
+) -> list[Path] | None:
     """DeiT-LT: the CLS, DIST and averaged heads' accuracy by group; None without such runs."""
     runs = [r for r in records if "heads" in ((r.get("results") or {}).get(selection) or {})]
     if not runs:

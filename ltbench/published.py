@@ -50,5 +50,9 @@ def setting_of(record: dict) -> str:
 def references_for(records) -> list[tuple[Published, str]]:
     """Published rows matching the (dataset, setting, budget) blocks of ``records``."""
     blocks = {(r["dataset"], setting_of(r), r.get("budget")) for r in records}
-    return [(p, budget) for p in PUBLISHED for (dataset, setting, budget) in sorted(blocks, key=str)
-            if p.dataset == dataset and p.setting == setting]
+    return [
+        (p, budget)
+        for p in PUBLISHED
+        for (dataset, setting, budget) in sorted(blocks, key=str)
+        if p.dataset == dataset and p.setting == setting
+    ]

@@ -6,8 +6,9 @@ environment variable (``os.pathsep``-separated; each folder holds ``methods/`` a
 ``datasets/``; a later folder's recipe replaces a built-in one of the same name).
 
 Files whose name starts with ``_`` are bases, not entries: a recipe may ``include`` a base
-or a list of bases (one level: bases include nothing) and override any of their keys. Unknown keys, missing keys and wrong types are
-errors that name the file and the key (see :class:`RecipeError`).
+or a list of bases (one level: bases include nothing) and override any of their keys.
+Unknown keys, missing keys and wrong types are errors that name the file and the key (see
+:class:`RecipeError`).
 
 A run's configuration is a :class:`RunConfig`: the method (without its other budgets), the
 dataset, one training budget and the seeds. ``--set key=value`` overrides apply to its dict
@@ -22,12 +23,13 @@ import functools
 import hashlib
 import json
 import os
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+import tomllib
 
 from .registry import Registry
 
@@ -281,9 +283,7 @@ def from_mapping(cls: type, data: dict[str, Any], where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise RecipeError(
-            f"{where}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(fields))}"
-        )
+        raise RecipeError(f"{where}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(fields))}")
     kwargs = {}
     for name, f in fields.items():
         key = f"{where}.{name}" if ":" in where else f"{where}: {name}"
@@ -400,15 +400,27 @@ def load_catalog(extra_dirs: tuple[str, ...] = ()) -> Catalog:
 # ---------------------------------------------------------------- run configs
 
 
-def resolve(method: MethodSpec, dataset: DatasetSpec, budget: str, seed: int = 0, data_seed: int = 0,
-            overrides: tuple[str, ...] = ()) -> RunConfig:
+def resolve(
+    method: MethodSpec,
+    dataset: DatasetSpec,
+    budget: str,
+    seed: int = 0,
+    data_seed: int = 0,
+    overrides: tuple[str, ...] = (),
+) -> RunConfig:
     """The run configuration for ``method`` on ``dataset`` under ``budget``, with overrides."""
     if budget not in method.budgets:
-        raise RecipeError(
-            f"method {method.name!r} has no budget {budget!r}; it has {', '.join(method.budgets)}"
-        )
-    mcfg = MethodConfig(method.name, method.version, method.model, method.loss, dict(method.loss_params),
-                        method.pretrain, method.teacher, method.teacher_seed)
+        raise RecipeError(f"method {method.name!r} has no budget {budget!r}; it has {', '.join(method.budgets)}")
+    mcfg = MethodConfig(
+        method.name,
+        method.version,
+        method.model,
+        method.loss,
+        dict(method.loss_params),
+        method.pretrain,
+        method.teacher,
+        method.teacher_seed,
+    )
     cfg = RunConfig(mcfg, dataset, method.budgets[budget], budget, seed, data_seed)
     return apply_overrides(cfg, overrides) if overrides else cfg
 
@@ -454,8 +466,10 @@ def apply_overrides(cfg: RunConfig, overrides: tuple[str, ...]) -> RunConfig:
             raise RecipeError(f"override key {key!r} {what}; use one of: {', '.join(options)}")
         path = matches[0].split(".")
         if len(path) == 2 and path[0] == "train" and path[1] in _STAGE_ONLY and cfg.method.model != "mae":
-            raise RecipeError(f"override {key!r} sets {matches[0]}, which only the MGP stage uses; "
-                              f"set train.pretrain.{path[-1]} (e.g. --set pretrain.{path[-1]}={text})")
+            raise RecipeError(
+                f"override {key!r} sets {matches[0]}, which only the MGP stage uses; "
+                f"set train.pretrain.{path[-1]} (e.g. --set pretrain.{path[-1]}={text})"
+            )
         node = d
         for part in path[:-1]:
             node = node[part]

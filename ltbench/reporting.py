@@ -39,8 +39,16 @@ CONVENTION_TEXT = {
 SELECTION_TEXT = {"last": "last epoch", "best_val": "best epoch on the validation set"}
 NO_RUNS = "no finished runs in the store; run `ltbench run` first"
 LATEX_SPECIALS = {
-    "\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$", "#": "\\#", "_": "\\_",
-    "{": "\\{", "}": "\\}", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}",
+    "\\": "\\textbackslash{}",
+    "&": "\\&",
+    "%": "\\%",
+    "$": "\\$",
+    "#": "\\#",
+    "_": "\\_",
+    "{": "\\{",
+    "}": "\\}",
+    "~": "\\textasciitilde{}",
+    "^": "\\textasciicircum{}",
 }
 
 
@@ -56,8 +64,9 @@ def _finished(records: Sequence[dict[str, Any]], selection: str) -> list[dict[st
     return [r for r in records if r.get("status") == "done" and selection in (r.get("results") or {})]
 
 
-def runs_frame(records: Sequence[dict[str, Any]], convention: str = "threshold",
-               selection: str = "last") -> pd.DataFrame:
+def runs_frame(
+    records: Sequence[dict[str, Any]], convention: str = "threshold", selection: str = "last"
+) -> pd.DataFrame:
     """One row per finished run, its group metrics recomputed from the stored counts.
 
     Args:
@@ -79,8 +88,9 @@ def runs_frame(records: Sequence[dict[str, Any]], convention: str = "threshold",
     for r in _finished(records, selection):
         res = r["results"][selection]
         try:
-            m = summarize(res["correct"], res["total"], r["train_counts"], res.get("calib"),
-                          convention, r.get("index_sizes"))
+            m = summarize(
+                res["correct"], res["total"], r["train_counts"], res.get("calib"), convention, r.get("index_sizes")
+            )
         except ValueError as err:
             raise ValueError(f"run {r['run_id']} ({r['method']} on {r['dataset']}): {err}") from err
         row = {k: r.get(k) for k in RUN_COLUMNS}
@@ -198,8 +208,15 @@ class _Grid:
         ns = [self.cells[method, b, "top1"][2] for b in self.blocks if (method, b, "top1") in self.cells]
         return str(ns[0]) if len(set(ns)) == 1 else "/".join(map(str, ns))
 
-    def row(self, method: str, bold: Callable[[str], str], pm: str, missing: str,
-            second: Callable[[str], str] = str, mark: str = "") -> list[str]:
+    def row(
+        self,
+        method: str,
+        bold: Callable[[str], str],
+        pm: str,
+        missing: str,
+        second: Callable[[str], str] = str,
+        mark: str = "",
+    ) -> list[str]:
         out = []
         for block in self.blocks:
             for metric in METRICS:
@@ -223,24 +240,32 @@ class _Grid:
 def default_caption(agg: pd.DataFrame) -> str:
     """Caption naming budget(s), seeds, group convention and model selection (from ``attrs``)."""
     budgets = ", ".join(map(str, dict.fromkeys(agg["budget"])))
-    parts = [f"Top-1 accuracy (\\%) per class group, budget {latex_escape(budgets)}; "
-             "mean $\\pm$ std over $n$ seeds (a single number: one seed; --: no class in the group, or no run)"]
+    parts = [
+        f"Top-1 accuracy (\\%) per class group, budget {latex_escape(budgets)}; "
+        "mean $\\pm$ std over $n$ seeds (a single number: one seed; --: no class in the group, or no run)"
+    ]
     convention, selection = agg.attrs.get("convention"), agg.attrs.get("selection")
     if convention in CONVENTION_TEXT:
         parts.append(f"groups: {CONVENTION_TEXT[convention]}")
     if selection in SELECTION_TEXT:
         parts.append(f"model selection: {SELECTION_TEXT[selection]}")
     baseline = agg.attrs.get("baseline")
-    tail = (". Best mean per column in bold, second underlined; published rows give the paper's "
-            "number and, in parentheses, ltbench's mean minus it")
+    tail = (
+        ". Best mean per column in bold, second underlined; published rows give the paper's "
+        "number and, in parentheses, ltbench's mean minus it"
+    )
     if baseline:
-        tail += (f"; $^\\dagger$: All differs from {latex_escape(baseline)} with p $<$ 0.05 "
-                 "(paired t-test over seeds)")
+        tail += f"; $^\\dagger$: All differs from {latex_escape(baseline)} with p $<$ 0.05 (paired t-test over seeds)"
     return "; ".join(parts) + tail + "."
 
 
-def latex_table(agg: pd.DataFrame, caption: str | None = None, label: str = "tab:ltbench",
-                marks: dict[tuple, float] | None = None, references: Sequence | None = None) -> str:
+def latex_table(
+    agg: pd.DataFrame,
+    caption: str | None = None,
+    label: str = "tab:ltbench",
+    marks: dict[tuple, float] | None = None,
+    references: Sequence | None = None,
+) -> str:
     """A booktabs table ready for ``\\input``: methods as rows, Many/Med./Few/All per dataset.
 
     Args:
@@ -266,8 +291,9 @@ def latex_table(agg: pd.DataFrame, caption: str | None = None, label: str = "tab
     lines.append(" & ".join(["Method", *[HEADERS[m] for m in METRICS] * len(grid.blocks), "$n$"]) + " \\\\")
     lines.append("\\midrule")
     for method in grid.methods:
-        cells = grid.row(method, lambda t: f"\\textbf{{{t}}}", " $\\pm$ ", "--",
-                         lambda t: f"\\underline{{{t}}}", "$^\\dagger$")
+        cells = grid.row(
+            method, lambda t: f"\\textbf{{{t}}}", " $\\pm$ ", "--", lambda t: f"\\underline{{{t}}}", "$^\\dagger$"
+        )
         lines.append(" & ".join([latex_escape(method), *cells, grid.seeds(method)]) + " \\\\")
     refs = grid.reference_rows(references, "--")
     if refs:
@@ -277,8 +303,9 @@ def latex_table(agg: pd.DataFrame, caption: str | None = None, label: str = "tab
     return "\n".join(lines)
 
 
-def markdown_table(agg: pd.DataFrame, marks: dict[tuple, float] | None = None,
-                   references: Sequence | None = None) -> str:
+def markdown_table(
+    agg: pd.DataFrame, marks: dict[tuple, float] | None = None, references: Sequence | None = None
+) -> str:
     """The same table in GitHub Markdown.
 
     Args:
@@ -302,8 +329,7 @@ def markdown_table(agg: pd.DataFrame, marks: dict[tuple, float] | None = None,
 def _series(runs: list[dict[str, Any]], selection: str) -> tuple[np.ndarray, np.ndarray]:
     """Training count and per-class accuracy (%) of one method, averaged over its runs."""
     counts = np.mean([r["train_counts"] for r in runs], axis=0)
-    accs = [per_class_accuracy(r["results"][selection]["correct"], r["results"][selection]["total"])
-            for r in runs]
+    accs = [per_class_accuracy(r["results"][selection]["correct"], r["results"][selection]["total"]) for r in runs]
     with warnings.catch_warnings():  # a class no run tested stays NaN and is not drawn
         warnings.simplefilter("ignore", RuntimeWarning)
         acc = 100 * np.nanmean(accs, axis=0)
@@ -405,16 +431,29 @@ def csv_table(agg: pd.DataFrame) -> str:
     return out.to_csv(index=False)
 
 
-def select_records(records: Sequence[dict[str, Any]], methods: Sequence[str] | None = None,
-                   data: Sequence[str] | None = None, budget: str | None = None) -> list[dict[str, Any]]:
+def select_records(
+    records: Sequence[dict[str, Any]],
+    methods: Sequence[str] | None = None,
+    data: Sequence[str] | None = None,
+    budget: str | None = None,
+) -> list[dict[str, Any]]:
     """Records of the given methods, datasets and budget (None: all)."""
-    return [r for r in records
-            if (methods is None or r["method"] in methods) and (data is None or r["dataset"] in data)
-            and (budget is None or r.get("budget") == budget)]
+    return [
+        r
+        for r in records
+        if (methods is None or r["method"] in methods)
+        and (data is None or r["dataset"] in data)
+        and (budget is None or r.get("budget") == budget)
+    ]
 
 
-def write_report(records: Sequence[dict[str, Any]], out_dir: str | Path, convention: str = "threshold",
-                 selection: str = "last", baseline: str | None = None) -> dict[str, Path]:
+def write_report(
+    records: Sequence[dict[str, Any]],
+    out_dir: str | Path,
+    convention: str = "threshold",
+    selection: str = "last",
+    baseline: str | None = None,
+) -> dict[str, Path]:
     """Write the tables (LaTeX, Markdown, CSV) and the figures (PNG and PDF) into ``out_dir``.
 
     Args:
@@ -438,13 +477,19 @@ def write_report(records: Sequence[dict[str, Any]], out_dir: str | Path, convent
     if frame.empty:
         raise ValueError(NO_RUNS)
     if baseline is not None and baseline not in set(frame["method"]):
-        raise ValueError(f"baseline {baseline!r} has no finished run here; methods: {', '.join(dict.fromkeys(frame['method']))}")
+        raise ValueError(
+            f"baseline {baseline!r} has no finished run here; methods: {', '.join(dict.fromkeys(frame['method']))}"
+        )
     agg = aggregate(frame)
     agg.attrs["baseline"] = baseline
     marks = paired_tests(frame, baseline) if baseline else {}
     out = Path(out_dir)
-    paths = {"latex": out / "table.tex", "markdown": out / "table.md", "csv": out / "table.csv",
-             "plot": out / "per_class.png"}
+    paths = {
+        "latex": out / "table.tex",
+        "markdown": out / "table.md",
+        "csv": out / "table.csv",
+        "plot": out / "per_class.png",
+    }
     from .published import references_for
 
     refs = references_for(_finished(records, selection))

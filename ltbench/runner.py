@@ -93,25 +93,40 @@ def plan_runs(
     return list(planned.values())
 
 
-def _add_with_stages(cfg: RunConfig, planned: dict[str, RunSpec], catalog: Catalog, out_dir: Path,
-                     data_root: str | None, verify: bool) -> RunSpec:
+def _add_with_stages(
+    cfg: RunConfig, planned: dict[str, RunSpec], catalog: Catalog, out_dir: Path, data_root: str | None, verify: bool
+) -> RunSpec:
     needs = []
     if cfg.method.pretrain == "mgp":
-        needs.append(("pretrained", _add_with_stages(pretrain_config(cfg), planned, catalog, out_dir, data_root, verify)))
+        needs.append(
+            ("pretrained", _add_with_stages(pretrain_config(cfg), planned, catalog, out_dir, data_root, verify))
+        )
     if cfg.method.teacher:
-        needs.append(("teacher", _add_with_stages(teacher_config(cfg, catalog), planned, catalog, out_dir, data_root, verify)))
+        needs.append(
+            ("teacher", _add_with_stages(teacher_config(cfg, catalog), planned, catalog, out_dir, data_root, verify))
+        )
     h = config_hash(cfg)
     if not verify:  # a custom, unverified copy of the data is another run than the official files
         h = hashlib.sha256(f"{h}:unverified".encode()).hexdigest()
     if h not in planned:
-        run_dir = out_dir / "runs" / cfg.data.name / cfg.method.name / f"{cfg.budget}-s{cfg.seed}-d{cfg.data_seed}-{h[:10]}"
+        run_dir = (
+            out_dir / "runs" / cfg.data.name / cfg.method.name / f"{cfg.budget}-s{cfg.seed}-d{cfg.data_seed}-{h[:10]}"
+        )
         planned[h] = RunSpec(cfg, h, run_dir, data_root, verify, tuple((role, dep.run_dir) for role, dep in needs))
     return planned[h]
 
 
 # Budget keys that shape the ViT encoder and so carry over from fine-tuning to its MGP stage.
-_ENCODER_KEYS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "eval_batch_size",
-                 "num_workers")
+_ENCODER_KEYS = (
+    "img_size",
+    "patch_size",
+    "embed_dim",
+    "depth",
+    "num_heads",
+    "mlp_ratio",
+    "eval_batch_size",
+    "num_workers",
+)
 
 
 def pretrain_config(cfg: RunConfig) -> RunConfig:
@@ -119,16 +134,19 @@ def pretrain_config(cfg: RunConfig) -> RunConfig:
     table. Fine-tuning settings are left out, so methods sharing an encoder share the stage."""
     t = cfg.train
     if not t.pretrain:
-        raise RecipeError(f"method {cfg.method.name}, budget {cfg.budget}: a pretrain stage needs "
-                          f"[budgets.{cfg.budget}.pretrain] (epochs, batch_size, lr, warmup_epochs, ...)")
+        raise RecipeError(
+            f"method {cfg.method.name}, budget {cfg.budget}: a pretrain stage needs "
+            f"[budgets.{cfg.budget}.pretrain] (epochs, batch_size, lr, warmup_epochs, ...)"
+        )
     table = {**{k: getattr(t, k) for k in _ENCODER_KEYS}, **t.pretrain}
     train = from_mapping(TrainConfig, table, f"method {cfg.method.name}: budgets.{cfg.budget}.pretrain")
     method = MethodConfig("mgp_pretrain", 1, "mae", "mae")
     # MAE's own augmentation: RandomResizedCrop(0.2-1) and flip, none of fine-tuning's
     # RandAugment or random erasing (streamed data; in-memory sets keep their batched ones).
     aug = dataclasses.replace(cfg.data.augment, auto_augment="", re_prob=0.0, rrc_scale_min=0.2)
-    return RunConfig(method, dataclasses.replace(cfg.data, augment=aug), train, cfg.budget, seed=0,
-                     data_seed=cfg.data_seed)
+    return RunConfig(
+        method, dataclasses.replace(cfg.data, augment=aug), train, cfg.budget, seed=0, data_seed=cfg.data_seed
+    )
 
 
 def teacher_config(cfg: RunConfig, catalog: Catalog) -> RunConfig:
@@ -164,8 +182,12 @@ def _base_record(spec: RunSpec, data: LTData, device: torch.device) -> dict[str,
         "group_convention": "threshold",
         "effective_batch": min(cfg.train.batch_size, len(data.train) - len(data.train) % 2),
         "world_size": rank_world()[1],  # processes sharing each step; the effective batch stays the recipe's
-        "provenance": {**provenance(device, data.fingerprint()), "data_root": str(data.root) if data.root else None,
-                       "data_verified": data.verified, "data_files": data.files},
+        "provenance": {
+            **provenance(device, data.fingerprint()),
+            "data_root": str(data.root) if data.root else None,
+            "data_verified": data.verified,
+            "data_files": data.files,
+        },
         "run_dir": str(spec.run_dir),
         "overrides": list(spec.overrides),
         "started_at": _now(),
@@ -225,8 +247,13 @@ def execute_run(
     except DataError as e:  # bad input found while streaming (an undecodable image): not a result
         raise RunSetupError(f"{spec.label}: {e}") from e
     except Exception as e:  # noqa: BLE001 - any training failure becomes a failed record
-        record.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
-                      finished_at=_now(), timings={"total_seconds": time.perf_counter() - tick})
+        record.update(
+            status="failed",
+            error=f"{type(e).__name__}: {e}",
+            traceback=traceback.format_exc(),
+            finished_at=_now(),
+            timings={"total_seconds": time.perf_counter() - tick},
+        )
         write_record(record, spec.run_dir)
         store.ingest(record)
         return record
@@ -237,11 +264,14 @@ def execute_run(
         status="done",
         error=None,
         results=result.results,
-        metrics={sel: summarize(r["correct"], r["total"], counts, r.get("calib"))
-                 for sel, r in result.results.items()},
+        metrics={sel: summarize(r["correct"], r["total"], counts, r.get("calib")) for sel, r in result.results.items()},
         history=result.history,
-        timings={"train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds,
-                 "total_seconds": time.perf_counter() - tick, "resumed_from_epoch": result.resumed_from_epoch},
+        timings={
+            "train_seconds": result.train_seconds,
+            "eval_seconds": result.eval_seconds,
+            "total_seconds": time.perf_counter() - tick,
+            "resumed_from_epoch": result.resumed_from_epoch,
+        },
         skipped_images=result.skipped_images,
         finished_at=_now(),
     )

@@ -99,15 +99,30 @@ class ResultStore:
     def ingest(self, record: dict[str, Any]) -> None:
         """Insert or replace one record and its metrics, atomically."""
         if record.get("schema") != RECORD_SCHEMA:
-            raise ValueError(f"record {record.get('run_id')} has schema {record.get('schema')}, expected {RECORD_SCHEMA}")
+            raise ValueError(
+                f"record {record.get('run_id')} has schema {record.get('schema')}, expected {RECORD_SCHEMA}"
+            )
         prov = record.get("provenance", {})
         timings = record.get("timings", {})
         row = (
-            record["run_id"], record["method"], record["dataset"], record["budget"], record["seed"],
-            record["data_seed"], record["status"], record.get("error"), record.get("started_at"),
-            record.get("finished_at"), timings.get("train_seconds"), timings.get("eval_seconds"),
-            prov.get("ltbench_version"), prov.get("git_commit"), prov.get("device"),
-            prov.get("data_fingerprint"), record.get("run_dir"), json.dumps(record),
+            record["run_id"],
+            record["method"],
+            record["dataset"],
+            record["budget"],
+            record["seed"],
+            record["data_seed"],
+            record["status"],
+            record.get("error"),
+            record.get("started_at"),
+            record.get("finished_at"),
+            timings.get("train_seconds"),
+            timings.get("eval_seconds"),
+            prov.get("ltbench_version"),
+            prov.get("git_commit"),
+            prov.get("device"),
+            prov.get("data_fingerprint"),
+            record.get("run_dir"),
+            json.dumps(record),
         )
         convention = record.get("group_convention", "threshold")
         metric_rows = [
@@ -167,13 +182,36 @@ class ResultStore:
             ORDER BY r.dataset, r.method, r.budget, r.seed"""
         rows: dict[str, dict[str, Any]] = {}
         with self._connect() as db:
-            for (run_id, method, dataset, budget, seed, data_seed, status, error, secs, finished,
-                 sel, metric, value) in db.execute(sql):
-                row = rows.setdefault(run_id, {
-                    "run_id": run_id, "method": method, "dataset": dataset, "budget": budget,
-                    "seed": seed, "data_seed": data_seed, "status": status, "error": error,
-                    "train_seconds": secs, "finished_at": finished,
-                })
+            for (
+                run_id,
+                method,
+                dataset,
+                budget,
+                seed,
+                data_seed,
+                status,
+                error,
+                secs,
+                finished,
+                sel,
+                metric,
+                value,
+            ) in db.execute(sql):
+                row = rows.setdefault(
+                    run_id,
+                    {
+                        "run_id": run_id,
+                        "method": method,
+                        "dataset": dataset,
+                        "budget": budget,
+                        "seed": seed,
+                        "data_seed": data_seed,
+                        "status": status,
+                        "error": error,
+                        "train_seconds": secs,
+                        "finished_at": finished,
+                    },
+                )
                 if metric is not None:
                     row[f"{sel}.{metric}"] = value
         return list(rows.values())

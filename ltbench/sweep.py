@@ -20,8 +20,15 @@ SWEEP_FILE = Path("sweeps") / "latest.json"
 def save_sweep(specs, out_dir: Path) -> Path:
     path = Path(out_dir) / SWEEP_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [{"run_id": s.run_id, "label": s.label, "run_dir": str(s.run_dir),
-             "needs": [[role, str(d)] for role, d in s.needs]} for s in specs]
+    rows = [
+        {
+            "run_id": s.run_id,
+            "label": s.label,
+            "run_dir": str(s.run_dir),
+            "needs": [[role, str(d)] for role, d in s.needs],
+        }
+        for s in specs
+    ]
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(rows, indent=1))
     os.replace(tmp, path)
@@ -41,9 +48,15 @@ def plan_rows(specs, store: ResultStore | None) -> list[dict[str, Any]]:
     rows = []
     for s in specs:
         done = store is not None and store.status(s.run_id) == "done"
-        rows.append({"label": s.label, "run_id": s.run_id[:10], "epochs": s.config.train.epochs,
-                     "needs": [f"{role}: {by_dir[str(d)].label}" for role, d in s.needs],
-                     "action": "skip (done)" if done else ("resume" if (s.run_dir / "checkpoint.pt").exists() else "run")})
+        rows.append(
+            {
+                "label": s.label,
+                "run_id": s.run_id[:10],
+                "epochs": s.config.train.epochs,
+                "needs": [f"{role}: {by_dir[str(d)].label}" for role, d in s.needs],
+                "action": "skip (done)" if done else ("resume" if (s.run_dir / "checkpoint.pt").exists() else "run"),
+            }
+        )
     return rows
 
 
@@ -66,8 +79,7 @@ def stage_state(run_dir: Path) -> dict[str, Any]:
     log = job.get("stderr")
     if record is not None:
         error = (record.get("error") or "").strip().splitlines()
-        return {"state": record["status"], "detail": error[-1] if error else "",
-                "log": log or str(run_dir / RECORD)}
+        return {"state": record["status"], "detail": error[-1] if error else "", "log": log or str(run_dir / RECORD)}
     epoch = None
     if (run_dir / "checkpoint.pt").is_file():
         import torch
@@ -88,5 +100,7 @@ def stage_state(run_dir: Path) -> dict[str, Any]:
 
 
 def status_rows(out_dir: Path) -> list[dict[str, Any]]:
-    return [{"label": row["label"], "run_id": row["run_id"][:10], **stage_state(Path(row["run_dir"]))}
-            for row in load_sweep(out_dir)]
+    return [
+        {"label": row["label"], "run_id": row["run_id"][:10], **stage_state(Path(row["run_dir"]))}
+        for row in load_sweep(out_dir)
+    ]

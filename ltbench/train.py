@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from timm.data import Mixup
+from timm.models.vision_transformer import VisionTransformer
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
-
-from timm.models.vision_transformer import VisionTransformer
 
 from .data import LTData, Split
 from .data.memory import DeviceBatches
@@ -85,7 +84,9 @@ def make_batches(data: LTData, split: Split, cfg: RunConfig, device: torch.devic
     """In-memory batches on the device for small sets, DataLoader streaming for large ones."""
     t = cfg.train
     if split.images is not None:
-        return DeviceBatches(split.images, split.labels, cfg.data.mean, cfg.data.std, device, t.img_size, cfg.data.augment)
+        return DeviceBatches(
+            split.images, split.labels, cfg.data.mean, cfg.data.std, device, t.img_size, cfg.data.augment
+        )
     from .data.stream import StreamBatches
 
     return StreamBatches(data.root, split, cfg.data, t.img_size or cfg.data.image_size, device, t.num_workers)
@@ -157,8 +158,9 @@ def build_optimizer(cfg: RunConfig, model: torch.nn.Module):
         kwargs["betas"] = tuple(t.betas)
     # timm's "sgd" is Nesterov; the LDAM code uses plain momentum.
     name = "momentum" if t.optimizer == "sgd" else "adamw"
-    base = create_optimizer_v2(model, name, lr=t.scaled_lr, weight_decay=t.weight_decay,
-                               layer_decay=t.layer_decay or None, **kwargs)
+    base = create_optimizer_v2(
+        model, name, lr=t.scaled_lr, weight_decay=t.weight_decay, layer_decay=t.layer_decay or None, **kwargs
+    )
     return SAM(base, t.sam_rho) if t.sam_rho > 0 else base
 
 
@@ -219,8 +221,12 @@ def fit(
     )
     mixup = None
     if t.mixup > 0 or t.cutmix > 0:
-        mixup = Mixup(mixup_alpha=t.mixup, cutmix_alpha=t.cutmix,
-                      label_smoothing=t.label_smoothing, num_classes=cfg.data.num_classes)
+        mixup = Mixup(
+            mixup_alpha=t.mixup,
+            cutmix_alpha=t.cutmix,
+            label_smoothing=t.label_smoothing,
+            num_classes=cfg.data.num_classes,
+        )
 
     result = FitResult(results={})
     ckpt_path = run_dir / CHECKPOINT
@@ -230,8 +236,9 @@ def fit(
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start = ckpt["epoch"]
-        result = FitResult(ckpt["results"], ckpt["history"], ckpt["train_seconds"], ckpt["eval_seconds"], start,
-                           ckpt["skipped_images"])
+        result = FitResult(
+            ckpt["results"], ckpt["history"], ckpt["train_seconds"], ckpt["eval_seconds"], start, ckpt["skipped_images"]
+        )
 
     best_val = max((h["val_top1"] for h in result.history if h.get("val_top1") is not None), default=-1.0)
     for epoch in range(start + 1, t.epochs + 1):
@@ -272,7 +279,9 @@ def fit(
                 loss_sum += loss.detach()
         train_loss = float(all_mean(loss_sum)) / steps_per_epoch  # the one host sync of the epoch
         if not np.isfinite(train_loss):
-            raise NonFiniteLoss(f"training loss is {train_loss} at epoch {epoch}; lower train.lr or set train.grad_clip")
+            raise NonFiniteLoss(
+                f"training loss is {train_loss} at epoch {epoch}; lower train.lr or set train.grad_clip"
+            )
         train_time = time.perf_counter() - tick
 
         tick = time.perf_counter()
@@ -295,15 +304,29 @@ def fit(
             if batches is not None:
                 result.skipped_images += batches.skipped
                 batches.skipped = 0
-        row = {"epoch": epoch, "train_loss": train_loss, "val_top1": val_top1,
-               "lr": optimizer.param_groups[0]["lr"], "seconds": train_time + eval_time}
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_top1": val_top1,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": train_time + eval_time,
+        }
         result.history.append(row)
         if rank != 0:
             continue  # one process writes; the others follow the same path
-        _save_atomic({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "results": result.results, "history": result.history,
-                      "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds,
-                      "skipped_images": result.skipped_images}, ckpt_path)
+        _save_atomic(
+            {
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "results": result.results,
+                "history": result.history,
+                "train_seconds": result.train_seconds,
+                "eval_seconds": result.eval_seconds,
+                "skipped_images": result.skipped_images,
+            },
+            ckpt_path,
+        )
         if on_epoch is not None:
             on_epoch(epoch, t.epochs, row)
     return result

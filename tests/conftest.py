@@ -20,7 +20,8 @@ def smoke_config(catalog):
     """A smoke-budget config on digits_lt; pass overrides to tune it."""
 
     def make(method="ce", *overrides, seed=0, data_seed=0):
-        return resolve(catalog.methods.get(method), catalog.datasets.get("digits_lt"), "smoke",
-                       seed, data_seed, tuple(overrides))
+        return resolve(
+            catalog.methods.get(method), catalog.datasets.get("digits_lt"), "smoke", seed, data_seed, tuple(overrides)
+        )
 
     return make

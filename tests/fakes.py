@@ -66,8 +66,10 @@ def write_split_lists(root: Path, prefix: str, counts: dict[str, list[int]], ima
 def write_inat(path: Path, category_ids: list[int], labels_by_image: list[int]) -> None:
     """A COCO-style iNaturalist json; ``labels_by_image`` holds category ids."""
     doc = {
-        "images": [{"id": 100 + i, "file_name": f"train_val2018/x/{i}.jpg", "width": 8, "height": 8}
-                   for i in range(len(labels_by_image))],
+        "images": [
+            {"id": 100 + i, "file_name": f"train_val2018/x/{i}.jpg", "width": 8, "height": 8}
+            for i in range(len(labels_by_image))
+        ],
         "annotations": [{"id": i, "image_id": 100 + i, "category_id": c} for i, c in enumerate(labels_by_image)],
         "categories": [{"id": c, "name": f"species {c}"} for c in category_ids],
     }

@@ -4,12 +4,12 @@ import json
 
 import numpy as np
 import pytest
-
 from fakes import write_cifar, write_inat, write_split_lists
+
 from ltbench.cli import main
 from ltbench.data import build_data
 from ltbench.data.describe import describe_dataset
-from ltbench.errors import DataFormatError, DataIntegrityError, DataMissingError
+from ltbench.errors import DataIntegrityError, DataMissingError
 from ltbench.recipes import apply_overrides, resolve
 
 
@@ -27,8 +27,7 @@ def cifar10(tmp_path):
 def test_cifar_lt_protocol_on_pickles(catalog, cifar10):
     spec = dataset(catalog, "cifar10_lt", "n_max=20", "rho=10", "val_per_class=3")
     data = build_data(spec, 0, cifar10, verify=False)
-    assert data.class_counts.tolist() == [
-        int(20 * 0.1 ** (i / 9)) for i in range(10)]
+    assert data.class_counts.tolist() == [int(20 * 0.1 ** (i / 9)) for i in range(10)]
     assert np.bincount(data.test.labels).tolist() == [4] * 10  # the official test set, untouched
     assert np.bincount(data.val.labels).tolist() == [3] * 10
     assert data.train.images.shape[1:] == (3, 32, 32)
@@ -102,10 +101,34 @@ def test_unreadable_image_stops_the_run_unless_skipped(catalog, tmp_path, capsys
     lines = write_split_lists(tmp_path, "Two_LT", counts)
     broken = tmp_path / lines["train"][0].rsplit(" ", 1)[0]
     broken.write_bytes(b"not a jpeg")
-    common = ["run", "--methods", "ce", "--data", "places_lt", "--budget", "smoke", "--root", str(tmp_path),
-              "--no-verify", "--store", str(tmp_path / "s.db"), "--out", str(tmp_path / "out"),
-              "--set", "file_prefix=Two_LT", "--set", "num_classes=2", "--set", "img_size=16",
-              "--set", "num_workers=0", "--set", "batch_size=6", "--set", "epochs=1"]
+    common = [
+        "run",
+        "--methods",
+        "ce",
+        "--data",
+        "places_lt",
+        "--budget",
+        "smoke",
+        "--root",
+        str(tmp_path),
+        "--no-verify",
+        "--store",
+        str(tmp_path / "s.db"),
+        "--out",
+        str(tmp_path / "out"),
+        "--set",
+        "file_prefix=Two_LT",
+        "--set",
+        "num_classes=2",
+        "--set",
+        "img_size=16",
+        "--set",
+        "num_workers=0",
+        "--set",
+        "batch_size=6",
+        "--set",
+        "epochs=1",
+    ]
     assert main(common) == 1
     err = capsys.readouterr().err.replace("\n", "")
     assert "cannot decode image" in err and "img_0_0.jpg" in err and "skip_unreadable=true" in err
@@ -117,8 +140,10 @@ def test_unreadable_image_stops_the_run_unless_skipped(catalog, tmp_path, capsys
     assert record["provenance"]["data_verified"] is False
 
 
-@pytest.mark.skipif(not __import__("pathlib").Path("/usr/share/datasets/fashion-mnist").is_dir(),
-                    reason="Debian's dataset-fashion-mnist is not installed (CI installs it)")
+@pytest.mark.skipif(
+    not __import__("pathlib").Path("/usr/share/datasets/fashion-mnist").is_dir(),
+    reason="Debian's dataset-fashion-mnist is not installed (CI installs it)",
+)
 def test_fashion_mnist_lt_real_data(catalog):
     spec = catalog.datasets.get("fashion_mnist_lt")
     data = build_data(spec, 0)  # verified against the official md5s and figures
@@ -137,7 +162,11 @@ def test_describe_cifar_pickles(catalog, cifar10):
     assert info["groups"]["threshold"] == {"many": 0, "medium": 1, "few": 9}
     assert info["files"]["data_batch_1"].startswith("md5:")
     assert {e["figure"]: e["ok"] for e in info["expected"]} == {
-        "train_total": False, "train_max": False, "train_min": False, "test_total": False}
+        "train_total": False,
+        "train_max": False,
+        "train_min": False,
+        "test_total": False,
+    }
 
 
 def test_describe_mnist_lt_cli(capsys):

@@ -7,10 +7,16 @@ import time
 
 import numpy as np
 import pytest
-
 from fakes import write_cifar, write_idx, write_inat
+
 from ltbench.data.formats.cifar import CIFAR_FILES, read_cifar, read_cifar_labels
-from ltbench.data.formats.idx import DEBIAN_DIR, FASHION_MNIST_FILES, find_idx_files, read_fashion_mnist, read_idx
+from ltbench.data.formats.idx import (
+    DEBIAN_DIR,
+    FASHION_MNIST_FILES,
+    find_idx_files,
+    read_fashion_mnist,
+    read_idx,
+)
 from ltbench.data.formats.inat import read_inat
 from ltbench.data.formats.splitlist import check_images_exist, read_split_list
 from ltbench.errors import DataFormatError, DataIntegrityError, DataMissingError
@@ -54,7 +60,9 @@ def test_cifar10_nchw_reshape_and_root_forms(tmp_path):
     with open(folder / "test_batch", "wb") as f:
         pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": [3, 4]}, f)
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [n.encode() for n in "plane car bird cat deer dog frog horse ship truck".split()]}, f)
+        pickle.dump(
+            {b"label_names": [n.encode() for n in "plane car bird cat deer dog frog horse ship truck".split()]}, f
+        )
     for root in (tmp_path, folder):
         d = read_cifar(root, 10, verify=False)
         assert d.train_x.shape == (20, 3, 32, 32) and d.train_x.dtype == np.uint8
@@ -66,7 +74,9 @@ def test_cifar10_nchw_reshape_and_root_forms(tmp_path):
     train_y, test_y, names, files = read_cifar_labels(tmp_path, 10, verify=False)
     np.testing.assert_array_equal(train_y, d.train_y)
     assert test_y.tolist() == [3, 4] and names == d.class_names and files == d.files
-    with pytest.raises(DataIntegrityError, match=r"data_batch_1: md5 [0-9a-f]{32}, the official file has c99cafc1.*--no-verify"):
+    with pytest.raises(
+        DataIntegrityError, match=r"data_batch_1: md5 [0-9a-f]{32}, the official file has c99cafc1.*--no-verify"
+    ):
         read_cifar(folder, 10)
 
 
@@ -175,8 +185,12 @@ def test_idx_raw_gz_and_bad_magic(tmp_path):
 def test_fashion_mnist_layouts(tmp_path):
     raw = tmp_path / "tv" / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
-    for stem, arr in [("train-images-idx3-ubyte", np.zeros((4, 28, 28))), ("train-labels-idx1-ubyte", np.arange(4)),
-                      ("t10k-images-idx3-ubyte", np.zeros((2, 28, 28))), ("t10k-labels-idx1-ubyte", np.arange(2))]:
+    for stem, arr in [
+        ("train-images-idx3-ubyte", np.zeros((4, 28, 28))),
+        ("train-labels-idx1-ubyte", np.arange(4)),
+        ("t10k-images-idx3-ubyte", np.zeros((2, 28, 28))),
+        ("t10k-labels-idx1-ubyte", np.arange(2)),
+    ]:
         write_idx(raw / stem, arr.astype(np.uint8))
         write_idx(tmp_path / f"{stem}.gz", arr.astype(np.uint8), compress=True)  # Debian's layout
     assert find_idx_files(tmp_path / "tv")["train_images"] == raw / "train-images-idx3-ubyte"
@@ -201,13 +215,27 @@ def test_real_fashion_mnist_from_debian_verifies():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not DEBIAN_DIR.is_dir(),
-                    reason="Debian's dataset-fashion-mnist is not installed (CI installs it)")
+@pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed (CI installs it)")
 def test_smoke_training_on_fashion_mnist_lt(tmp_path):
     from ltbench.cli import main
 
-    code = main(["run", "--methods", "bal_bce", "--data", "fashion_mnist_lt", "--budget", "smoke", "--set", "epochs=1",
-                 "--store", str(tmp_path / "s.db"), "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "run",
+            "--methods",
+            "bal_bce",
+            "--data",
+            "fashion_mnist_lt",
+            "--budget",
+            "smoke",
+            "--set",
+            "epochs=1",
+            "--store",
+            str(tmp_path / "s.db"),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 0
     import json
 

@@ -21,13 +21,17 @@ def test_waves_put_stages_first(tmp_path):
     specs = plan_runs(["deit_lt", "livt", "ce"], ["digits_lt"], "smoke", seeds=[0, 1], out_dir=tmp_path)
     w = waves(specs)
     assert [sorted({s.config.method.name for s in wave}) for wave in w] == [
-        ["ce", "cnn_ldam_drw_sam", "mgp_pretrain"], ["deit_lt", "livt"]]
+        ["ce", "cnn_ldam_drw_sam", "mgp_pretrain"],
+        ["deit_lt", "livt"],
+    ]
     assert sum(map(len, w)) == len(specs)
 
 
 def test_profile_then_cli(tmp_path):
     profile = tmp_path / "cluster.toml"
-    profile.write_text('[slurm]\npartition = "gpu"\ngpus_per_job = 4\ntime_min = 600\n[slurm.sbatch]\nexclusive = true\n')
+    profile.write_text(
+        '[slurm]\npartition = "gpu"\ngpus_per_job = 4\ntime_min = 600\n[slurm.sbatch]\nexclusive = true\n'
+    )
     opts = load_profile(profile, gpus_per_job=2, qos=None)
     assert opts == SlurmOptions(partition="gpu", gpus_per_job=2, time_min=600, sbatch={"exclusive": True})
     profile.write_text('[slurm]\npartitoin = "gpu"\n')
@@ -36,8 +40,20 @@ def test_profile_then_cli(tmp_path):
 
 
 def _args(tmp_path, *extra):
-    return ["run", "--methods", "ce,deit_lt", "--data", "digits_lt", "--budget", "smoke", "--store",
-            str(tmp_path / "s.db"), "--out", str(tmp_path / "out"), *extra]
+    return [
+        "run",
+        "--methods",
+        "ce,deit_lt",
+        "--data",
+        "digits_lt",
+        "--budget",
+        "smoke",
+        "--store",
+        str(tmp_path / "s.db"),
+        "--out",
+        str(tmp_path / "out"),
+        *extra,
+    ]
 
 
 def test_dry_run_and_status(tmp_path, capsys):
@@ -60,7 +76,10 @@ def test_local_executor_runs_jobs_and_dependents(tmp_path, capsys):
     assert main(["results", "--json", "--store", str(tmp_path / "s.db")]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert sorted((r["method"], r["status"]) for r in rows) == [
-        ("ce", "done"), ("cnn_ldam_drw_sam", "done"), ("deit_lt", "done")]
+        ("ce", "done"),
+        ("cnn_ldam_drw_sam", "done"),
+        ("deit_lt", "done"),
+    ]
     jobs = [json.loads(p.read_text()) for p in (tmp_path / "out").rglob("job.json")]
     assert len(jobs) == 3 and all(j["executor"] == "local" for j in jobs)
 
@@ -75,13 +94,13 @@ def _checkpoint_epoch(out):
 
 @pytest.mark.slow
 def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path):
-    common = ["--methods", "la", "--data", "digits_lt", "--budget", "smoke", "--set", "epochs=12",
-              "--set", "mixup=0.5"]
+    common = ["--methods", "la", "--data", "digits_lt", "--budget", "smoke", "--set", "epochs=12", "--set", "mixup=0.5"]
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     cmd = [sys.executable, "-m", "ltbench", "run", *common]
     subprocess.run([*cmd, "--store", str(ref / "s.db"), "--out", str(ref)], check=True, capture_output=True)
-    proc = subprocess.Popen([*cmd, "--store", str(cut / "s.db"), "--out", str(cut)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*cmd, "--store", str(cut / "s.db"), "--out", str(cut)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while _checkpoint_epoch(cut) < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -110,15 +129,36 @@ def _slurm_up() -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not _slurm_up(), reason="no SLURM reachable (CI starts one: scripts/slurm-local.sh start)")
 def test_slurm_sweep_with_array_and_dependent_stage(tmp_path, capsys):
-    args = ["run", "--methods", "ce,la,bal_bce,deit_lt", "--data", "digits_lt", "--budget", "smoke",
-            "--store", str(tmp_path / "s.db"), "--out", str(tmp_path / "out"), "--executor", "slurm",
-            "--cpus-per-job", "1", "--time-min", "10"]
+    args = [
+        "run",
+        "--methods",
+        "ce,la,bal_bce,deit_lt",
+        "--data",
+        "digits_lt",
+        "--budget",
+        "smoke",
+        "--store",
+        str(tmp_path / "s.db"),
+        "--out",
+        str(tmp_path / "out"),
+        "--executor",
+        "slurm",
+        "--cpus-per-job",
+        "1",
+        "--time-min",
+        "10",
+    ]
     assert main(args) == 0
     capsys.readouterr()
     assert main(["results", "--json", "--store", str(tmp_path / "s.db")]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert sorted((r["method"], r["status"]) for r in rows) == [
-        ("bal_bce", "done"), ("ce", "done"), ("cnn_ldam_drw_sam", "done"), ("deit_lt", "done"), ("la", "done")]
+        ("bal_bce", "done"),
+        ("ce", "done"),
+        ("cnn_ldam_drw_sam", "done"),
+        ("deit_lt", "done"),
+        ("la", "done"),
+    ]
     jobs = {p.parent.parent.name: json.loads(p.read_text()) for p in (tmp_path / "out").rglob("job.json")}
     array = {j["job_id"].split("_")[0] for m, j in jobs.items() if m != "deit_lt"}
     assert len(array) == 1  # the four first-wave runs are one job array
@@ -127,8 +167,11 @@ def test_slurm_sweep_with_array_and_dependent_stage(tmp_path, capsys):
     assert f"--dependency=afterany:{array.pop()}" in script
     deadline, got = time.time() + 60, {}
     while time.time() < deadline:  # accounting settles a moment after the result pickle appears
-        states = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j",
-                                 ",".join(j["job_id"] for j in jobs.values())], capture_output=True, text=True).stdout
+        states = subprocess.run(
+            ["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(j["job_id"] for j in jobs.values())],
+            capture_output=True,
+            text=True,
+        ).stdout
         got = dict(line.split("|") for line in states.split())
         if all(got.get(j["job_id"]) == "COMPLETED" for j in jobs.values()):
             break
@@ -138,14 +181,32 @@ def test_slurm_sweep_with_array_and_dependent_stage(tmp_path, capsys):
     assert {r["state"] for r in json.loads(capsys.readouterr().out)} == {"done"}
 
 
-
 @pytest.mark.slow
 @pytest.mark.skipif(not _slurm_up(), reason="no SLURM reachable (CI starts one: scripts/slurm-local.sh start)")
 def test_cancelled_slurm_job_shows_as_cancelled(tmp_path, capsys):
     out = tmp_path / "out"
-    args = ["run", "--methods", "ce", "--data", "digits_lt", "--budget", "smoke", "--set", "epochs=2000",
-            "--store", str(tmp_path / "s.db"), "--out", str(out), "--executor", "slurm", "--cpus-per-job", "1",
-            "--time-min", "10", "--no-wait"]
+    args = [
+        "run",
+        "--methods",
+        "ce",
+        "--data",
+        "digits_lt",
+        "--budget",
+        "smoke",
+        "--set",
+        "epochs=2000",
+        "--store",
+        str(tmp_path / "s.db"),
+        "--out",
+        str(out),
+        "--executor",
+        "slurm",
+        "--cpus-per-job",
+        "1",
+        "--time-min",
+        "10",
+        "--no-wait",
+    ]
     assert main(args) == 0
     job = json.loads(next(out.rglob("job.json")).read_text())
     deadline = time.time() + 60
@@ -165,8 +226,25 @@ def test_cancelled_slurm_job_shows_as_cancelled(tmp_path, capsys):
 
 
 def test_force_reruns_under_the_local_executor(tmp_path, capsys):
-    args = ["run", "--methods", "ce", "--data", "digits_lt", "--budget", "smoke", "--set", "epochs=1", "--store",
-            str(tmp_path / "s.db"), "--out", str(tmp_path / "out"), "--executor", "local", "--cpus-per-job", "1"]
+    args = [
+        "run",
+        "--methods",
+        "ce",
+        "--data",
+        "digits_lt",
+        "--budget",
+        "smoke",
+        "--set",
+        "epochs=1",
+        "--store",
+        str(tmp_path / "s.db"),
+        "--out",
+        str(tmp_path / "out"),
+        "--executor",
+        "local",
+        "--cpus-per-job",
+        "1",
+    ]
     assert main(args) == 0
     first = json.loads(next((tmp_path / "out").rglob("record.json")).read_text())["started_at"]
     time.sleep(1.1)  # started_at has one-second resolution

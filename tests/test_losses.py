@@ -137,7 +137,9 @@ def test_bce_family_sums_classes_and_averages_batch():
         assert twice == pytest.approx(one, rel=1e-12)  # mean over the batch
     # Sum over classes: with zero logits each class costs log 2, so the loss is C log 2.
     for c in (2, 10):
-        assert build_loss("bce", [1] * c)(torch.zeros(3, c), torch.zeros(3, dtype=torch.long)).item() == pytest.approx(c * math.log(2))
+        assert build_loss("bce", [1] * c)(torch.zeros(3, c), torch.zeros(3, dtype=torch.long)).item() == pytest.approx(
+            c * math.log(2)
+        )
 
 
 def test_gradients_and_device_move():
@@ -152,7 +154,9 @@ def test_posthoc_logit_adjustment():
     adjusted = posthoc_logit_adjust(logits(), COUNTS)
     assert adjusted[0].tolist() == pytest.approx([1 - math.log(0.6), -math.log(0.3), -1 - math.log(0.1)], rel=1e-6)
     half = posthoc_logit_adjust(logits(), torch.tensor(COUNTS), tau=0.5)
-    assert half[1].tolist() == pytest.approx([0.5 - 0.5 * math.log(0.6), 0.5 - 0.5 * math.log(0.3), -0.5 * math.log(0.1)], rel=1e-6)
+    assert half[1].tolist() == pytest.approx(
+        [0.5 - 0.5 * math.log(0.6), 0.5 - 0.5 * math.log(0.3), -0.5 * math.log(0.1)], rel=1e-6
+    )
     # row 1 raw [.5, .5, 0] predicts class 0; adjusted [1.01, 1.70, 2.30] predicts the rare class 2.
     # row 0 adjusted [1.51, 1.20, 1.30] keeps class 0.
     assert logits().argmax(1).tolist() == [0, 0]
@@ -180,7 +184,7 @@ def test_drw_weights_by_hand():
     from ltbench.losses import drw_weights
 
     beta = 0.9999
-    raw = [(1 - beta) / (1 - beta ** n) for n in COUNTS]
+    raw = [(1 - beta) / (1 - beta**n) for n in COUNTS]
     expected = [3 * r / sum(raw) for r in raw]
     assert drw_weights(COUNTS).tolist() == pytest.approx(expected, rel=1e-6)
     assert sum(drw_weights([5000, 50]).tolist()) == pytest.approx(2.0)
@@ -188,7 +192,7 @@ def test_drw_weights_by_hand():
 
 def test_ldam_by_hand():
     # margins proportional to n^-1/4, the largest (rarest class) = 0.5
-    m = [n ** -0.25 for n in COUNTS]
+    m = [n**-0.25 for n in COUNTS]
     delta = [0.5 * v / max(m) for v in m]
     loss = build_loss("ldam", COUNTS, s=30.0).double()
     rows = []
@@ -198,7 +202,7 @@ def test_ldam_by_hand():
     assert loss(logits(), torch.tensor(Y)).item() == pytest.approx(sum(rows) / 2, rel=1e-6)
     # DRW: weighted mean with the true class's effective-number weight
     beta = 0.9999
-    raw = [(1 - beta) / (1 - beta ** n) for n in COUNTS]
+    raw = [(1 - beta) / (1 - beta**n) for n in COUNTS]
     w = [3 * r / sum(raw) for r in raw]
     loss.set_reweight(True)
     expected = (w[0] * rows[0] + w[2] * rows[1]) / (w[0] + w[2])
@@ -215,11 +219,12 @@ def test_deit_lt_loss_by_hand():
     got = loss(cls, dist, soft, teacher, reweight=False).item()
     assert got == pytest.approx(0.5 * cls_term + 0.5 * (d[0] + d[1]) / 2, rel=1e-6)
     beta = 0.9999
-    raw = [(1 - beta) / (1 - beta ** n) for n in COUNTS]
+    raw = [(1 - beta) / (1 - beta**n) for n in COUNTS]
     w = [3 * r / sum(raw) for r in raw]
     weighted = (w[1] * d[0] + w[0] * d[1]) / (w[1] + w[0])  # weights of the teacher's classes
     got = loss(cls, dist, soft, teacher, reweight=True).item()
     assert got == pytest.approx(0.5 * cls_term + 0.5 * weighted, rel=1e-6)
     # hard labels for the CLS term work too
     assert loss(cls, dist, torch.tensor(Y), teacher).item() == pytest.approx(
-        0.5 * sum(ce_row(z, onehot(y)) for z, y in zip(Z, Y)) / 2 + 0.5 * (d[0] + d[1]) / 2, rel=1e-6)
+        0.5 * sum(ce_row(z, onehot(y)) for z, y in zip(Z, Y)) / 2 + 0.5 * (d[0] + d[1]) / 2, rel=1e-6
+    )

@@ -10,8 +10,11 @@ import pytest
 @pytest.mark.slow
 def test_wheel_contains_recipes(tmp_path):
     root = __import__("pathlib").Path(__file__).resolve().parents[1]
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "-q", "-w", str(tmp_path)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "-q", "-w", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
     wheel = next(tmp_path.glob("ltbench-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for recipe in ("methods/ce.toml", "methods/_vit.toml", "methods/bal_bce.toml", "datasets/mnist_lt.toml"):

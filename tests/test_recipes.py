@@ -31,7 +31,11 @@ def test_builtin_recipes(catalog):
 
 
 def test_unknown_name_suggests(catalog):
-    with pytest.raises(UnknownNameError, match=r"Did you mean 'bal_bce'\?.*Valid: bal_bce, bce, ce, cnn_ce, cnn_la, cnn_ldam_drw, cnn_ldam_drw_sam, deit_lt, la, livt, mgp"):
+    with pytest.raises(
+        UnknownNameError,
+        match=r"Did you mean 'bal_bce'\?.*Valid: bal_bce, bce, ce, cnn_ce, cnn_la, cnn_ldam_drw, "
+        r"cnn_ldam_drw_sam, deit_lt, la, livt, mgp",
+    ):
         catalog.methods.get("bal_bc")
 
 
@@ -67,7 +71,7 @@ def test_unknown_key_names_file_and_key(tmp_path):
 
 
 def test_missing_key_and_wrong_type(tmp_path):
-    path = _write(tmp_path, "m", BASE.format(name="m").replace("loss = \"ce\"\n", ""))
+    path = _write(tmp_path, "m", BASE.format(name="m").replace('loss = "ce"\n', ""))
     with pytest.raises(RecipeError, match=r"m\.toml: missing required key 'loss'"):
         load_method(path)
     path = _write(tmp_path, "m", BASE.format(name="m").replace("epochs = 1", 'epochs = "one"'))
@@ -81,7 +85,9 @@ def test_missing_key_and_wrong_type(tmp_path):
 def test_include_and_user_folder(tmp_path):
     (tmp_path / "methods").mkdir()
     (tmp_path / "methods" / "_base.toml").write_text(BASE.format(name="x"))
-    (tmp_path / "methods" / "mine.toml").write_text('include = "_base.toml"\nname = "mine"\n[budgets.smoke]\nepochs = 7\n')
+    (tmp_path / "methods" / "mine.toml").write_text(
+        'include = "_base.toml"\nname = "mine"\n[budgets.smoke]\nepochs = 7\n'
+    )
     cat = load_catalog((str(tmp_path),))
     m = cat.methods.get("mine")
     assert m.budgets["smoke"].epochs == 7 and m.budgets["smoke"].batch_size == 8

@@ -4,13 +4,32 @@ import os
 
 import pytest
 
-from ltbench.reporting import aggregate, latex_table, markdown_table, plot_per_class, runs_frame, write_report
+from ltbench.reporting import (
+    aggregate,
+    latex_table,
+    markdown_table,
+    plot_per_class,
+    runs_frame,
+    write_report,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def record(method, seed, correct, counts=(150, 50, 10), *, total=None, status="done", dataset="toy",
-           budget="quick", best=None, calib=None, index_sizes=None):
+def record(
+    method,
+    seed,
+    correct,
+    counts=(150, 50, 10),
+    *,
+    total=None,
+    status="done",
+    dataset="toy",
+    budget="quick",
+    best=None,
+    calib=None,
+    index_sizes=None,
+):
     """A stored run record; ``correct`` out of ``total`` (10 test images per class by default)."""
     total = list(total or [10] * len(counts))
     results = {"last": {"epoch": 3, "correct": list(correct), "total": total}}
@@ -18,16 +37,27 @@ def record(method, seed, correct, counts=(150, 50, 10), *, total=None, status="d
         results["last"]["calib"] = calib
     if best is not None:
         results["best_val"] = {"epoch": 2, "correct": list(best), "total": total}
-    return {"run_id": f"{method}-{seed}-{dataset}-{budget}", "method": method, "dataset": dataset,
-            "budget": budget, "seed": seed, "data_seed": 0, "status": status,
-            "num_classes": len(counts), "class_names": [str(i) for i in range(len(counts))],
-            "train_counts": list(counts), "index_sizes": index_sizes, "results": results, "history": []}
+    return {
+        "run_id": f"{method}-{seed}-{dataset}-{budget}",
+        "method": method,
+        "dataset": dataset,
+        "budget": budget,
+        "seed": seed,
+        "data_seed": 0,
+        "status": status,
+        "num_classes": len(counts),
+        "class_names": [str(i) for i in range(len(counts))],
+        "train_counts": list(counts),
+        "index_sizes": index_sizes,
+        "results": results,
+        "history": [],
+    }
 
 
 # counts (150, 50, 10): one class per group under the default threshold convention.
 RECORDS = [
-    record("ce", 0, [8, 5, 1]),       # many 80, medium 50, few 10, all 14/30 = 46.7
-    record("ce", 1, [9, 5, 3]),       # many 90, medium 50, few 30, all 17/30 = 56.7
+    record("ce", 0, [8, 5, 1]),  # many 80, medium 50, few 10, all 14/30 = 46.7
+    record("ce", 1, [9, 5, 3]),  # many 90, medium 50, few 30, all 17/30 = 56.7
     record("bal_bce", 0, [7, 6, 4]),  # one seed: many 70, medium 60, few 40, all 17/30 = 56.7
     record("la", 0, [10, 10, 10], status="failed"),  # would be best everywhere if counted
 ]
@@ -42,8 +72,22 @@ def line_of(text, start):
 def test_frame_recomputes_groups_and_ignores_failed():
     f = runs_frame(RECORDS)
     assert list(f["method"]) == ["ce", "ce", "bal_bce"]
-    assert list(f.columns) == ["method", "dataset", "budget", "seed", "data_seed", "run_id",
-                               "top1", "many", "medium", "few", "ece", "variant", "label", "base_method"]
+    assert list(f.columns) == [
+        "method",
+        "dataset",
+        "budget",
+        "seed",
+        "data_seed",
+        "run_id",
+        "top1",
+        "many",
+        "medium",
+        "few",
+        "ece",
+        "variant",
+        "label",
+        "base_method",
+    ]
     assert f.iloc[0][["many", "medium", "few"]].tolist() == pytest.approx([0.8, 0.5, 0.1])
     assert f.iloc[1]["top1"] == pytest.approx(17 / 30)
     assert f["ece"].isna().all()  # no calibration bins in these records
@@ -64,12 +108,22 @@ def test_latex_cells_bold_and_mean_std():
     # the second best of each column is underlined.
     assert line_of(tex, "ce &") == (
         "ce & \\textbf{85.0} $\\pm$ 7.1 & \\underline{50.0} $\\pm$ 0.0 & \\underline{20.0} $\\pm$ 14.1 "
-        "& \\underline{51.7} $\\pm$ 7.1 & 2 \\\\")
-    assert line_of(tex, "bal\\_bce &") == \
-        "bal\\_bce & \\underline{70.0} & \\textbf{60.0} & \\textbf{40.0} & \\textbf{56.7} & 1 \\\\"
+        "& \\underline{51.7} $\\pm$ 7.1 & 2 \\\\"
+    )
+    assert (
+        line_of(tex, "bal\\_bce &")
+        == "bal\\_bce & \\underline{70.0} & \\textbf{60.0} & \\textbf{40.0} & \\textbf{56.7} & 1 \\\\"
+    )
     assert "Method & Many & Med. & Few & All & $n$ \\\\" in tex
-    for piece in ("\\toprule", "\\midrule", "\\bottomrule", "\\multicolumn{4}{c}{toy}", "\\cmidrule(lr){2-5}",
-                  "\\begin{tabular}{lccccc}", "\\label{tab:ltbench}"):
+    for piece in (
+        "\\toprule",
+        "\\midrule",
+        "\\bottomrule",
+        "\\multicolumn{4}{c}{toy}",
+        "\\cmidrule(lr){2-5}",
+        "\\begin{tabular}{lccccc}",
+        "\\label{tab:ltbench}",
+    ):
         assert piece in tex
     assert "la &" not in tex  # the failed run
 
@@ -86,8 +140,10 @@ def test_markdown_cells_bold_and_mean_std():
 def test_equal_printed_means_are_both_bold():
     recs = [record("a", 0, [5, 5, 5]), record("b", 0, [5, 5, 5])]
     md = markdown_table(aggregate(runs_frame(recs))).splitlines()
-    assert md[2:] == ["| a | **50.0** | **50.0** | **50.0** | **50.0** | 1 |",
-                      "| b | **50.0** | **50.0** | **50.0** | **50.0** | 1 |"]
+    assert md[2:] == [
+        "| a | **50.0** | **50.0** | **50.0** | **50.0** | 1 |",
+        "| b | **50.0** | **50.0** | **50.0** | **50.0** | 1 |",
+    ]
 
 
 def test_empty_group_is_a_dash_not_zero():
@@ -127,8 +183,12 @@ def test_ece_from_calibration_bins():
     # Two bins. Bin 0: 20 samples of classes 1-2, confidence 7.0 summed, 6 correct;
     # bin 1: 10 samples of class 0, confidence 9.0 summed, 8 correct.
     # ECE = (|6 - 7| + |8 - 9|) / 30 = 2 / 30.
-    calib = {"n_bins": 2, "count": [[0, 10], [10, 0], [10, 0]],
-             "conf_sum": [[0.0, 9.0], [4.0, 0.0], [3.0, 0.0]], "correct_sum": [[0, 8], [5, 0], [1, 0]]}
+    calib = {
+        "n_bins": 2,
+        "count": [[0, 10], [10, 0], [10, 0]],
+        "conf_sum": [[0.0, 9.0], [4.0, 0.0], [3.0, 0.0]],
+        "correct_sum": [[0, 8], [5, 0], [1, 0]],
+    }
     f = runs_frame([record("ce", 0, [8, 5, 1], calib=calib)])
     assert f.iloc[0]["ece"] == pytest.approx(2 / 30)
 
@@ -146,17 +206,24 @@ def test_best_val_selection():
 
 
 def test_budgets_and_datasets_get_their_own_blocks():
-    recs = [record("ce", 0, [8, 5, 1]), record("ce", 0, [2, 2, 2], budget="full"),
-            record("ce", 0, [4, 4, 4], dataset="big_lt")]
+    recs = [
+        record("ce", 0, [8, 5, 1]),
+        record("ce", 0, [2, 2, 2], budget="full"),
+        record("ce", 0, [4, 4, 4], dataset="big_lt"),
+    ]
     agg = aggregate(runs_frame(recs))
     tex = latex_table(agg)
-    assert "\\multicolumn{4}{c}{toy (quick)} & \\multicolumn{4}{c}{toy (full)} & " \
-           "\\multicolumn{4}{c}{big\\_lt (quick)} &  \\\\" in tex
+    assert (
+        "\\multicolumn{4}{c}{toy (quick)} & \\multicolumn{4}{c}{toy (full)} & "
+        "\\multicolumn{4}{c}{big\\_lt (quick)} &  \\\\" in tex
+    )
     assert "\\cmidrule(lr){2-5} \\cmidrule(lr){6-9} \\cmidrule(lr){10-13}" in tex
     # One method: every present cell is the column's best; no budget overwrites another.
-    assert line_of(tex, "ce &") == ("ce & \\textbf{80.0} & \\textbf{50.0} & \\textbf{10.0} & \\textbf{46.7} & "
-                                    "\\textbf{20.0} & \\textbf{20.0} & \\textbf{20.0} & \\textbf{20.0} & "
-                                    "\\textbf{40.0} & \\textbf{40.0} & \\textbf{40.0} & \\textbf{40.0} & 1 \\\\")
+    assert line_of(tex, "ce &") == (
+        "ce & \\textbf{80.0} & \\textbf{50.0} & \\textbf{10.0} & \\textbf{46.7} & "
+        "\\textbf{20.0} & \\textbf{20.0} & \\textbf{20.0} & \\textbf{20.0} & "
+        "\\textbf{40.0} & \\textbf{40.0} & \\textbf{40.0} & \\textbf{40.0} & 1 \\\\"
+    )
     assert "budget quick, full;" in tex
 
 
@@ -194,7 +261,8 @@ def test_write_report_files(tmp_path):
     assert set(paths) == {"latex", "markdown", "csv", "plot", "groups", "curves", "reliability"}
     figures = [f"{name}.{ext}" for name in ("curves", "groups", "reliability") for ext in ("pdf", "png")]
     assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == sorted(
-        ["per_class.pdf", "per_class.png", "table.csv", "table.md", "table.tex", *figures])
+        ["per_class.pdf", "per_class.png", "table.csv", "table.md", "table.tex", *figures]
+    )
     for name in ("plot", "groups", "curves", "reliability"):
         assert paths[name].read_bytes()[:8] == PNG_MAGIC and paths[name].stat().st_size > 1000, name
     assert paths["groups"].with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
@@ -211,7 +279,7 @@ def test_write_report_files(tmp_path):
 
 
 def test_csv_has_percent_means_and_seeds():
-    csv = (__import__("ltbench.reporting", fromlist=["csv_table"]).csv_table(aggregate(runs_frame(RECORDS))))
+    csv = __import__("ltbench.reporting", fromlist=["csv_table"]).csv_table(aggregate(runs_frame(RECORDS)))
     header, ce = csv.splitlines()[:2]
     assert header.split(",")[:4] == ["dataset", "budget", "method", "many_mean"]
     assert ce.split(",")[:5] == ["toy", "quick", "ce", "85.0", "7.07"]
@@ -242,25 +310,35 @@ def test_figures_of_deit_heads(tmp_path):
     from ltbench import plots
 
     rec = record("deit_lt", 0, [8, 5, 1])
-    rec["results"]["last"]["heads"] = {"cls": {"correct": [9, 4, 0], "total": [10] * 3},
-                                       "dist": {"correct": [7, 6, 3], "total": [10] * 3}}
+    rec["results"]["last"]["heads"] = {
+        "cls": {"correct": [9, 4, 0], "total": [10] * 3},
+        "dist": {"correct": [7, 6, 3], "total": [10] * 3},
+    }
     png, pdf = plots.plot_heads([rec], tmp_path / "heads")
     assert png.read_bytes()[:8] == PNG_MAGIC and pdf.read_bytes()[:4] == b"%PDF"
     assert plots.plot_heads([record("ce", 0, [1, 1, 1])], tmp_path / "none") is None
 
 
-@pytest.mark.skipif(__import__("shutil").which("pdflatex") is None,
-                    reason="pdflatex is not installed (CI installs texlive-latex-base and -recommended)")
+@pytest.mark.skipif(
+    __import__("shutil").which("pdflatex") is None,
+    reason="pdflatex is not installed (CI installs texlive-latex-base and -recommended)",
+)
 def test_latex_table_compiles_with_pdflatex(tmp_path):
     import subprocess
 
     recs = [*RECORDS, record("bal_bce", 1, [8, 6, 3]), record("x_$%&#", 0, [1, 2, 3])]
     paths = write_report(recs, tmp_path, baseline="ce")
     doc = tmp_path / "doc.tex"
-    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
-                   "\\input{table.tex}\n\\end{document}\n")
-    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    doc.write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n\\input{table.tex}\n\\end{document}\n"
+    )
+    proc = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert (tmp_path / "doc.pdf").read_bytes()[:4] == b"%PDF"
     assert paths["latex"].name == "table.tex"
@@ -269,8 +347,14 @@ def test_latex_table_compiles_with_pdflatex(tmp_path):
 def test_published_reference_rows_with_difference(tmp_path):
     recs = []
     for seed, correct in enumerate(([90, 80, 70, 60, 50, 40, 30, 20, 10, 0], [92, 82, 72, 62, 52, 42, 32, 22, 12, 2])):
-        r = record("deit_lt", seed, correct, counts=(5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50),
-                   total=[100] * 10, dataset="cifar10_lt")
+        r = record(
+            "deit_lt",
+            seed,
+            correct,
+            counts=(5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50),
+            total=[100] * 10,
+            dataset="cifar10_lt",
+        )
         r["config"] = {"data": {"longtail": {"rho": 100.0}}, "train": {"img_size": 224}}
         r["index_sizes"] = [3, 4, 3]
         recs.append(r)

@@ -85,8 +85,9 @@ def test_sam_two_step_update_by_hand():
 
 
 def test_shared_stages_run_once_and_deit_heads_are_stored(tmp_path):
-    specs = plan_runs(["mgp", "livt", "deit_lt", "cnn_ldam_drw_sam"], ["digits_lt"], "smoke", seeds=[0, 1],
-                      out_dir=tmp_path)
+    specs = plan_runs(
+        ["mgp", "livt", "deit_lt", "cnn_ldam_drw_sam"], ["digits_lt"], "smoke", seeds=[0, 1], out_dir=tmp_path
+    )
     names = [s.config.method.name for s in specs]
     assert names.count("mgp_pretrain") == 1  # one MGP stage for mgp and livt, both seeds
     assert names.count("cnn_ldam_drw_sam") == 2  # seed 0 is also the teacher of every student

@@ -10,9 +10,17 @@ from ltbench.store import RECORD_SCHEMA, ResultStore, read_record, write_record
 
 def make_record(run_id="abc", method="ce", seed=0, status="done", top1=0.5):
     return {
-        "schema": RECORD_SCHEMA, "run_id": run_id, "method": method, "dataset": "digits_lt",
-        "budget": "smoke", "seed": seed, "data_seed": 0, "status": status, "error": None,
-        "started_at": "2026-11-22T12:00:00+00:00", "train_counts": [100, 10],
+        "schema": RECORD_SCHEMA,
+        "run_id": run_id,
+        "method": method,
+        "dataset": "digits_lt",
+        "budget": "smoke",
+        "seed": seed,
+        "data_seed": 0,
+        "status": status,
+        "error": None,
+        "started_at": "2026-11-22T12:00:00+00:00",
+        "train_counts": [100, 10],
         "results": {"last": {"epoch": 1, "correct": [9, 1], "total": [10, 10]}},
         "metrics": {"last": {"top1": top1, "many": 0.9, "medium": None, "few": 0.1}},
         "timings": {"train_seconds": 1.5, "eval_seconds": 0.1},

@@ -66,7 +66,9 @@ def test_resume_after_interrupt_matches_uninterrupted_run(smoke_config, digits, 
     assert resumed.resumed_from_epoch == 2
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     assert resumed.results["last"]["correct"] == full.results["last"]["correct"]
-    assert [h["train_loss"] for h in resumed.history] == pytest.approx([h["train_loss"] for h in full.history], rel=1e-6)
+    assert [h["train_loss"] for h in resumed.history] == pytest.approx(
+        [h["train_loss"] for h in full.history], rel=1e-6
+    )
 
 
 def test_nan_loss_is_stored_as_failed(smoke_config, tmp_path, monkeypatch):
@@ -88,7 +90,9 @@ def test_nan_loss_is_stored_as_failed(smoke_config, tmp_path, monkeypatch):
 def test_run_that_cannot_start_writes_nothing(tmp_path):
     spec = plan_runs(["ce"], ["digits_lt"], "smoke", overrides=["n_max=1000"], out_dir=tmp_path)[0]
     store = ResultStore(tmp_path / "s.db")
-    with pytest.raises(RunSetupError, match="class 0 has 118 images, but the long tail asks for 1000; lower longtail.n_max"):
+    with pytest.raises(
+        RunSetupError, match="class 0 has 118 images, but the long tail asks for 1000; lower longtail.n_max"
+    ):
         execute_run(spec, store, "cpu")
     assert store.records(status=None) == []
     assert not (spec.run_dir / "record.json").exists()

@@ -92,7 +92,9 @@ def apply_protocol(spec: DatasetSpec, src: SourceData, data_seed: int) -> LTData
         val = src.train.take(val_idx) if sp.val_per_class else None
     else:
         if sp.test_per_class:
-            raise DataError(f"dataset {spec.name}: source {spec.source} has its own test split; set split.test_per_class = 0")
+            raise DataError(
+                f"dataset {spec.name}: source {spec.source} has its own test split; set split.test_per_class = 0"
+            )
         test, pool = src.test, src.train
     if lt.n_max > 0:
         counts = longtail_counts(lt.n_max, spec.num_classes, lt.rho, lt.profile)

@@ -26,12 +26,19 @@ def describe_dataset(spec: DatasetSpec, root: str | Path | None = None, data_see
     found = found_figures(src)
     expected = [
         {"figure": key, "expected": want, "found": found[key], "ok": found[key] == want}
-        for key, want in vars(spec.expected).items() if want
+        for key, want in vars(spec.expected).items()
+        if want
     ]
     for name, want in spec.checksums.items():
         got = src.files.get(name, "")
-        expected.append({"figure": f"checksum {name}", "expected": want, "found": got,
-                         "ok": got.split(":", 1)[-1] == want.split(":", 1)[-1]})
+        expected.append(
+            {
+                "figure": f"checksum {name}",
+                "expected": want,
+                "found": got,
+                "ok": got.split(":", 1)[-1] == want.split(":", 1)[-1],
+            }
+        )
     data = apply_protocol(spec, src, data_seed)
     counts = data.class_counts
     index_sizes = spec.groups.index_sizes or None
@@ -50,8 +57,11 @@ def describe_dataset(spec: DatasetSpec, root: str | Path | None = None, data_see
         "storage": spec.storage,
         "data_seed": data_seed,
         "source_splits": {k: found[f"{k}_total"] for k in ("train", "val", "test")},
-        "splits": {"train": len(data.train), "val": len(data.val) if data.val is not None else 0,
-                   "test": len(data.test)},
+        "splits": {
+            "train": len(data.train),
+            "val": len(data.val) if data.val is not None else 0,
+            "test": len(data.test),
+        },
         "train_counts": counts.tolist(),
         "imbalance_ratio": float(counts.max() / max(counts.min(), 1)),
         "groups": groups,
@@ -66,5 +76,5 @@ def format_counts(counts: list[int], width: int = 12) -> str:
     if len(counts) <= width:
         return " ".join(map(str, counts))
     head = " ".join(map(str, counts[: width // 2]))
-    tail = " ".join(map(str, counts[-width // 2:]))
+    tail = " ".join(map(str, counts[-width // 2 :]))
     return f"{head} ... {tail} (sorted: max {max(counts)}, median {int(np.median(counts))}, min {min(counts)})"

@@ -9,8 +9,8 @@ from ..recipes import DatasetSpec
 
 MANUAL = {
     "split_lists": "the images (ImageNet: https://image-net.org, Places365-Standard 256x256: "
-                   "http://places2.csail.mit.edu) and the OLTR split lists "
-                   "(https://github.com/zhmiao/OpenLongTailRecognition-OLTR)",
+    "http://places2.csail.mit.edu) and the OLTR split lists "
+    "(https://github.com/zhmiao/OpenLongTailRecognition-OLTR)",
     "inat2018": "iNaturalist 2018 (https://github.com/visipedia/inat_comp/tree/master/2018)",
 }
 

@@ -27,8 +27,10 @@ def check_source(spec: DatasetSpec, src: SourceData, verify: bool = True) -> Non
     """Raise on a wrong class count or image shape always; on expected figures and checksums
     unless ``verify`` is False."""
     if len(src.class_names) != spec.num_classes:
-        raise DataFormatError(f"dataset {spec.name}: source {spec.source} has {len(src.class_names)} classes, "
-                              f"the recipe says {spec.num_classes}")
+        raise DataFormatError(
+            f"dataset {spec.name}: source {spec.source} has {len(src.class_names)} classes, "
+            f"the recipe says {spec.num_classes}"
+        )
     images = src.train.images
     shape = (spec.channels, spec.image_size, spec.image_size)
     if images is not None and images.shape[1:] != shape:
@@ -40,7 +42,8 @@ def check_source(spec: DatasetSpec, src: SourceData, verify: bool = True) -> Non
         if want and found[key] != want:
             raise DataIntegrityError(
                 f"dataset {spec.name} at {src.root}: found {key.replace('_', ' ')} = {found[key]:,}, "
-                f"the recipe expects {want:,}; {NO_VERIFY}")
+                f"the recipe expects {want:,}; {NO_VERIFY}"
+            )
     for name, want in spec.checksums.items():
         got = src.files.get(name)
         if got is None:

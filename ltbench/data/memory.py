@@ -27,8 +27,16 @@ class DeviceBatches:
         out_size: resize batches to this square size (0 keeps the native size).
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, mean, std, device, out_size: int = 0,
-                 aug: AugmentSpec | None = None):
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        mean,
+        std,
+        device,
+        out_size: int = 0,
+        aug: AugmentSpec | None = None,
+    ):
         self.aug = aug or AugmentSpec()
         self.skipped = 0  # the streamed path's count of unreadable images; none here
         self.x = torch.as_tensor(images, device=device)
@@ -54,7 +62,7 @@ class DeviceBatches:
         batch_size = min(batch_size, n - n % 2)  # timm's Mixup needs an even batch
         perm = torch.randperm(n, generator=generator, device=generator.device).to(self.device)
         for start in range(0, n - batch_size + 1, batch_size):
-            idx = perm[start:start + batch_size]
+            idx = perm[start : start + batch_size]
             x = self.x[idx]
             if aug.crop_pad:
                 x = random_translate(x, aug.crop_pad, generator)
@@ -64,7 +72,7 @@ class DeviceBatches:
 
     def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for start in range(0, len(self), batch_size):
-            yield self._finish(self.x[start:start + batch_size]), self.y[start:start + batch_size]
+            yield self._finish(self.x[start : start + batch_size]), self.y[start : start + batch_size]
 
 
 def _rand(shape, generator: torch.Generator, device, high: int) -> torch.Tensor:
@@ -77,8 +85,8 @@ def random_translate(x: torch.Tensor, pad: int, generator: torch.Generator) -> t
     padded = F.pad(x, (pad, pad, pad, pad))
     dy = _rand((b,), generator, x.device, 2 * pad + 1)
     dx = _rand((b,), generator, x.device, 2 * pad + 1)
-    rows = (torch.arange(h, device=x.device)[None, :] + dy[:, None])  # (B, H)
-    cols = (torch.arange(w, device=x.device)[None, :] + dx[:, None])  # (B, W)
+    rows = torch.arange(h, device=x.device)[None, :] + dy[:, None]  # (B, H)
+    cols = torch.arange(w, device=x.device)[None, :] + dx[:, None]  # (B, W)
     bi = torch.arange(b, device=x.device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
     return out.permute(0, 3, 1, 2).contiguous()

@@ -56,7 +56,9 @@ def _root(root: Path | None, what: str) -> Path:
         raise DataMissingError(f"{what} needs its files: pass --root DIR (the folder that holds them)")
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DataMissingError(f"data root {root} does not exist; pass --root DIR, the folder that holds the {what} files")
+        raise DataMissingError(
+            f"data root {root} does not exist; pass --root DIR, the folder that holds the {what} files"
+        )
     return root
 
 
@@ -80,8 +82,13 @@ def _cifar(num_classes: int, root: Path | None, verify: bool) -> SourceData:
     from .formats.cifar import read_cifar
 
     d = read_cifar(_root(root, f"CIFAR-{num_classes}"), num_classes, verify)
-    return SourceData(Split(d.train_y, d.train_x), tuple(d.class_names), test=Split(d.test_y, d.test_x),
-                      root=Path(root), files={k: f"md5:{v}" for k, v in d.files.items()})
+    return SourceData(
+        Split(d.train_y, d.train_x),
+        tuple(d.class_names),
+        test=Split(d.test_y, d.test_x),
+        root=Path(root),
+        files={k: f"md5:{v}" for k, v in d.files.items()},
+    )
 
 
 @source("cifar10")
@@ -99,8 +106,13 @@ def fashion_mnist(spec, root: Path | None = None, verify: bool = True) -> Source
     from .formats.idx import read_fashion_mnist
 
     d = read_fashion_mnist(_root(root, "Fashion-MNIST"), verify)
-    return SourceData(Split(d.train_y, d.train_x), tuple(d.class_names), test=Split(d.test_y, d.test_x),
-                      root=Path(root), files={k: f"sha256:{v}" for k, v in d.files.items()})
+    return SourceData(
+        Split(d.train_y, d.train_x),
+        tuple(d.class_names),
+        test=Split(d.test_y, d.test_x),
+        root=Path(root),
+        files={k: f"sha256:{v}" for k, v in d.files.items()},
+    )
 
 
 @source("split_lists")
@@ -122,8 +134,9 @@ def split_lists(spec, root: Path | None = None, verify: bool = True) -> SourceDa
         lst = read_split_list(root / f"{prefix}_{name}.txt", num_classes)
         splits[name] = Split(lst.labels, paths=tuple(lst.paths))
         files[f"{prefix}_{name}.txt"] = f"sha256:{lst.sha256}"
-    return SourceData(splits["train"], _folder_names(splits["train"], num_classes), splits["test"], splits["val"],
-                      root, files)
+    return SourceData(
+        splits["train"], _folder_names(splits["train"], num_classes), splits["test"], splits["val"], root, files
+    )
 
 
 def _folder_names(split: Split, num_classes: int) -> tuple[str, ...]:
@@ -146,7 +159,9 @@ def inat2018(spec, root: Path | None = None, verify: bool = True) -> SourceData:
     if train.category_ids != test.category_ids:
         raise DataFormatError(f"{root}: train2018.json and val2018.json list different categories")
     return SourceData(
-        Split(train.labels, paths=tuple(train.paths)), tuple(train.class_names),
-        test=Split(test.labels, paths=tuple(test.paths)), root=root,
+        Split(train.labels, paths=tuple(train.paths)),
+        tuple(train.class_names),
+        test=Split(test.labels, paths=tuple(test.paths)),
+        root=root,
         files={"train2018.json": f"sha256:{train.sha256}", "val2018.json": f"sha256:{test.sha256}"},
     )

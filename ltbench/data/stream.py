@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
@@ -36,7 +35,9 @@ class ImageListDataset(Dataset):
         except (OSError, ValueError) as e:
             if self.skip:
                 return None
-            raise DataFormatError(f"cannot decode image {path}: {e} (--set skip_unreadable=true skips such images)") from None
+            raise DataFormatError(
+                f"cannot decode image {path}: {e} (--set skip_unreadable=true skips such images)"
+            ) from None
         return self.transform(img), int(self.labels[i])
 
 
@@ -60,9 +61,14 @@ class StreamBatches:
         self.skipped = 0
         aug = spec.augment
         common = dict(input_size=img_size, mean=spec.mean, std=spec.std, interpolation="bicubic")
-        self.train_tf = create_transform(is_training=True, scale=(aug.rrc_scale_min, 1.0),
-                                         hflip=0.5 if aug.flip else 0.0, auto_augment=aug.auto_augment or None,
-                                         re_prob=aug.re_prob, **common)
+        self.train_tf = create_transform(
+            is_training=True,
+            scale=(aug.rrc_scale_min, 1.0),
+            hflip=0.5 if aug.flip else 0.0,
+            auto_augment=aug.auto_augment or None,
+            re_prob=aug.re_prob,
+            **common,
+        )
         self.eval_tf = create_transform(is_training=False, crop_pct=0.875, **common)
 
     def __len__(self) -> int:
@@ -70,9 +76,17 @@ class StreamBatches:
 
     def _loader(self, transform, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False) -> DataLoader:
         ds = ImageListDataset(self.root, self.split, transform, self.spec.skip_unreadable)
-        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-                          num_workers=self.workers, collate_fn=_collate, pin_memory=self.device.type == "cuda",
-                          generator=torch.Generator().manual_seed(seed), persistent_workers=False)
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.workers,
+            collate_fn=_collate,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(seed),
+            persistent_workers=False,
+        )
 
     def _to_device(self, loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for x, y, skipped in loader:
@@ -87,5 +101,3 @@ class StreamBatches:
 
     def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self._to_device(self._loader(self.eval_tf, batch_size, False))
-
-

@@ -23,8 +23,16 @@ def vit_kwargs(cfg: RunConfig) -> dict:
             f"image size {size} is not a multiple of patch_size {t.patch_size} "
             f"(method {cfg.method.name}, budget {cfg.budget}); set train.img_size or train.patch_size"
         )
-    return dict(img_size=size, patch_size=t.patch_size, in_chans=d.channels, num_classes=d.num_classes,
-                embed_dim=t.embed_dim, depth=t.depth, num_heads=t.num_heads, mlp_ratio=t.mlp_ratio)
+    return dict(
+        img_size=size,
+        patch_size=t.patch_size,
+        in_chans=d.channels,
+        num_classes=d.num_classes,
+        embed_dim=t.embed_dim,
+        depth=t.depth,
+        num_heads=t.num_heads,
+        mlp_ratio=t.mlp_ratio,
+    )
 
 
 def build_model(cfg: RunConfig) -> torch.nn.Module:

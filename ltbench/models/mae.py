@@ -16,8 +16,15 @@ from torch import nn
 
 
 class MaskedAutoencoder(nn.Module):
-    def __init__(self, encoder: VisionTransformer, decoder_dim: int = 512, decoder_depth: int = 8,
-                 decoder_heads: int = 16, mask_ratio: float = 0.75, norm_pix_loss: bool = True):
+    def __init__(
+        self,
+        encoder: VisionTransformer,
+        decoder_dim: int = 512,
+        decoder_depth: int = 8,
+        decoder_heads: int = 16,
+        mask_ratio: float = 0.75,
+        norm_pix_loss: bool = True,
+    ):
         super().__init__()
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
@@ -30,10 +37,11 @@ class MaskedAutoencoder(nn.Module):
         self.decoder_embed = nn.Linear(dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         self.decoder_pos = nn.Parameter(torch.zeros(1, self.num_patches + self.prefix, decoder_dim))
-        self.decoder_blocks = nn.Sequential(*[Block(decoder_dim, decoder_heads, 4.0, qkv_bias=True)
-                                              for _ in range(decoder_depth)])
+        self.decoder_blocks = nn.Sequential(
+            *[Block(decoder_dim, decoder_heads, 4.0, qkv_bias=True) for _ in range(decoder_depth)]
+        )
         self.decoder_norm = nn.LayerNorm(decoder_dim)
-        self.decoder_pred = nn.Linear(decoder_dim, self.patch ** 2 * self.in_chans)
+        self.decoder_pred = nn.Linear(decoder_dim, self.patch**2 * self.in_chans)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         nn.init.trunc_normal_(self.decoder_pos, std=0.02)
 
@@ -59,10 +67,10 @@ class MaskedAutoencoder(nn.Module):
 
     def encode(self, imgs: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
         enc = self.encoder
-        x = enc.patch_embed(imgs) + enc.pos_embed[:, self.prefix:]
+        x = enc.patch_embed(imgs) + enc.pos_embed[:, self.prefix :]
         x = torch.gather(x, 1, ids_keep[..., None].expand(-1, -1, x.shape[-1]))
         if self.prefix:
-            cls = (enc.cls_token + enc.pos_embed[:, :self.prefix]).expand(x.shape[0], -1, -1)
+            cls = (enc.cls_token + enc.pos_embed[:, : self.prefix]).expand(x.shape[0], -1, -1)
             x = torch.cat([cls, x], dim=1)
         return enc.norm(enc.blocks(x))
 
@@ -70,11 +78,11 @@ class MaskedAutoencoder(nn.Module):
         x = self.decoder_embed(latent)
         b, n_vis = x.shape[0], x.shape[1] - self.prefix
         masks = self.mask_token.expand(b, self.num_patches - n_vis, -1)
-        patches = torch.cat([x[:, self.prefix:], masks], dim=1)
+        patches = torch.cat([x[:, self.prefix :], masks], dim=1)
         patches = torch.gather(patches, 1, ids_restore[..., None].expand(-1, -1, x.shape[-1]))
-        x = torch.cat([x[:, :self.prefix], patches], dim=1) + self.decoder_pos
+        x = torch.cat([x[:, : self.prefix], patches], dim=1) + self.decoder_pos
         x = self.decoder_norm(self.decoder_blocks(x))
-        return self.decoder_pred(x[:, self.prefix:])
+        return self.decoder_pred(x[:, self.prefix :])
 
     def loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         target = self.patchify(imgs)

@@ -29,8 +29,18 @@ FASHION_MNIST_FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 # md5 of Zalando's .gz files, copied from torchvision.datasets.mnist.FashionMNIST.resources.
 FASHION_MNIST_GZ_MD5 = {
     "train_images": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
@@ -80,7 +90,7 @@ def parse_idx(data: bytes, path: Path) -> np.ndarray:
     ndim = data[3]
     if len(data) < 4 + 4 * ndim:
         raise DataFormatError(f"{path}: truncated idx file (header shorter than its {ndim} sizes)")
-    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):
         raise DataFormatError(f"{path}: truncated idx file ({body.size} bytes of data for shape {shape})")
@@ -157,7 +167,10 @@ def read_fashion_mnist(root: Path, verify: bool = True) -> IdxData:
         if len(y) and y.max() >= len(FASHION_MNIST_CLASSES):
             raise DataFormatError(f"Fashion-MNIST {split} labels in {root}: label {int(y.max())} outside 0..9")
     return IdxData(
-        arrays["train_images"].reshape(-1, 1, 28, 28), arrays["train_labels"].astype(np.int64),
-        arrays["test_images"].reshape(-1, 1, 28, 28), arrays["test_labels"].astype(np.int64),
-        FASHION_MNIST_CLASSES, files,
+        arrays["train_images"].reshape(-1, 1, 28, 28),
+        arrays["train_labels"].astype(np.int64),
+        arrays["test_images"].reshape(-1, 1, 28, 28),
+        arrays["test_labels"].astype(np.int64),
+        FASHION_MNIST_CLASSES,
+        files,
     )

@@ -80,6 +80,9 @@ def read_inat(path: Path) -> InatSplit:
         paths.append(_field(img, "file_name", "images", path))
         labels.append(label_of[image_id])
     return InatSplit(
-        paths, np.asarray(labels, dtype=np.int64), tuple(str(c.get("name", c["id"])) for c in cats),
-        tuple(c["id"] for c in cats), hashlib.sha256(raw).hexdigest(),
+        paths,
+        np.asarray(labels, dtype=np.int64),
+        tuple(str(c.get("name", c["id"])) for c in cats),
+        tuple(c["id"] for c in cats),
+        hashlib.sha256(raw).hexdigest(),
     )
