@@ -172,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--device", default=None)
     p.add_argument("--reference-workers", type=int, default=2, help="DataLoader workers of the reference loop")
+    p.add_argument("--root", default=None, help="folder with the dataset's files (streamed datasets)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the numbers here")
     p.add_argument(
         "--report-runs",
@@ -301,7 +302,15 @@ def _cmd_bench(args, console) -> int:
         )
         return 0
     result = benchmark(
-        args.method, args.data, args.budget, args.epochs, tuple(args.overrides), args.device, args.reference_workers
+        args.method,
+        args.data,
+        args.budget,
+        args.epochs,
+        tuple(args.overrides),
+        args.device,
+        args.reference_workers,
+        args.root,
+        tuple(args.recipes),
     )
     rows = [{"label": k, "value": v} for k, v in result.items() if not isinstance(v, dict)]
     rows += [
