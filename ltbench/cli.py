@@ -8,6 +8,7 @@ names the input and the fix; a run that fails exits with status 1; Ctrl-C with 1
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -211,20 +212,22 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_run(args, console) -> int:
     from . import api
 
+    # The arguments that define the plan, shared by --dry-run and the run itself.
+    common = dict(
+        methods=args.methods,
+        data=args.data,
+        budget=args.budget,
+        seeds=args.seeds,
+        data_seed=args.data_seed,
+        overrides=args.overrides,
+        store=args.store,
+        out_dir=args.out,
+        recipes=args.recipes,
+        root=args.root,
+        verify=not args.no_verify,
+    )
     if args.dry_run:
-        rows = api.plan(
-            args.methods,
-            args.data,
-            args.budget,
-            args.seeds,
-            args.data_seed,
-            args.overrides,
-            args.store,
-            args.out,
-            args.recipes,
-            args.root,
-            not args.no_verify,
-        )
+        rows = api.plan(**common)
         _print_rows(
             console,
             f"plan ({args.executor} executor): {len(rows)} stages",
@@ -234,38 +237,18 @@ def _cmd_run(args, console) -> int:
         return 0
     slurm = None
     if args.executor != "inline":
-        from .launch import load_profile
+        from .launch import SlurmOptions, load_profile
 
-        slurm = load_profile(
-            args.cluster_profile,
-            partition=args.partition,
-            gpus_per_job=args.gpus_per_job,
-            cpus_per_job=args.cpus_per_job,
-            mem_gb=args.mem_gb,
-            time_min=args.time_min,
-            account=args.account,
-            qos=args.qos,
-            constraint=args.constraint,
-            array_parallelism=args.array_parallelism,
-        )
+        resources = {f.name: getattr(args, f.name) for f in dataclasses.fields(SlurmOptions) if hasattr(args, f.name)}
+        slurm = load_profile(args.cluster_profile, **resources)
     records = api.run(
-        args.methods,
-        args.data,
-        args.budget,
-        args.seeds,
-        args.data_seed,
-        args.overrides,
-        args.store,
-        args.out,
-        args.device,
-        args.force,
-        args.recipes,
-        console,
-        args.root,
-        not args.no_verify,
-        args.executor,
-        slurm,
-        not args.no_wait,
+        **common,
+        device=args.device,
+        force=args.force,
+        console=console,
+        executor=args.executor,
+        slurm=slurm,
+        wait=not args.no_wait,
     )
     failed = [r for r in records if r["status"] == "failed"]
     for r in failed:

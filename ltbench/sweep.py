@@ -84,7 +84,9 @@ def stage_state(run_dir: Path) -> dict[str, Any]:
     if (run_dir / "checkpoint.pt").is_file():
         import torch
 
-        epoch = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)["epoch"]
+        # mmap: read the epoch without loading the weights (a ViT-B checkpoint is about 1 GB).
+        ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False, mmap=True)
+        epoch = ckpt["epoch"]
     slurm = _slurm_state(job)
     if slurm is not None and slurm.startswith("CANCELLED"):
         return {"state": "cancelled", "detail": slurm, "log": log}

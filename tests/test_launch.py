@@ -185,28 +185,8 @@ def test_slurm_sweep_with_array_and_dependent_stage(tmp_path, capsys):
 @pytest.mark.skipif(not _slurm_up(), reason="no SLURM reachable (CI starts one: scripts/slurm-local.sh start)")
 def test_cancelled_slurm_job_shows_as_cancelled(tmp_path, capsys):
     out = tmp_path / "out"
-    args = [
-        "run",
-        "--methods",
-        "ce",
-        "--data",
-        "digits_lt",
-        "--budget",
-        "smoke",
-        "--set",
-        "epochs=2000",
-        "--store",
-        str(tmp_path / "s.db"),
-        "--out",
-        str(out),
-        "--executor",
-        "slurm",
-        "--cpus-per-job",
-        "1",
-        "--time-min",
-        "10",
-        "--no-wait",
-    ]
+    long_run = ("--methods", "ce", "--set", "epochs=2000", "--executor", "slurm", "--cpus-per-job", "1")
+    args = _args(tmp_path, *long_run, "--time-min", "10", "--no-wait")
     assert main(args) == 0
     job = json.loads(next(out.rglob("job.json")).read_text())
     deadline = time.time() + 60
@@ -226,25 +206,7 @@ def test_cancelled_slurm_job_shows_as_cancelled(tmp_path, capsys):
 
 
 def test_force_reruns_under_the_local_executor(tmp_path, capsys):
-    args = [
-        "run",
-        "--methods",
-        "ce",
-        "--data",
-        "digits_lt",
-        "--budget",
-        "smoke",
-        "--set",
-        "epochs=1",
-        "--store",
-        str(tmp_path / "s.db"),
-        "--out",
-        str(tmp_path / "out"),
-        "--executor",
-        "local",
-        "--cpus-per-job",
-        "1",
-    ]
+    args = _args(tmp_path, "--methods", "ce", "--set", "epochs=1", "--executor", "local", "--cpus-per-job", "1")
     assert main(args) == 0
     first = json.loads(next((tmp_path / "out").rglob("record.json")).read_text())["started_at"]
     time.sleep(1.1)  # started_at has one-second resolution

@@ -78,17 +78,21 @@ def sklearn_digits(spec, root: Path | None = None, verify: bool = True) -> Sourc
     return SourceData(Split(labels, images), tuple(names))
 
 
-def _cifar(num_classes: int, root: Path | None, verify: bool) -> SourceData:
-    from .formats.cifar import read_cifar
-
-    d = read_cifar(_root(root, f"CIFAR-{num_classes}"), num_classes, verify)
+def _train_test(d, root: Path | None, algorithm: str) -> SourceData:
+    """A source read into memory with its own train and test splits (CIFAR, Fashion-MNIST)."""
     return SourceData(
         Split(d.train_y, d.train_x),
         tuple(d.class_names),
         test=Split(d.test_y, d.test_x),
         root=Path(root),
-        files={k: f"md5:{v}" for k, v in d.files.items()},
+        files={k: f"{algorithm}:{v}" for k, v in d.files.items()},
     )
+
+
+def _cifar(num_classes: int, root: Path | None, verify: bool) -> SourceData:
+    from .formats.cifar import read_cifar
+
+    return _train_test(read_cifar(_root(root, f"CIFAR-{num_classes}"), num_classes, verify), root, "md5")
 
 
 @source("cifar10")
@@ -105,14 +109,7 @@ def cifar100(spec, root: Path | None = None, verify: bool = True) -> SourceData:
 def fashion_mnist(spec, root: Path | None = None, verify: bool = True) -> SourceData:
     from .formats.idx import read_fashion_mnist
 
-    d = read_fashion_mnist(_root(root, "Fashion-MNIST"), verify)
-    return SourceData(
-        Split(d.train_y, d.train_x),
-        tuple(d.class_names),
-        test=Split(d.test_y, d.test_x),
-        root=Path(root),
-        files={k: f"sha256:{v}" for k, v in d.files.items()},
-    )
+    return _train_test(read_fashion_mnist(_root(root, "Fashion-MNIST"), verify), root, "sha256")
 
 
 @source("split_lists")
