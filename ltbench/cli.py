@@ -266,7 +266,9 @@ def _print_rows(console, title: str, rows: list[dict], columns) -> None:
     for col in columns:
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(*("; ".join(v) if isinstance(v := r.get(c, ""), list) else str(v or "") for c in columns))
+        table.add_row(
+            *("; ".join(map(str, v)) if isinstance(v := r.get(c, ""), list) else str(v or "") for c in columns)
+        )
     console.print(table)
 
 

@@ -25,12 +25,30 @@ def _autocast(device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
+def channels_last(model: torch.nn.Module, device: torch.device) -> torch.memory_format:
+    """NHWC for a convolutional network on CUDA, where cuDNN's fast kernels want it (the
+    model's weights are converted here; inputs follow in the objective)."""
+    has_conv = any(isinstance(m, torch.nn.Conv2d) and m.kernel_size != m.stride for m in model.modules())
+    if device.type != "cuda" or not has_conv:
+        return torch.contiguous_format
+    model.to(memory_format=torch.channels_last)
+    return torch.channels_last
+
+
 class Classify:
     has_eval = True
 
-    def __init__(self, model: torch.nn.Module, criterion: torch.nn.Module, num_classes: int, drw_epoch: int = 0):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        criterion: torch.nn.Module,
+        num_classes: int,
+        drw_epoch: int = 0,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ):
         self.model, self.criterion, self.num_classes, self.drw_epoch = model, criterion, num_classes, drw_epoch
         self.forward = model
+        self.memory_format = memory_format
 
     def reweight(self, epoch: int) -> bool:
         # Epochs count from 1: drw_epoch = 160 of 200 re-weights the last 40, as the LDAM code.
@@ -40,10 +58,10 @@ class Classify:
         if hasattr(self.criterion, "set_reweight"):
             self.criterion.set_reweight(self.reweight(epoch))
         with _autocast(x.device):
-            return self.criterion(self.forward(x), target)
+            return self.criterion(self.forward(x.contiguous(memory_format=self.memory_format)), target)
 
     def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        z = self.model(x)
+        z = self.model(x.contiguous(memory_format=self.memory_format))
         calibrated = getattr(self.criterion, "calibrated", None)  # e.g. LDAM's scale s
         return {"main": calibrated(z) if calibrated is not None else z}
 
@@ -68,6 +86,7 @@ class Distill(Classify):
     ):
         super().__init__(model, criterion, num_classes, drw_epoch)
         self.teacher, self.teacher_size = teacher.eval(), teacher_size
+        self.teacher_format = channels_last(teacher, next(teacher.parameters()).device)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
 
@@ -78,7 +97,7 @@ class Distill(Classify):
                 if x.shape[-1] == self.teacher_size
                 else F.interpolate(x, size=(self.teacher_size, self.teacher_size), mode="bilinear", align_corners=False)
             )
-            teacher_logits = self.teacher(seen)
+            teacher_logits = self.teacher(seen.contiguous(memory_format=self.teacher_format))
         with _autocast(x.device):
             cls, dist = self.forward(x)
             return self.criterion(cls, dist, target, teacher_logits, reweight=self.reweight(epoch))

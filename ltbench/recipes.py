@@ -38,6 +38,10 @@ _STAGE_ONLY = frozenset({"mask_ratio", "decoder_dim", "decoder_depth", "decoder_
 
 # Descriptive fields: shown to users, never part of a run's identity.
 _DESCRIPTIVE = frozenset({"title", "paper", "default_root"})
+# How a run executes, not what it computes: left out of its identity (config_hash), so
+# changing them never re-runs anything. The streamed path's augmentation is seeded per image,
+# so the number of workers cannot change a result.
+_EXECUTION = frozenset({"num_workers", "compile", "checkpoint_minutes"})
 
 
 class RecipeError(ValueError):
@@ -101,6 +105,7 @@ class AugmentSpec:
     flip: bool = False  # horizontal flip; wrong for digits, right for natural images
     # Streamed data (timm transforms): RandAugment policy string ("" = off), random erasing.
     auto_augment: str = ""
+    color_jitter: float = 0.0  # brightness/contrast/saturation strength; timm skips it under RandAugment
     re_prob: float = 0.0
     rrc_scale_min: float = 0.08  # RandomResizedCrop's smallest area fraction
 
@@ -157,7 +162,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     eval_batch_size: int = 1024
     micro_batch: int = 0  # per-device samples per forward pass; smaller than the share: gradient accumulation
-    num_workers: int = 4  # DataLoader workers of the streamed path (their seeds shape augmentation)
+    num_workers: int = 4  # DataLoader workers of the streamed path (results do not depend on it)
+    compile: bool = False  # torch.compile the training forward pass (worth it on GPUs, for long runs)
+    checkpoint_minutes: float = 0.0  # 0: a checkpoint every epoch; else at most one per this many minutes
     # optimiser variants
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = 0.9  # sgd only
@@ -483,11 +490,12 @@ def run_config_from_dict(d: dict[str, Any], where: str = "config") -> RunConfig:
 
 
 def config_hash(cfg: RunConfig) -> str:
-    """Stable identity of a run: SHA-256 of its canonical JSON, descriptive fields removed."""
+    """Stable identity of a run: SHA-256 of its canonical JSON, descriptive and execution
+    fields removed."""
 
     def strip(x: Any) -> Any:
         if isinstance(x, dict):
-            return {k: strip(v) for k, v in x.items() if k not in _DESCRIPTIVE}
+            return {k: strip(v) for k, v in x.items() if k not in _DESCRIPTIVE | _EXECUTION}
         if isinstance(x, list):
             return [strip(v) for v in x]
         if isinstance(x, int) and not isinstance(x, bool):

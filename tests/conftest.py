@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from ltbench.data import build_data
 from ltbench.recipes import load_catalog, resolve
 
 
@@ -25,3 +26,9 @@ def smoke_config(catalog):
         )
 
     return make
+
+
+@pytest.fixture(scope="session")
+def digits(catalog):
+    """digits_lt (real 8x8 digits from scikit-learn), data seed 0."""
+    return build_data(catalog.datasets.get("digits_lt"), 0)

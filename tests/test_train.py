@@ -11,11 +11,6 @@ from ltbench.store import ResultStore
 from ltbench.train import fit
 
 
-@pytest.fixture(scope="module")
-def digits(catalog):
-    return build_data(catalog.datasets.get("digits_lt"), 0)
-
-
 def test_data_split_and_longtail(digits, catalog):
     assert digits.class_counts.tolist() == [114, 88, 68, 52, 40, 31, 24, 19, 14, 11]
     assert np.bincount(digits.test.labels).tolist() == [50] * 10
