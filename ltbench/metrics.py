@@ -75,6 +75,7 @@ def summarize(
     for g in GROUPS:
         out[g] = group_accuracy(correct, total, groups[g])
     if calib is not None:
+        calib = {k: np.asarray(calib[k], dtype=np.float64) for k in ("count", "conf_sum", "correct_sum")}
         out["ece"] = ece_from_bins(calib)
         for g in GROUPS:
             out[f"ece_{g}"] = ece_from_bins(calib, groups[g])

@@ -7,8 +7,11 @@ transaction; SQLite's WAL mode and a busy timeout let several processes write at
 
 Tables (see :data:`SCHEMA`):
 
-- ``runs``: one row per run: identity, status, timings, provenance columns for queries, and the
-  whole record as JSON (per-class vectors, calibration bins, history, resolved config).
+- ``runs``: one row per run: identity, status, timings, provenance columns for queries, the
+  record as JSON (history, resolved config, provenance) and, in ``vectors``, its per-class
+  vectors and calibration bins as one binary blob (the JSON holds an offset, dtype and shape
+  in their place). Decoding a JSON list of numbers is what made reading 10,000 runs slow;
+  :meth:`ResultStore.records` returns those vectors as read-only NumPy arrays instead.
 - ``metrics``: long form (run_id, selection, convention, metric, value), under the recipe's
   default convention; reports recompute other conventions from the per-class counts.
 """
@@ -16,11 +19,14 @@ Tables (see :data:`SCHEMA`):
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 DEFAULT_OUT = Path("results")
 DEFAULT_STORE = DEFAULT_OUT / "ltbench.db"
@@ -46,7 +52,8 @@ CREATE TABLE IF NOT EXISTS runs (
     device        TEXT,
     data_fingerprint TEXT,
     run_dir       TEXT,
-    record        TEXT NOT NULL       -- the full record as JSON
+    record        TEXT NOT NULL,      -- the record as JSON, per-class vectors replaced by stubs
+    vectors       BLOB                -- the per-class vectors, little-endian, back to back
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id     TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
@@ -58,6 +65,51 @@ CREATE TABLE IF NOT EXISTS metrics (
 );
 CREATE INDEX IF NOT EXISTS runs_by_cell ON runs (dataset, method, budget);
 """
+
+
+# Keys under a record's "results" whose values are per-class vectors or bins.
+_VECTORS = frozenset({"correct", "total", "count", "conf_sum", "correct_sum"})
+_STUB = "__vector__"
+
+
+def _pack(node: Any, chunks: list[bytes], offset: list[int]) -> Any:
+    """``node`` with every per-class vector replaced by ``{"__vector__": [offset, dtype, shape]}``."""
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key in _VECTORS and isinstance(value, list):
+            arr = np.asarray(value)
+            if arr.dtype.kind in "iub" and (arr.size == 0 or np.abs(arr).max() < 2**31):
+                arr = arr.astype("<i4")
+            elif arr.dtype.kind in "iubf":
+                arr = arr.astype("<f8")
+            else:  # not numbers: keep as JSON
+                out[key] = value
+                continue
+            out[key] = {_STUB: [offset[0], arr.dtype.str, list(arr.shape)]}
+            chunks.append(arr.tobytes())
+            offset[0] += arr.nbytes
+        else:
+            out[key] = _pack(value, chunks, offset)
+    return out
+
+
+def _unpack(node: Any, blob: bytes) -> Any:
+    if not isinstance(node, dict):
+        return node
+    if _STUB in node:
+        start, dtype, shape = node[_STUB]
+        count = math.prod(shape)
+        return np.frombuffer(blob, dtype=dtype, count=count, offset=start).reshape(shape)
+    return {k: _unpack(v, blob) for k, v in node.items()}
+
+
+def _decode(text: str, blob: bytes | None) -> dict[str, Any]:
+    record = json.loads(text)
+    if blob is not None and "results" in record:
+        record["results"] = _unpack(record["results"], blob)
+    return record
 
 
 def write_record(record: dict[str, Any], run_dir: Path) -> Path:
@@ -89,6 +141,9 @@ class ResultStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+            if "vectors" not in columns:  # a store written before vectors moved out of the JSON
+                db.execute("ALTER TABLE runs ADD COLUMN vectors BLOB")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=60)
@@ -122,7 +177,7 @@ class ResultStore:
             prov.get("device"),
             prov.get("data_fingerprint"),
             record.get("run_dir"),
-            json.dumps(record),
+            *self._encode(record),
         )
         convention = record.get("group_convention", "threshold")
         metric_rows = [
@@ -134,6 +189,12 @@ class ResultStore:
             db.execute("DELETE FROM metrics WHERE run_id = ?", (record["run_id"],))
             db.execute(f"INSERT OR REPLACE INTO runs VALUES ({','.join('?' * len(row))})", row)
             db.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?)", metric_rows)
+
+    @staticmethod
+    def _encode(record: dict[str, Any]) -> tuple[str, bytes]:
+        chunks: list[bytes] = []
+        slim = {**record, "results": _pack(record["results"], chunks, [0])} if record.get("results") else record
+        return json.dumps(slim), b"".join(chunks)
 
     def forget(self, run_id: str) -> None:
         """Remove a run (``--force`` redoes it); its metrics go with it."""
@@ -152,8 +213,8 @@ class ResultStore:
 
     def get(self, run_id: str) -> dict[str, Any] | None:
         with self._connect() as db:
-            row = db.execute("SELECT record FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return json.loads(row[0]) if row else None
+            row = db.execute("SELECT record, vectors FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return _decode(*row) if row else None
 
     def status(self, run_id: str) -> str | None:
         with self._connect() as db:
@@ -161,17 +222,20 @@ class ResultStore:
         return row[0] if row else None
 
     def records(self, status: str | None = "done", **where: Any) -> list[dict[str, Any]]:
-        """Full records, oldest first; filter by status and columns (``method="ce"``)."""
+        """Full records, oldest first; filter by status and columns (``method="ce"``).
+
+        Per-class vectors and calibration bins (``correct``, ``total``, ``calib.count``, ...)
+        come back as read-only NumPy arrays; everything else as stored."""
         allowed = {"method", "dataset", "budget", "seed", "data_seed"}
         bad = set(where) - allowed
         if bad:
             raise ValueError(f"cannot filter records by {sorted(bad)}; use {sorted(allowed)}")
         clauses = [f"{k} = ?" for k in where] + (["status = ?"] if status else [])
         params = [*where.values(), *([status] if status else [])]
-        sql = "SELECT record FROM runs" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        sql = "SELECT record, vectors FROM runs" + (" WHERE " + " AND ".join(clauses) if clauses else "")
         with self._connect() as db:
             rows = db.execute(sql + " ORDER BY started_at, run_id", params).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return [_decode(text, blob) for text, blob in rows]
 
     def summary_rows(self) -> list[dict[str, Any]]:
         """One flat row per run with its headline metrics (for ``ltbench results``)."""

@@ -106,7 +106,7 @@ def test_shared_stages_run_once_and_deit_heads_are_stored(tmp_path):
     deit = store.records(method="deit_lt")[0]
     heads = deit["results"]["last"]["heads"]
     assert set(heads) == {"cls", "dist"} and sum(heads["cls"]["total"]) == 500
-    assert deit["results"]["last"]["correct"] != [0] * 10 or heads["dist"]["correct"] != [0] * 10
+    assert deit["results"]["last"]["correct"].any() or heads["dist"]["correct"].any()
     livt_cfg = store.records(method="livt")[0]["config"]
     assert livt_cfg["train"]["layer_decay"] == 0.75 and livt_cfg["train"]["global_pool"] == "avg"
 

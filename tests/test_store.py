@@ -28,17 +28,77 @@ def make_record(run_id="abc", method="ce", seed=0, status="done", top1=0.5):
     }
 
 
+def plain(record):
+    """A stored record with its NumPy vectors back as lists, as in record.json."""
+    return json.loads(json.dumps(record, default=lambda a: a.tolist()))
+
+
 def test_round_trip_and_idempotent_ingest(tmp_path):
     store = ResultStore(tmp_path / "s.db")
     rec = make_record()
+    rec["results"]["last"]["calib"] = {
+        "n_bins": 2,
+        "count": [[3, 7], [0, 10]],
+        "conf_sum": [[1.25, 6.125], [0.0, 9.000001]],
+        "correct_sum": [[2, 7], [0, 1]],
+    }
+    rec["results"]["last"]["heads"] = {"cls": {"correct": [8, 0], "total": [10, 10]}}
     store.ingest(rec)
     store.ingest(rec)  # same record twice: still one run, one set of metrics
-    assert store.get("abc") == rec
+    assert plain(store.get("abc")) == rec
     assert store.status("abc") == "done"
-    assert store.records() == [rec]
+    (got,) = store.records()
+    assert plain(got) == rec
+    # Per-class vectors come back as arrays (no JSON decoding of long lists), exactly.
+    calib = got["results"]["last"]["calib"]
+    assert calib["count"].dtype.kind == "i" and calib["count"].shape == (2, 2)
+    assert calib["conf_sum"][1, 1] == 9.000001 and calib["n_bins"] == 2
+    assert got["results"]["last"]["heads"]["cls"]["correct"].tolist() == [8, 0]
+    assert store.records(status=None)[0]["train_counts"] == [100, 10]  # outside results: as stored
     rows = store.summary_rows()
     assert len(rows) == 1
     assert rows[0]["last.top1"] == 0.5 and rows[0]["last.medium"] is None
+
+
+def test_store_from_before_the_vectors_column_still_reads(tmp_path):
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "s.db") as db:  # the runs table as the first release made it
+        db.execute(
+            "CREATE TABLE runs (run_id TEXT PRIMARY KEY, method TEXT NOT NULL, dataset TEXT NOT NULL,"
+            " budget TEXT NOT NULL, seed INTEGER NOT NULL, data_seed INTEGER NOT NULL, status TEXT NOT NULL,"
+            " error TEXT, started_at TEXT, finished_at TEXT, train_seconds REAL, eval_seconds REAL,"
+            " ltbench_version TEXT, git_commit TEXT, device TEXT, data_fingerprint TEXT, run_dir TEXT,"
+            " record TEXT NOT NULL)"
+        )
+        rec = make_record()
+        db.execute(
+            "INSERT INTO runs VALUES (" + ",".join("?" * 18) + ")",
+            (
+                "abc",
+                "ce",
+                "digits_lt",
+                "smoke",
+                0,
+                0,
+                "done",
+                None,
+                None,
+                None,
+                1.5,
+                0.1,
+                None,
+                None,
+                None,
+                None,
+                None,
+                json.dumps(rec),
+            ),
+        )
+    store = ResultStore(tmp_path / "s.db")
+    assert store.records() == [rec]  # the old row: plain JSON lists
+    store.ingest(make_record("new"))
+    assert {r["run_id"] for r in store.records()} == {"abc", "new"}
 
 
 def test_reingest_replaces_metrics(tmp_path):
