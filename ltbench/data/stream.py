@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
 from ..errors import DataFormatError
 from ..recipes import DatasetSpec
@@ -75,18 +75,22 @@ class ImageListDataset(Dataset):
                 f"cannot decode image {path}: {e} (--set skip_unreadable=true skips such images)"
             ) from None
         # timm's transforms draw from `random`, NumPy (RandAugment's choice of ops) and torch's
-        # CPU generator: seed all three for this image, then put them back so the training
-        # process's own streams are untouched.
-        states = random.getstate(), np.random.get_state(), torch.random.default_generator.get_state()
+        # CPU generator: seed all three for this image. In the training process itself
+        # (num_workers=0) they are put back afterwards, so its own streams are untouched.
+        inline = get_worker_info() is None
+        states = (
+            (random.getstate(), np.random.get_state(), torch.random.default_generator.get_state()) if inline else ()
+        )
         random.seed(seed)
         np.random.seed(seed % 2**32)
-        torch.random.default_generator.manual_seed(seed)
+        generator.manual_seed(seed)
         try:
             x = self.transform(img)
         finally:
-            random.setstate(states[0])
-            np.random.set_state(states[1])
-            torch.random.default_generator.set_state(states[2])
+            if inline:
+                random.setstate(states[0])
+                np.random.set_state(states[1])
+                generator.set_state(states[2])
         return x, int(self.labels[i])
 
 
