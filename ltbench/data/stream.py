@@ -78,9 +78,8 @@ class ImageListDataset(Dataset):
         # CPU generator: seed all three for this image. In the training process itself
         # (num_workers=0) they are put back afterwards, so its own streams are untouched.
         inline = get_worker_info() is None
-        states = (
-            (random.getstate(), np.random.get_state(), torch.random.default_generator.get_state()) if inline else ()
-        )
+        generator = torch.random.default_generator
+        states = (random.getstate(), np.random.get_state(), generator.get_state()) if inline else ()
         random.seed(seed)
         np.random.seed(seed % 2**32)
         generator.manual_seed(seed)
