@@ -3,6 +3,7 @@
 Measured in one process, on the same model, loss, data and batch size:
 
 - **limit**: forward + backward + optimiser step on a batch already on the device, images/s;
+- **data only**: one epoch of the data path (reading, augmentation, copies) without the model;
 - **ltbench**: the real loop (``train.fit``: batching, augmentation, targets, loss, logging,
   checkpoints) over whole epochs, images/s, with evaluation timed apart;
 - **reference**: the way the LiVT and DeiT-LT codebases feed data, per-sample PIL transforms
@@ -160,6 +161,14 @@ def benchmark(
     # Measured again after the loop; the higher one counts, so machine noise cannot flatter the ratio.
     limits.append(_limit(objective, optimizer, x, y, steps, device, cfg.train.grad_clip))
     limit = max(limits)
+    # The data path alone (batches on the device, no model): with decoding in the training
+    # process, 1 / (1 / limit + 1 / data) is the most the loop can reach.
+    _sync(device)
+    tick, seen = time.perf_counter(), 0
+    for xb, _ in batches.train_batches(cfg.train.batch_size, 1):
+        seen += len(xb)
+    _sync(device)
+    data_only = seen / (time.perf_counter() - tick)
     trained = epochs * (len(data.train) // min(cfg.train.batch_size, len(data.train)))
     loop = trained * cfg.train.batch_size / result.train_seconds
     reference = None
@@ -185,6 +194,8 @@ def benchmark(
         "limit_runs_img_s": [round(v, 1) for v in limits],
         "ltbench_img_s": round(loop, 1),
         "ratio": round(loop / limit, 3),
+        "data_only_img_s": round(data_only, 1),
+        "serial_bound_ratio": round(1 / (1 + limit / data_only), 3),
         "data_path": "memory" if data.in_memory else "stream",
         "reference_img_s": None if reference is None else round(reference, 1),
         "speedup": None if reference is None else round(loop / reference, 2),

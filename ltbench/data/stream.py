@@ -53,9 +53,10 @@ class ImageListDataset(Dataset):
     """Images named by paths relative to ``root``; an unreadable one stops the run unless
     ``skip_unreadable``, when it is dropped from its batch and counted."""
 
-    def __init__(self, root: Path, split: Split, transform, skip_unreadable: bool = False):
+    def __init__(self, root: Path, split: Split, transform, skip_unreadable: bool = False, seeds_numpy: bool = True):
         self.root, self.paths, self.labels = Path(root), split.paths, split.labels
         self.transform, self.skip = transform, skip_unreadable
+        self.seeds_numpy = seeds_numpy  # only RandAugment draws from NumPy, and seeding it costs ~60 us
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -79,17 +80,20 @@ class ImageListDataset(Dataset):
         # (num_workers=0) they are put back afterwards, so its own streams are untouched.
         inline = get_worker_info() is None
         generator = torch.random.default_generator
-        states = (random.getstate(), np.random.get_state(), generator.get_state()) if inline else ()
+        if inline:
+            states = random.getstate(), generator.get_state(), np.random.get_state() if self.seeds_numpy else None
         random.seed(seed)
-        np.random.seed(seed % 2**32)
         generator.manual_seed(seed)
+        if self.seeds_numpy:
+            np.random.seed(seed % 2**32)
         try:
             x = self.transform(img)
         finally:
             if inline:
                 random.setstate(states[0])
-                np.random.set_state(states[1])
-                generator.set_state(states[2])
+                generator.set_state(states[1])
+                if self.seeds_numpy:
+                    np.random.set_state(states[2])
         return x, int(self.labels[i])
 
 
@@ -158,9 +162,9 @@ class StreamBatches:
     def _loader(self, train: bool, batch_size: int) -> DataLoader:
         key = (train, batch_size)
         if key not in self._loaders:
-            ds = ImageListDataset(
-                self.root, self.split, self.train_tf if train else self.eval_tf, self.spec.skip_unreadable
-            )
+            transform = self.train_tf if train else self.eval_tf
+            uses_numpy = train and bool(self.spec.augment.auto_augment)
+            ds = ImageListDataset(self.root, self.split, transform, self.spec.skip_unreadable, uses_numpy)
             self._loaders[key] = DataLoader(
                 ds,
                 batch_size=batch_size,
