@@ -143,7 +143,11 @@ class ResultStore:
             db.executescript(SCHEMA)
             columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
             if "vectors" not in columns:  # a store written before vectors moved out of the JSON
-                db.execute("ALTER TABLE runs ADD COLUMN vectors BLOB")
+                try:
+                    db.execute("ALTER TABLE runs ADD COLUMN vectors BLOB")
+                except sqlite3.OperationalError as e:  # another process added it first
+                    if "duplicate column" not in str(e):
+                        raise
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=60)

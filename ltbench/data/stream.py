@@ -172,6 +172,9 @@ class StreamBatches:
                 drop_last=train,
                 num_workers=self.workers,
                 collate_fn=_collate,
+                # Its own generator: a new iterator then never draws from the training
+                # process's torch RNG (every image is re-seeded anyway).
+                generator=torch.Generator(),
                 pin_memory=self.device.type == "cuda",
                 persistent_workers=self.workers > 0,
             )
