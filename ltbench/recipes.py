@@ -41,7 +41,7 @@ _DESCRIPTIVE = frozenset({"title", "paper", "default_root"})
 # How a run executes, not what it computes: left out of its identity (config_hash), so
 # changing them never re-runs anything. The streamed path's augmentation is seeded per image,
 # so the number of workers cannot change a result.
-_EXECUTION = frozenset({"num_workers", "compile", "checkpoint_minutes"})
+EXECUTION_KEYS = frozenset({"num_workers", "compile", "checkpoint_minutes"})
 
 
 class RecipeError(ValueError):
@@ -495,7 +495,7 @@ def config_hash(cfg: RunConfig) -> str:
 
     def strip(x: Any) -> Any:
         if isinstance(x, dict):
-            return {k: strip(v) for k, v in x.items() if k not in _DESCRIPTIVE | _EXECUTION}
+            return {k: strip(v) for k, v in x.items() if k not in _DESCRIPTIVE | EXECUTION_KEYS}
         if isinstance(x, list):
             return [strip(v) for v in x]
         if isinstance(x, int) and not isinstance(x, bool):

@@ -26,6 +26,7 @@ import pandas as pd
 
 from .groups import CONVENTIONS
 from .metrics import per_class_accuracy, summarize
+from .recipes import EXECUTION_KEYS
 
 SELECTIONS = ("last", "best_val")
 METRICS = ("many", "medium", "few", "top1")  # table column order: Many, Med., Few, All
@@ -96,7 +97,8 @@ def runs_frame(
         row = {k: r.get(k) for k in RUN_COLUMNS}
         row.update({k: np.nan if m.get(k) is None else m[k] for k in (*METRICS, "ece")})
         row["variant"] = variant_of(r)
-        row["label"] = r["method"] + (f" [{', '.join(r['overrides'])}]" if r.get("overrides") else "")
+        shown = [o for o in r.get("overrides") or () if o.split("=", 1)[0].split(".")[-1].strip() not in EXECUTION_KEYS]
+        row["label"] = r["method"] + (f" [{', '.join(shown)}]" if shown else "")
         rows.append(row)
     frame = pd.DataFrame(rows, columns=[*RUN_COLUMNS, "top1", "many", "medium", "few", "ece", "variant", "label"])
     _name_variants(frame)
@@ -111,6 +113,8 @@ def variant_of(record: dict[str, Any]) -> str:
         return ""
     cfg.pop("seed", None)
     cfg.pop("data_seed", None)
+    # Execution settings (workers, compile, checkpoint spacing) never make another variant.
+    cfg["train"] = {k: v for k, v in (cfg.get("train") or {}).items() if k not in EXECUTION_KEYS}
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8]
 
 

@@ -119,3 +119,12 @@ def test_randaugment_posterize_to_zero_bits_is_black():
     ra.ops[0].prob = 1.0
     out = np.asarray(ra(Image.fromarray(np.full((8, 8, 3), 200, dtype=np.uint8))))
     assert out.max() == 0
+
+
+def test_reports_pool_runs_that_differ_only_in_execution_settings(smoke_config):
+    from ltbench.reporting import variant_of
+
+    plain = {"config": smoke_config("ce").to_dict()}
+    fast = {"config": smoke_config("ce", "num_workers=16", "compile=true").to_dict()}
+    other = {"config": smoke_config("ce", "epochs=3").to_dict()}
+    assert variant_of(plain) == variant_of(fast) != variant_of(other)
