@@ -489,18 +489,19 @@ def run_config_from_dict(d: dict[str, Any], where: str = "config") -> RunConfig:
     return from_mapping(RunConfig, d, where)
 
 
+def identity(x: Any) -> Any:
+    """What of a config's dict form decides a result: descriptive and execution fields
+    removed, numbers as floats."""
+    if isinstance(x, dict):
+        return {k: identity(v) for k, v in x.items() if k not in _DESCRIPTIVE | EXECUTION_KEYS}
+    if isinstance(x, list):
+        return [identity(v) for v in x]
+    if isinstance(x, int) and not isinstance(x, bool):
+        return float(x)  # --set tau=1 and the recipe's 1.0 are the same setting
+    return x
+
+
 def config_hash(cfg: RunConfig) -> str:
-    """Stable identity of a run: SHA-256 of its canonical JSON, descriptive and execution
-    fields removed."""
-
-    def strip(x: Any) -> Any:
-        if isinstance(x, dict):
-            return {k: strip(v) for k, v in x.items() if k not in _DESCRIPTIVE | EXECUTION_KEYS}
-        if isinstance(x, list):
-            return [strip(v) for v in x]
-        if isinstance(x, int) and not isinstance(x, bool):
-            return float(x)  # --set tau=1 and the recipe's 1.0 are the same setting
-        return x
-
-    blob = json.dumps(strip(cfg.to_dict()), sort_keys=True, separators=(",", ":"))
+    """Stable identity of a run: SHA-256 of the canonical JSON of its :func:`identity`."""
+    blob = json.dumps(identity(cfg.to_dict()), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()

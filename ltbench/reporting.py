@@ -26,7 +26,7 @@ import pandas as pd
 
 from .groups import CONVENTIONS
 from .metrics import per_class_accuracy, summarize
-from .recipes import EXECUTION_KEYS
+from .recipes import EXECUTION_KEYS, identity
 
 SELECTIONS = ("last", "best_val")
 METRICS = ("many", "medium", "few", "top1")  # table column order: Many, Med., Few, All
@@ -113,9 +113,8 @@ def variant_of(record: dict[str, Any]) -> str:
         return ""
     cfg.pop("seed", None)
     cfg.pop("data_seed", None)
-    # Execution settings (workers, compile, checkpoint spacing) never make another variant.
-    cfg["train"] = {k: v for k, v in (cfg.get("train") or {}).items() if k not in EXECUTION_KEYS}
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8]
+    # As the run hash: execution settings (workers, compile, ...) never make another variant.
+    return hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()[:8]
 
 
 def _name_variants(frame: pd.DataFrame) -> None:
