@@ -78,7 +78,7 @@ def _pack(node: Any, chunks: list[bytes], offset: list[int]) -> Any:
         return node
     out = {}
     for key, value in node.items():
-        if key in _VECTORS and isinstance(value, list):
+        if key in _VECTORS and isinstance(value, (list, np.ndarray)):  # arrays: a record read from a store
             arr = np.asarray(value)
             if arr.dtype.kind in "iub" and (arr.size == 0 or np.abs(arr).max() < 2**31):
                 arr = arr.astype("<i4")

@@ -55,6 +55,8 @@ def test_round_trip_and_idempotent_ingest(tmp_path):
     assert calib["conf_sum"][1, 1] == 9.000001 and calib["n_bins"] == 2
     assert got["results"]["last"]["heads"]["cls"]["correct"].tolist() == [8, 0]
     assert store.records(status=None)[0]["train_counts"] == [100, 10]  # outside results: as stored
+    store.ingest(got)  # a record read back (NumPy vectors) ingests again unchanged
+    assert plain(store.get("abc")) == rec
     rows = store.summary_rows()
     assert len(rows) == 1
     assert rows[0]["last.top1"] == 0.5 and rows[0]["last.medium"] is None
