@@ -1,15 +1,16 @@
 """Streamed data for large sets (ImageNet-LT, Places-LT, iNaturalist).
 
-Workers decode with PIL and run timm's geometric and colour transforms, then hand over
-uint8 tensors (a quarter of float32's bytes through pinned memory); conversion to float,
-normalisation and random erasing run on whole batches on the device, as timm's prefetcher
-does.
+A worker builds a whole batch: it decodes the batch's JPEGs in one libjpeg-turbo call,
+draws every image's RandomResizedCrop box at once and resizes with torch's antialiased
+bicubic on uint8 (timm's geometry, without PIL). Only the colour policies, RandAugment
+and colour jitter, still go through PIL per image, as timm runs them. Batches leave the
+worker as uint8 (a quarter of float32's bytes through pinned memory); conversion to float,
+normalisation and random erasing run on the device, as timm's prefetcher does.
 
 Reproducibility without rebuilding the loader: the sampler draws each epoch's order from the
-epoch seed and pairs every index with a seed of its own, with which the dataset seeds the
-transform's random draws. An image's augmentation therefore depends on (seed, epoch,
-position) only, not on which worker decodes it or how many there are, and the workers can
-stay alive across epochs.
+epoch seed and gives every batch a seed of its own, from which the worker draws that batch's
+augmentation. A batch's images therefore depend on (seed, epoch, batch) only, not on which
+worker builds it or how many there are, and the workers stay alive across epochs.
 """
 
 from __future__ import annotations
@@ -20,81 +21,109 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from ..errors import DataFormatError
 from ..recipes import DatasetSpec
+from .crops import center_crops, random_flip, random_resized_boxes, resized_crops
+from .decode import decode_rgb
 from .sources import Split
 
 _SEED_SPACE = 2**62
+EVAL_CROP_PCT = 0.875  # timm's default centre crop for evaluation
 
 
-class EpochSampler(Sampler):
-    """Yields ``(index, sample_seed)``: a seeded permutation (or the plain order), re-drawn
-    whenever :meth:`set_epoch` gives a new seed."""
+class EpochBatchSampler(Sampler):
+    """Yields ``(indices, batch_seed)``: a seeded permutation (or the plain order) cut into
+    batches, re-drawn whenever :meth:`set_epoch` gives a new seed."""
 
-    def __init__(self, n: int, shuffle: bool):
-        self.n, self.shuffle, self.seed = n, shuffle, 0
+    def __init__(self, n: int, batch_size: int, shuffle: bool, drop_last: bool):
+        self.n, self.batch_size, self.shuffle, self.drop_last, self.seed = n, batch_size, shuffle, drop_last, 0
 
     def set_epoch(self, seed: int) -> None:
         self.seed = seed
 
     def __len__(self) -> int:
-        return self.n
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed)
-        order = torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
-        seeds = torch.randint(0, _SEED_SPACE, (self.n,), generator=g)
-        return iter(zip(order.tolist(), seeds.tolist()))
+        order = (torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)).tolist()
+        seeds = torch.randint(0, _SEED_SPACE, (len(self),), generator=g).tolist()
+        for b, seed in enumerate(seeds):
+            yield order[b * self.batch_size : (b + 1) * self.batch_size], seed
 
 
-class ImageListDataset(Dataset):
-    """Images named by paths relative to ``root``; an unreadable one stops the run unless
-    ``skip_unreadable``, when it is dropped from its batch and counted."""
+class ImageListBatches(Dataset):
+    """Batches of images named by paths relative to ``root``, keyed by ``(indices, seed)``.
 
-    def __init__(self, root: Path, split: Split, transform, skip_unreadable: bool = False, seeds_numpy: bool = True):
-        self.root, self.paths, self.labels = Path(root), split.paths, split.labels
-        self.transform, self.skip = transform, skip_unreadable
-        self.seeds_numpy = seeds_numpy  # only RandAugment draws from NumPy, and seeding it costs ~60 us
+    Returns ``(uint8 images (B, 3, S, S), labels, skipped)``. An unreadable image stops the
+    run unless ``skip_unreadable``, when it is dropped from its batch and counted.
+    """
+
+    def __init__(self, root: Path, split: Split, size: int, train: bool, augment=None, colour=None, skip=False):
+        self.root, self.paths, self.labels = Path(root), split.paths, np.asarray(split.labels)
+        self.size, self.train, self.augment, self.colour, self.skip = size, train, augment, colour, skip
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, item: tuple[int, int]):
+    def __getitem__(self, item: tuple[list[int], int]):
+        indices, seed = item
+        paths = [f"{self.root}/{self.paths[i]}" for i in indices]  # str: pathlib costs ~15 us per image
+        images, kept = [], []
+        for i, path, img in zip(indices, paths, decode_rgb(paths)):
+            if isinstance(img, Exception):
+                if not self.skip:
+                    raise DataFormatError(
+                        f"cannot decode image {path}: {img} (--set skip_unreadable=true skips such images)"
+                    )
+                continue
+            images.append(img)
+            kept.append(i)
+        skipped = len(indices) - len(kept)
+        if not images:
+            return None, None, skipped
+        x = self._train(images, seed) if self.train else self._eval(images)
+        return x, torch.as_tensor(self.labels[kept], dtype=torch.long), skipped
+
+    def _eval(self, images: list[torch.Tensor]) -> torch.Tensor:
+        return center_crops(images, self.size, EVAL_CROP_PCT)
+
+    def _train(self, images: list[torch.Tensor], seed: int) -> torch.Tensor:
+        aug = self.augment
+        rng = np.random.default_rng(seed)
+        sizes = np.array([img.shape[-2:] for img in images])
+        boxes = random_resized_boxes(rng, sizes, (aug.rrc_scale_min, 1.0))
+        x = resized_crops(images, boxes, self.size)
+        if aug.flip:
+            x = random_flip(x, rng)
+        if self.colour is not None:
+            x = self._colour(x, seed)
+        return x
+
+    def _colour(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+        """timm's colour stage (RandAugment or colour jitter), per image through PIL. It draws
+        from ``random``, NumPy and torch: seeded from the batch's seed; in the training
+        process itself (num_workers=0) they are put back afterwards."""
         from PIL import Image
 
-        i, seed = item
-        path = self.root / self.paths[i]
-        try:
-            with Image.open(path) as img:
-                img = img.convert("RGB")
-        except (OSError, ValueError) as e:
-            if self.skip:
-                return None
-            raise DataFormatError(
-                f"cannot decode image {path}: {e} (--set skip_unreadable=true skips such images)"
-            ) from None
-        # timm's transforms draw from `random`, NumPy (RandAugment's choice of ops) and torch's
-        # CPU generator: seed all three for this image. In the training process itself
-        # (num_workers=0) they are put back afterwards, so its own streams are untouched.
         inline = get_worker_info() is None
         generator = torch.random.default_generator
         if inline:
-            states = random.getstate(), generator.get_state(), np.random.get_state() if self.seeds_numpy else None
+            states = random.getstate(), np.random.get_state(), generator.get_state()
         random.seed(seed)
+        np.random.seed(seed % 2**32)
         generator.manual_seed(seed)
-        if self.seeds_numpy:
-            np.random.seed(seed % 2**32)
         try:
-            x = self.transform(img)
+            hwc = x.permute(0, 2, 3, 1).numpy()
+            out = [np.asarray(self.colour(Image.fromarray(img))) for img in hwc]
         finally:
             if inline:
                 random.setstate(states[0])
-                generator.set_state(states[1])
-                if self.seeds_numpy:
-                    np.random.set_state(states[2])
-        return x, int(self.labels[i])
+                np.random.set_state(states[1])
+                generator.set_state(states[2])
+        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 
 def _posterize(img, bits_to_keep, **_):
@@ -116,44 +145,45 @@ def _fix_timm_posterize() -> None:
         auto_augment.NAME_TO_OP[name] = _posterize
 
 
-def _collate(batch):
-    items = [b for b in batch if b is not None]
-    skipped = len(batch) - len(items)
-    if not items:
-        return None, None, skipped
-    x, y = default_collate(items)
-    return x, y, skipped
+def colour_transform(spec: DatasetSpec, img_size: int):
+    """timm's colour stage for the recipe (RandAugment, or colour jitter), None when it has none."""
+    from timm.data.transforms_factory import transforms_imagenet_train
+
+    _fix_timm_posterize()  # before timm builds the ops, which look theirs up once
+    aug = spec.augment
+    _, colour, _ = transforms_imagenet_train(
+        img_size,
+        auto_augment=aug.auto_augment or None,
+        color_jitter=aug.color_jitter or None,  # explicit: timm's default would add 0.4
+        interpolation="bicubic",
+        mean=spec.mean,
+        separate=True,
+    )
+    return colour if colour.transforms else None
+
+
+def _keep(item):
+    return item  # the worker already built the batch
 
 
 class StreamBatches:
     """The same interface as :class:`~ltbench.data.memory.DeviceBatches`, for files on disk.
 
-    Two loaders (train, eval) are built on first use and kept, with their workers, for the
+    Loaders (train, eval) are built on first use and kept, with their workers, for the
     whole run.
     """
 
     def __init__(self, root: Path, split: Split, spec: DatasetSpec, img_size: int, device, workers: int = 4):
-        from timm.data import create_transform
         from timm.data.random_erasing import RandomErasing
 
-        _fix_timm_posterize()
         self.device = torch.device(device)
-        self.split, self.root, self.spec, self.workers = split, root, spec, workers
+        self.split, self.root, self.spec, self.workers, self.img_size = split, root, spec, workers, img_size
         self.skipped = 0
-        aug = spec.augment
-        common = dict(input_size=img_size, interpolation="bicubic", use_prefetcher=True)
-        self.train_tf = create_transform(
-            is_training=True,
-            scale=(aug.rrc_scale_min, 1.0),
-            hflip=0.5 if aug.flip else 0.0,
-            auto_augment=aug.auto_augment or None,
-            color_jitter=aug.color_jitter or None,  # explicit: timm's default would add 0.4
-            **common,
-        )
-        self.eval_tf = create_transform(is_training=False, crop_pct=0.875, **common)
+        self.colour = colour_transform(spec, img_size)
         self.mean = torch.tensor(spec.mean, device=self.device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(spec.std, device=self.device).view(1, -1, 1, 1) * 255
-        self.erase = RandomErasing(aug.re_prob, mode="const", device=self.device) if aug.re_prob > 0 else None
+        re_prob = spec.augment.re_prob
+        self.erase = RandomErasing(re_prob, mode="const", device=self.device) if re_prob > 0 else None
         self._loaders: dict[tuple, DataLoader] = {}
 
     def __len__(self) -> int:
@@ -162,18 +192,18 @@ class StreamBatches:
     def _loader(self, train: bool, batch_size: int) -> DataLoader:
         key = (train, batch_size)
         if key not in self._loaders:
-            transform = self.train_tf if train else self.eval_tf
-            uses_numpy = train and bool(self.spec.augment.auto_augment)
-            ds = ImageListDataset(self.root, self.split, transform, self.spec.skip_unreadable, uses_numpy)
+            spec = self.spec
+            ds = ImageListBatches(
+                self.root, self.split, self.img_size, train, spec.augment, self.colour, spec.skip_unreadable
+            )
             self._loaders[key] = DataLoader(
                 ds,
-                batch_size=batch_size,
-                sampler=EpochSampler(len(ds), shuffle=train),
-                drop_last=train,
+                batch_size=None,  # the sampler hands out whole batches
+                sampler=EpochBatchSampler(len(ds), batch_size, shuffle=train, drop_last=train),
                 num_workers=self.workers,
-                collate_fn=_collate,
+                collate_fn=_keep,
                 # Its own generator: a new iterator then never draws from the training
-                # process's torch RNG (every image is re-seeded anyway).
+                # process's torch RNG (every batch is seeded anyway).
                 generator=torch.Generator(),
                 pin_memory=self.device.type == "cuda",
                 persistent_workers=self.workers > 0,
