@@ -7,7 +7,10 @@ Measured in one process, on the same model, loss, data and batch size:
 - **ltbench**: the real loop (``train.fit``: batching, augmentation, targets, loss, logging,
   checkpoints) over whole epochs, images/s, with evaluation timed apart;
 - **reference**: the way the LiVT and DeiT-LT codebases feed data, per-sample PIL transforms
-  (random crop, flip, ToTensor, Normalize) through a DataLoader;
+  (random crop, flip, ToTensor, Normalize) through a DataLoader; with its per-sample work
+  timed alone, the **speed-up bound** 1 + limit / reference data only: what a loop at the
+  limit gains over a reference doing that work serially, in the training process. Workers
+  that overlap it leave less; only contention for cores can leave more;
 - **start**: seconds from nothing imported to the first training step;
 - **peak memory**: resident set size (CPU) or CUDA's peak allocation.
 
@@ -51,7 +54,7 @@ def _limit(objective, optimizer, x, target, steps: int, device, clip: float = 0.
     return steps * len(x) / (time.perf_counter() - tick)
 
 
-def _reference(cfg, data, objective, optimizer, device, epochs: int, workers: int) -> float:
+def _reference_loader(cfg, data, workers: int):
     """Per-sample PIL transforms through a DataLoader, as the peer codebases do."""
     from PIL import Image
     from torch.utils.data import DataLoader, Dataset
@@ -73,7 +76,7 @@ def _reference(cfg, data, objective, optimizer, device, epochs: int, workers: in
             pil = Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0))
             return tf(pil), int(data.train.labels[i])
 
-    loader = DataLoader(
+    return DataLoader(
         Images(),
         batch_size=cfg.train.batch_size,
         shuffle=True,
@@ -81,6 +84,19 @@ def _reference(cfg, data, objective, optimizer, device, epochs: int, workers: in
         num_workers=workers,
         persistent_workers=workers > 0,
     )
+
+
+def _reference_data_only(cfg, data) -> float:
+    """The reference's per-sample work alone, in this process: images/s."""
+    tick, seen = time.perf_counter(), 0
+    for x, _ in _reference_loader(cfg, data, 0):
+        seen += len(x)
+    return seen / (time.perf_counter() - tick)
+
+
+def _reference(cfg, data, objective, optimizer, device, epochs: int, workers: int) -> float:
+    """The reference loop: the same model step, fed by :func:`_reference_loader`."""
+    loader = _reference_loader(cfg, data, workers)
     model = objective.model
     model.train()
     seen, tick = 0, None
@@ -171,8 +187,9 @@ def benchmark(
     data_only = seen / (time.perf_counter() - tick)
     trained = epochs * (len(data.train) // min(cfg.train.batch_size, len(data.train)))
     loop = trained * cfg.train.batch_size / result.train_seconds
-    reference = None
+    reference = reference_data = None
     if data.in_memory:
+        reference_data = _reference_data_only(cfg, data)
         ref_objective = build_objective(cfg, data, device, Dependencies())
         if cfg.train.compile:  # the same model step; only the feeding differs
             ref_objective.forward = torch.compile(ref_objective.forward)
@@ -199,6 +216,9 @@ def benchmark(
         "data_path": "memory" if data.in_memory else "stream",
         "reference_img_s": None if reference is None else round(reference, 1),
         "speedup": None if reference is None else round(loop / reference, 2),
+        # A loop at the limit against the reference doing its per-sample work serially.
+        "reference_data_only_img_s": None if reference_data is None else round(reference_data, 1),
+        "speedup_bound": None if reference_data is None else round(1 + limit / reference_data, 2),
         "eval_seconds_per_epoch": round(result.eval_seconds / epochs, 3),
         "start_to_first_step_s": round(first_step, 2),
         "peak_memory_mb": round(_peak_memory_mb(device), 1),

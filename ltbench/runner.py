@@ -219,11 +219,14 @@ def execute_run(
     """Train and evaluate one run, then store its record; skip it if already done.
 
     A run that fails while training (NaN loss, a crash) is stored as ``failed`` with its
-    error and returned; Ctrl-C propagates and leaves the last epoch's checkpoint, from which
-    the same command resumes.
+    error and returned; Ctrl-C propagates and leaves the latest checkpoint (the last epoch's,
+    or with ``train.checkpoint_minutes`` the last one saved), from which the same command
+    resumes.
 
     Returns:
-        The run's record (the stored one when skipped, with ``"skipped": True``).
+        The run's record as the store gives it back (per-class vectors as read-only NumPy
+        arrays; ``json.dumps(record, default=numpy.ndarray.tolist)`` writes it), with
+        ``"skipped": True`` when it was already done.
 
     Raises:
         RunSetupError: the run could not start; nothing was written to the store.
@@ -256,7 +259,7 @@ def execute_run(
         )
         write_record(record, spec.run_dir)
         store.ingest(record)
-        return record
+        return store.get(spec.run_id)
     if not is_main():  # data-parallel: process 0 writes the one record
         return record
     counts = record["train_counts"]
@@ -277,4 +280,4 @@ def execute_run(
     )
     write_record(record, spec.run_dir)
     store.ingest(record)
-    return record
+    return store.get(spec.run_id)  # one type for fresh and skipped runs

@@ -79,10 +79,14 @@ def _pack(node: Any, chunks: list[bytes], offset: list[int]) -> Any:
     out = {}
     for key, value in node.items():
         if key in _VECTORS and isinstance(value, (list, np.ndarray)):  # arrays: a record read from a store
-            arr = np.asarray(value)
-            if arr.dtype.kind in "iub" and (arr.size == 0 or np.abs(arr).max() < 2**31):
-                arr = arr.astype("<i4")
-            elif arr.dtype.kind in "iubf":
+            try:
+                arr = np.asarray(value)
+            except ValueError:  # ragged: not a vector, keep it as JSON
+                out[key] = value
+                continue
+            if arr.dtype.kind in "iub":
+                arr = arr.astype("<i4" if arr.size == 0 or np.abs(arr).max() < 2**31 else "<i8")
+            elif arr.dtype.kind == "f":
                 arr = arr.astype("<f8")
             else:  # not numbers: keep as JSON
                 out[key] = value

@@ -62,6 +62,17 @@ def test_round_trip_and_idempotent_ingest(tmp_path):
     assert rows[0]["last.top1"] == 0.5 and rows[0]["last.medium"] is None
 
 
+def test_vectors_that_are_not_plain_numbers_keep_their_values(tmp_path):
+    store = ResultStore(tmp_path / "s.db")
+    rec = make_record()
+    rec["results"]["last"]["correct"] = [2**40, 1]  # past int32: kept as integers, exactly
+    rec["results"]["last"]["total"] = [[1, 2], [3]]  # ragged: stays JSON
+    store.ingest(rec)
+    got = store.get("abc")["results"]["last"]
+    assert got["correct"].dtype.kind == "i" and got["correct"].tolist() == [2**40, 1]
+    assert got["total"] == [[1, 2], [3]]
+
+
 def test_store_from_before_the_vectors_column_still_reads(tmp_path):
     import sqlite3
 
