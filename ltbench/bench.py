@@ -7,7 +7,8 @@ Measured in one process, on the same model, loss, data and batch size:
 - **ltbench**: the real loop (``train.fit``: batching, augmentation, targets, loss, logging,
   checkpoints) over whole epochs, images/s, with evaluation timed apart;
 - **reference**: the way the LiVT and DeiT-LT codebases feed data, per-sample PIL transforms
-  (random crop, flip, ToTensor, Normalize) through a DataLoader; with its per-sample work
+  (random crop, flip, the recipe's RandAugment, ToTensor, Normalize, random erasing) through
+  a DataLoader; with its per-sample work
   timed alone, the **speed-up bound** 1 + limit / reference data only: what a loop at the
   limit gains over a reference doing that work serially, in the training process. Workers
   that overlap it leave less; only contention for cores can leave more;
@@ -65,7 +66,16 @@ def _reference_loader(cfg, data, workers: int):
     steps = [T.Resize(cfg.train.img_size)] if cfg.train.img_size and cfg.train.img_size != size else []
     steps += [T.RandomCrop(cfg.train.img_size or size, padding=aug.crop_pad)] if aug.crop_pad else []
     steps += [T.RandomHorizontalFlip()] if aug.flip else []
-    tf = T.Compose([*steps, T.ToTensor(), T.Normalize(cfg.data.mean, cfg.data.std)])
+    if aug.auto_augment:  # timm's PIL RandAugment, per image, as the papers' code runs it
+        from .data.stream import colour_transform
+
+        steps += [colour_transform(cfg.data, cfg.train.img_size or size)]
+    steps += [T.ToTensor(), T.Normalize(cfg.data.mean, cfg.data.std)]
+    if aug.re_prob > 0:
+        from timm.data.random_erasing import RandomErasing
+
+        steps += [RandomErasing(aug.re_prob, mode="const", device="cpu")]
+    tf = T.Compose(steps)
 
     class Images(Dataset):
         def __len__(self):

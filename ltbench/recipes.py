@@ -429,7 +429,33 @@ def resolve(
         method.teacher_seed,
     )
     cfg = RunConfig(mcfg, dataset, method.budgets[budget], budget, seed, data_seed)
-    return apply_overrides(cfg, overrides) if overrides else cfg
+    cfg = apply_overrides(cfg, overrides) if overrides else cfg
+    _check_auto_augment(cfg.data)
+    return cfg
+
+
+def _check_auto_augment(spec: DatasetSpec) -> None:
+    """A bad policy string fails here, before any run starts, not mid-sweep."""
+    policy = spec.augment.auto_augment
+    if not policy:
+        return
+    if spec.storage == "memory" and not policy.startswith("rand-"):
+        raise RecipeError(
+            f"dataset {spec.name}: auto_augment={policy!r}; in-memory data runs timm's RandAugment "
+            "policies only, e.g. auto_augment=rand-m9-mstd0.5-inc1"
+        )
+    from timm.data.auto_augment import augment_and_mix_transform, auto_augment_transform, rand_augment_transform
+
+    build = {"rand": rand_augment_transform, "augmix": augment_and_mix_transform}.get(
+        policy.split("-")[0], auto_augment_transform
+    )
+    try:
+        build(policy, {"img_mean": (124, 116, 104)})
+    except (AssertionError, KeyError, ValueError) as e:
+        raise RecipeError(
+            f"dataset {spec.name}: auto_augment={policy!r} is not a timm policy ({e or 'unknown section'}); "
+            "e.g. rand-m9-mstd0.5-inc1"
+        ) from None
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """In-memory data on the training device: uint8 storage, batched augmentation.
 
 After airbench's CifarLoader: the whole set sits on the device as uint8, each epoch is a
-random permutation sliced into batches, and augmentation (random translation, flip, resize,
-normalisation) runs on whole batches with masks and one gather, never per sample.
+random permutation sliced into batches, and augmentation (random translation, flip,
+RandAugment, resize, normalisation, random erasing) runs on whole batches, never per sample.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from ..recipes import AugmentSpec
+
+AUGMENT_CHUNK = 1024  # images per RandAugment call
 
 
 class DeviceBatches:
@@ -45,6 +47,16 @@ class DeviceBatches:
         self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255
         self.out_size = out_size
+        self.randaugment = None
+        if self.aug.auto_augment:
+            from .randaugment import BatchRandAugment
+
+            self.randaugment = BatchRandAugment(self.aug.auto_augment, mean, images.shape[-1])
+        self.erase = None
+        if self.aug.re_prob > 0:
+            from timm.data.random_erasing import RandomErasing
+
+            self.erase = RandomErasing(self.aug.re_prob, mode="const", device=self.device)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -57,18 +69,30 @@ class DeviceBatches:
 
     def train_batches(self, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch of shuffled, augmented batches; the last incomplete batch is dropped."""
-        aug, n = self.aug, len(self)
+        n = len(self)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         batch_size = min(batch_size, n - n % 2)  # timm's Mixup needs an even batch
         perm = torch.randperm(n, generator=generator, device=generator.device).to(self.device)
-        for start in range(0, n - batch_size + 1, batch_size):
-            idx = perm[start : start + batch_size]
-            x = self.x[idx]
-            if aug.crop_pad:
-                x = random_translate(x, aug.crop_pad, generator)
-            if aug.flip:
-                x = random_flip(x, generator)
-            yield self._finish(x), self.y[idx]
+        starts = range(0, n - batch_size + 1, batch_size)
+        # RandAugment runs on several batches at once: its cost is mostly per call.
+        per_call = max(1, AUGMENT_CHUNK // batch_size) if self.randaugment is not None else 1
+        for first in range(0, len(starts), per_call):
+            indices = [perm[start : start + batch_size] for start in starts[first : first + per_call]]
+            xs = [self._shift_and_flip(self.x[idx], generator) for idx in indices]
+            if self.randaugment is not None:  # at the native size, before any upsampling
+                xs = self.randaugment(torch.cat(xs), generator).split(batch_size)
+            for x, idx in zip(xs, indices):
+                x = self._finish(x)
+                if self.erase is not None:  # on the normalised batch, as timm's prefetcher does
+                    x = self.erase(x)
+                yield x, self.y[idx]
+
+    def _shift_and_flip(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if self.aug.crop_pad:
+            x = random_translate(x, self.aug.crop_pad, generator)
+        if self.aug.flip:
+            x = random_flip(x, generator)
+        return x
 
     def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for start in range(0, len(self), batch_size):
