@@ -97,14 +97,19 @@ def test_decode_rgb_reads_jpeg_png_and_grey_and_names_what_it_cannot(tmp_path):
     Image.fromarray(rgb).save(tmp_path / "a.jpg", quality=90)
     Image.fromarray(grey).save(tmp_path / "g.jpg", quality=90)
     Image.fromarray(np.dstack([rgb, np.full((20, 24), 128, np.uint8)])).save(tmp_path / "p.png")
+    Image.fromarray((grey.astype(np.uint16) * 257)).save(tmp_path / "g16.png")  # 16-bit grey
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "c.jpg")
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
-    names = ["a.jpg", "g.jpg", "p.png", "broken.jpg", "missing.jpg"]
+    whole = (tmp_path / "a.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(whole[: len(whole) // 2])  # truncated: PIL refuses it too
+    good = ["a.jpg", "g.jpg", "p.png", "g16.png", "c.jpg"]
+    names = [*good, "cut.jpg", "broken.jpg", "missing.jpg"]
     out = decode_rgb([str(tmp_path / n) for n in names])
-    for name, img in zip(names[:3], out):
+    for name, img in zip(good, out):
         want = np.asarray(Image.open(tmp_path / name).convert("RGB"))
         assert img.dtype == torch.uint8 and img.shape == (3, *want.shape[:2])
         assert np.abs(img.permute(1, 2, 0).numpy().astype(int) - want).max() <= 1  # both libjpeg-turbo
-    assert isinstance(out[3], Exception) and isinstance(out[4], FileNotFoundError)
+    assert all(isinstance(e, Exception) for e in out[-3:]) and isinstance(out[-1], FileNotFoundError)
     # A batch of JPEGs only takes the one-call path and gives the same pixels.
     assert torch.equal(decode_rgb([str(tmp_path / "a.jpg")] * 2)[1], out[0])
 

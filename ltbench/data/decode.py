@@ -20,12 +20,15 @@ def _read(path: str) -> torch.Tensor:
 
 def _decode_one(path: str, data: torch.Tensor) -> torch.Tensor:
     try:
-        return decode_image(data, mode=ImageReadMode.RGB)
+        img = decode_image(data, mode=ImageReadMode.RGB)
+        if img.dtype == torch.uint8:  # 16-bit PNGs come back as uint16: PIL decides those
+            return img[0] if img.ndim == 4 else img  # an animation's first frame, as PIL opens it
     except RuntimeError:
-        from PIL import Image
+        pass
+    from PIL import Image
 
-        with Image.open(path) as img:  # raises OSError/ValueError when PIL cannot read it either
-            return torch.from_numpy(np.asarray(img.convert("RGB"))).permute(2, 0, 1).contiguous()
+    with Image.open(path) as img:  # raises OSError/ValueError when PIL cannot read it either
+        return torch.from_numpy(np.asarray(img.convert("RGB"))).permute(2, 0, 1).contiguous()
 
 
 def decode_rgb(paths: list[str]) -> list[torch.Tensor | Exception]:
