@@ -204,6 +204,9 @@ class MethodSpec:
     pretrain: Literal["", "mgp"] = ""  # a masked generative pretraining stage first
     teacher: str = ""  # a method whose trained model (seed teacher_seed) is the distillation teacher
     teacher_seed: int = 0  # fixed, so one teacher serves every student seed
+    # Per budget, the method's own augmentation on top of the dataset's (e.g. LiVT's
+    # RandAugment and random erasing in its paper recipe): [augment.paper] re_prob = 0.25
+    augment: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -341,7 +344,13 @@ def load_method(path: Path) -> MethodSpec:
     spec = from_mapping(MethodSpec, data, str(path))
     parsed = {b: from_mapping(TrainConfig, v, f"{path}: budgets.{b}") for b, v in budgets.items()}
     _check_name(spec.name, path)
-    return dataclasses.replace(spec, budgets=parsed)
+    augment = {}
+    for budget, table in spec.augment.items():
+        if budget not in parsed:
+            raise RecipeError(f"{path}: augment.{budget} names no budget; budgets: {', '.join(parsed)}")
+        checked = from_mapping(AugmentSpec, table, f"{path}: augment.{budget}")  # keys and types
+        augment[budget] = {k: getattr(checked, k) for k in table}
+    return dataclasses.replace(spec, budgets=parsed, augment=augment)
 
 
 def load_dataset(path: Path) -> DatasetSpec:
@@ -428,6 +437,9 @@ def resolve(
         method.teacher,
         method.teacher_seed,
     )
+    own = method.augment.get(budget)
+    if own:  # the method's augmentation, before the command's overrides
+        dataset = dataclasses.replace(dataset, augment=dataclasses.replace(dataset.augment, **own))
     cfg = RunConfig(mcfg, dataset, method.budgets[budget], budget, seed, data_seed)
     cfg = apply_overrides(cfg, overrides) if overrides else cfg
     _check_auto_augment(cfg.data)

@@ -150,9 +150,20 @@ def pretrain_config(cfg: RunConfig) -> RunConfig:
 
 
 def teacher_config(cfg: RunConfig, catalog: Catalog) -> RunConfig:
-    """The teacher run: its own recipe and budget on the same data, with a fixed seed."""
+    """The teacher run: its own recipe and budget on the same data, with a fixed seed.
+
+    The student method's own augmentation (its ``[augment.<budget>]``) is taken back off:
+    the teacher trains with the dataset's, as the papers' teachers were trained apart.
+    """
     teacher = catalog.methods.get(cfg.method.teacher)
-    return resolve(teacher, cfg.data, cfg.budget, cfg.method.teacher_seed, cfg.data_seed)
+    data = cfg.data
+    own = catalog.methods.get(cfg.method.name).augment.get(cfg.budget)
+    if own:
+        base = catalog.datasets.get(cfg.data.name).augment
+        data = dataclasses.replace(
+            data, augment=dataclasses.replace(data.augment, **{k: getattr(base, k) for k in own})
+        )
+    return resolve(teacher, data, cfg.budget, cfg.method.teacher_seed, cfg.data_seed)
 
 
 def default_device() -> torch.device:

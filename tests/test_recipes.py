@@ -154,3 +154,30 @@ def test_unverified_data_is_another_run(tmp_path):
     official = plan_runs(["ce"], ["digits_lt"], "smoke", out_dir=tmp_path)[0]
     custom = plan_runs(["ce"], ["digits_lt"], "smoke", out_dir=tmp_path, verify=False)[0]
     assert official.run_id != custom.run_id and official.run_dir != custom.run_dir
+
+
+def test_a_method_brings_its_own_augmentation_to_its_budget(catalog):
+    from ltbench.runner import teacher_config
+
+    cifar = catalog.datasets.get("cifar10_lt")
+    paper = resolve(catalog.methods.get("livt"), cifar, "paper")
+    assert paper.data.augment.auto_augment == "rand-m9-mstd0.5-inc1" and paper.data.augment.re_prob == 0.25
+    assert paper.data.augment.crop_pad == 4  # the dataset's own augmentation stays
+    assert resolve(catalog.methods.get("livt"), cifar, "quick").data.augment == cifar.augment
+    assert resolve(catalog.methods.get("ce"), cifar, "paper").data.augment == cifar.augment
+    # The command's overrides come after the method's.
+    assert resolve(catalog.methods.get("livt"), cifar, "paper", overrides=("re_prob=0.1",)).data.augment.re_prob == 0.1
+    # DeiT-LT's teacher trains with the dataset's augmentation, not the student's.
+    student = resolve(catalog.methods.get("deit_lt"), cifar, "paper")
+    assert student.data.augment.auto_augment and teacher_config(student, catalog).data.augment == cifar.augment
+
+
+def test_method_augmentation_is_checked(tmp_path):
+    path = _write(tmp_path, "m", BASE.format(name="m") + "[augment.paper]\nre_prob = 0.25\n")
+    with pytest.raises(RecipeError, match=r"augment\.paper names no budget; budgets: smoke"):
+        load_method(path)
+    path = _write(tmp_path, "m", BASE.format(name="m") + "[augment.smoke]\nre_porb = 0.25\n")
+    with pytest.raises(RecipeError, match=r"augment\.smoke: unknown key 're_porb'"):
+        load_method(path)
+    path = _write(tmp_path, "m", BASE.format(name="m") + "[augment.smoke]\nre_prob = 0.25\n")
+    assert load_method(path).augment == {"smoke": {"re_prob": 0.25}}
