@@ -72,9 +72,9 @@ def _reference_loader(cfg, data, workers: int):
         steps += [colour_transform(cfg.data, cfg.train.img_size or size)]
     steps += [T.ToTensor(), T.Normalize(cfg.data.mean, cfg.data.std)]
     if aug.re_prob > 0:
-        from timm.data.random_erasing import RandomErasing
+        from .data.memory import random_erasing
 
-        steps += [RandomErasing(aug.re_prob, mode="const", device="cpu")]
+        steps += [random_erasing(aug.re_prob, "cpu")]
     tf = T.Compose(steps)
 
     class Images(Dataset):

@@ -123,7 +123,8 @@ def test_in_memory_batches_run_the_recipes_randaugment_and_erasing(smoke_config,
     train = digits.train
 
     def epoch(a, seed):
-        random.seed(seed)  # random erasing draws from `random`, which fit seeds per epoch
+        random.seed(seed)  # random erasing draws from `random` and torch, which fit seeds per epoch
+        torch.manual_seed(seed)
         batches = DeviceBatches(train.images, train.labels, cfg.data.mean, cfg.data.std, "cpu", aug=a)
         xs, ys = zip(*batches.train_batches(32, seed))
         return torch.cat(xs), torch.cat(ys)

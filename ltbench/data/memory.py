@@ -52,11 +52,7 @@ class DeviceBatches:
             from .randaugment import BatchRandAugment
 
             self.randaugment = BatchRandAugment(self.aug.auto_augment, mean, images.shape[-1])
-        self.erase = None
-        if self.aug.re_prob > 0:
-            from timm.data.random_erasing import RandomErasing
-
-            self.erase = RandomErasing(self.aug.re_prob, mode="const", device=self.device)
+        self.erase = random_erasing(self.aug.re_prob, self.device)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -120,3 +116,13 @@ def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Flip a random half of the batch horizontally."""
     mask = _rand((x.shape[0],), generator, x.device, 2).bool().view(-1, 1, 1, 1)
     return torch.where(mask, x.flip(3), x)
+
+
+def random_erasing(prob: float, device):
+    """timm's RandomErasing as DeiT and MAE's fine-tuning run it ("pixel": the erased box is
+    filled with normal noise from torch's generator, which each epoch seeds); None when off."""
+    if prob <= 0:
+        return None
+    from timm.data.random_erasing import RandomErasing
+
+    return RandomErasing(prob, mode="pixel", device=device)

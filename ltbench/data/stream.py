@@ -27,6 +27,7 @@ from ..errors import DataFormatError
 from ..recipes import DatasetSpec
 from .crops import center_crops, random_flip, random_resized_boxes, resized_crops
 from .decode import decode_rgb
+from .memory import random_erasing
 from .sources import Split
 
 _SEED_SPACE = 2**62
@@ -174,16 +175,13 @@ class StreamBatches:
     """
 
     def __init__(self, root: Path, split: Split, spec: DatasetSpec, img_size: int, device, workers: int = 4):
-        from timm.data.random_erasing import RandomErasing
-
         self.device = torch.device(device)
         self.split, self.root, self.spec, self.workers, self.img_size = split, root, spec, workers, img_size
         self.skipped = 0
         self.colour = colour_transform(spec, img_size)
         self.mean = torch.tensor(spec.mean, device=self.device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(spec.std, device=self.device).view(1, -1, 1, 1) * 255
-        re_prob = spec.augment.re_prob
-        self.erase = RandomErasing(re_prob, mode="const", device=self.device) if re_prob > 0 else None
+        self.erase = random_erasing(spec.augment.re_prob, self.device)
         self._loaders: dict[tuple, DataLoader] = {}
 
     def __len__(self) -> int:
