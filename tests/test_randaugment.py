@@ -83,15 +83,13 @@ def test_sharpness_matches_pils_smooth_filter_blend(magnitude, sign):
 
 @pytest.mark.parametrize("name", ["Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"])
 @pytest.mark.parametrize("sign", [1, -1])
-def test_geometric_ops_match_timm_up_to_interpolation(name, sign):
+def test_geometric_ops_match_timms_pil_ops(name, sign):
     images = _photos(h=32, w=32)
     ours, theirs = _ours(name, images, 9, sign), _theirs(name, images, 9, sign)
-    # The same map and the same fill: where PIL fills, so do we (but for pixels whose
-    # centre lands within rounding of the edge).
     filled = (theirs == np.array(FILL)).all(-1)
-    assert ((ours == np.array(FILL)).all(-1) == filled).mean() > 0.97
+    assert filled.mean() > 0.05  # the map moves pixels out and fills them
     diff = np.abs(ours - theirs)
-    assert np.median(diff) <= 1 and diff.mean() < 3  # bicubic a = -0.75 against PIL's -0.5
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.002  # Pillow's bicubic taps, truncated
 
 
 def test_draws_are_per_image_and_follow_the_policy():
