@@ -1,56 +1,65 @@
 """Image files to uint8 (3, H, W) tensors, a batch at a time.
 
-A batch's JPEGs are decoded by libjpeg-turbo in one torchvision call, which costs a
-fraction of opening each file with PIL (about 50 against 200 us for a small image here).
-Anything that call rejects (PNG, GIF, a corrupt file) is retried alone, by torchvision and
-then by PIL, so a file PIL could read never fails here.
+A batch's JPEGs (recognised by their signature) are decoded by libjpeg-turbo in one
+torchvision call, which costs a fraction of opening each file with PIL (about 50 against
+200 us for a small image here). A JPEG that call rejects is retried alone, then with PIL.
+Every other format goes to PIL: torchvision's PNG decoder crashes the process on a corrupt
+file (a wrong checksum is enough), which would take ``skip_unreadable`` down with it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+from torchvision.io import ImageReadMode, decode_jpeg
+
+_JPEG = b"\xff\xd8"
 
 
-def _read(path: str) -> torch.Tensor:
+def _read(path: str) -> bytes:
     with open(path, "rb", buffering=0) as f:
-        return torch.frombuffer(bytearray(f.readall()), dtype=torch.uint8)
+        return f.readall()
 
 
-def _decode_one(path: str, data: torch.Tensor) -> torch.Tensor:
-    try:
-        img = decode_image(data, mode=ImageReadMode.RGB)
-        if img.dtype == torch.uint8:  # 16-bit PNGs come back as uint16: PIL decides those
-            return img[0] if img.ndim == 4 else img  # an animation's first frame, as PIL opens it
-    except RuntimeError:
-        pass
+def _pil(path: str) -> torch.Tensor:
     from PIL import Image
 
-    with Image.open(path) as img:  # raises OSError/ValueError when PIL cannot read it either
+    with Image.open(path) as img:
         return torch.from_numpy(np.asarray(img.convert("RGB"))).permute(2, 0, 1).contiguous()
+
+
+def _jpeg(data: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
 def decode_rgb(paths: list[str]) -> list[torch.Tensor | Exception]:
     """Each file as a uint8 RGB tensor, or the exception that says why it cannot be read."""
     out: list[torch.Tensor | Exception | None] = [None] * len(paths)
-    datas = []
+    jpegs: dict[int, bytes] = {}
     for k, path in enumerate(paths):
         try:
-            datas.append(_read(path))
+            data = _read(path)
         except OSError as e:
             out[k] = e
-            datas.append(None)
-    readable = [k for k, d in enumerate(datas) if d is not None]
-    if not readable:
-        return out
-    try:
-        for k, img in zip(readable, decode_jpeg([datas[k] for k in readable], mode=ImageReadMode.RGB)):
-            out[k] = img
-    except RuntimeError:  # one file is not a baseline/progressive JPEG: go one by one
-        for k in readable:
+            continue
+        if not data:
+            out[k] = OSError(f"{path} is empty")
+        elif data.startswith(_JPEG):
+            jpegs[k] = data
+    if jpegs:
+        try:
+            for k, img in zip(jpegs, decode_jpeg([_jpeg(d) for d in jpegs.values()], mode=ImageReadMode.RGB)):
+                out[k] = img
+        except RuntimeError:  # one of them is broken: decode them alone
+            for k, data in jpegs.items():
+                try:
+                    out[k] = decode_jpeg(_jpeg(data), mode=ImageReadMode.RGB)
+                except RuntimeError:
+                    pass  # PIL decides below
+    for k, path in enumerate(paths):
+        if out[k] is None:  # not a JPEG, or one libjpeg-turbo refused: PIL decides
             try:
-                out[k] = _decode_one(paths[k], datas[k])
-            except (OSError, ValueError) as e:
+                out[k] = _pil(path)
+            except Exception as e:  # noqa: BLE001 - any reason (bomb check, bad header) is unreadable
                 out[k] = e
     return out

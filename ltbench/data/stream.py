@@ -32,6 +32,7 @@ from .sources import Split
 
 _SEED_SPACE = 2**62
 EVAL_CROP_PCT = 0.875  # timm's default centre crop for evaluation
+DECODE_CHUNK = 64  # images a worker decodes before cropping them
 
 
 class EpochBatchSampler(Sampler):
@@ -71,37 +72,39 @@ class ImageListBatches(Dataset):
 
     def __getitem__(self, item: tuple[list[int], int]):
         indices, seed = item
-        paths = [f"{self.root}/{self.paths[i]}" for i in indices]  # str: pathlib costs ~15 us per image
-        images, kept = [], []
-        for i, path, img in zip(indices, paths, decode_rgb(paths)):
-            if isinstance(img, Exception):
-                if not self.skip:
-                    raise DataFormatError(
-                        f"cannot decode image {path}: {img} (--set skip_unreadable=true skips such images)"
-                    )
-                continue
-            images.append(img)
-            kept.append(i)
+        rng = np.random.default_rng(seed)
+        crops, kept = [], []
+        # A few dozen images at a time: a whole eval batch of large JPEGs, decoded at once,
+        # would hold about a gigabyte per worker before any crop shrinks it.
+        for start in range(0, len(indices), DECODE_CHUNK):
+            chunk = indices[start : start + DECODE_CHUNK]
+            paths = [f"{self.root}/{self.paths[i]}" for i in chunk]  # str: pathlib costs ~15 us per image
+            images = []
+            for i, path, img in zip(chunk, paths, decode_rgb(paths)):
+                if isinstance(img, Exception):
+                    if not self.skip:
+                        raise DataFormatError(
+                            f"cannot decode image {path}: {img} (--set skip_unreadable=true skips such images)"
+                        )
+                    continue
+                images.append(img)
+                kept.append(i)
+            if images:
+                crops.append(self._crop(images, rng) if self.train else center_crops(images, self.size, EVAL_CROP_PCT))
         skipped = len(indices) - len(kept)
-        if not images:
+        if not crops:
             return None, None, skipped
-        x = self._train(images, seed) if self.train else self._eval(images)
+        x = torch.cat(crops)
+        if self.train and self.augment.flip:
+            x = random_flip(x, rng)
+        if self.train and self.colour is not None:
+            x = self._colour(x, seed)
         return x, torch.as_tensor(self.labels[kept], dtype=torch.long), skipped
 
-    def _eval(self, images: list[torch.Tensor]) -> torch.Tensor:
-        return center_crops(images, self.size, EVAL_CROP_PCT)
-
-    def _train(self, images: list[torch.Tensor], seed: int) -> torch.Tensor:
-        aug = self.augment
-        rng = np.random.default_rng(seed)
+    def _crop(self, images: list[torch.Tensor], rng: np.random.Generator) -> torch.Tensor:
         sizes = np.array([img.shape[-2:] for img in images])
-        boxes = random_resized_boxes(rng, sizes, (aug.rrc_scale_min, 1.0))
-        x = resized_crops(images, boxes, self.size)
-        if aug.flip:
-            x = random_flip(x, rng)
-        if self.colour is not None:
-            x = self._colour(x, seed)
-        return x
+        boxes = random_resized_boxes(rng, sizes, (self.augment.rrc_scale_min, 1.0))
+        return resized_crops(images, boxes, self.size)
 
     def _colour(self, x: torch.Tensor, seed: int) -> torch.Tensor:
         """timm's colour stage (RandAugment or colour jitter), per image through PIL. It draws
@@ -220,8 +223,10 @@ class StreamBatches:
 
     def train_batches(self, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         loader = self._loader(True, min(batch_size, len(self) - len(self) % 2))
+        # A generator: the seed is set when iteration starts, just before the loader's
+        # iterator is made, so a second call cannot re-seed an epoch that has not started.
         loader.sampler.set_epoch(seed)
-        return self._to_device(loader, train=True)
+        yield from self._to_device(loader, train=True)
 
     def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self._to_device(self._loader(False, batch_size), train=False)
