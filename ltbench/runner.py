@@ -287,6 +287,7 @@ def execute_run(
             "resumed_from_epoch": result.resumed_from_epoch,
         },
         skipped_images=result.skipped_images,
+        unreadable_images=result.unreadable,
         finished_at=_now(),
     )
     write_record(record, spec.run_dir)

@@ -51,7 +51,11 @@ class FitResult:
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     resumed_from_epoch: int = 0
-    skipped_images: int = 0  # unreadable images dropped (streamed data, skip_unreadable only)
+    unreadable: list[str] = field(default_factory=list)  # files dropped (streamed, skip_unreadable)
+
+    @property
+    def skipped_images(self) -> int:
+        return len(self.unreadable)
 
 
 EpochCallback = Callable[[int, int, dict], None]
@@ -242,7 +246,12 @@ def fit(
         optimizer.load_state_dict(ckpt["optimizer"])
         start = ckpt["epoch"]
         result = FitResult(
-            ckpt["results"], ckpt["history"], ckpt["train_seconds"], ckpt["eval_seconds"], start, ckpt["skipped_images"]
+            ckpt["results"],
+            ckpt["history"],
+            ckpt["train_seconds"],
+            ckpt["eval_seconds"],
+            start,
+            ckpt.get("unreadable", []),
         )
 
     best_val = max((h["val_top1"] for h in result.history if h.get("val_top1") is not None), default=-1.0)
@@ -306,10 +315,9 @@ def fit(
 
         result.train_seconds += train_time
         result.eval_seconds += eval_time
-        for batches in (train, val, test):
-            if batches is not None:
-                result.skipped_images += batches.skipped
-                batches.skipped = 0
+        # Each unreadable file once, however many epochs and evaluations met it.
+        met = {path for b in (train, val, test) if b is not None for path in b.unreadable}
+        result.unreadable = sorted(met.union(result.unreadable))
         row = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -332,7 +340,7 @@ def fit(
                     "history": result.history,
                     "train_seconds": result.train_seconds,
                     "eval_seconds": result.eval_seconds,
-                    "skipped_images": result.skipped_images,
+                    "unreadable": result.unreadable,
                 },
                 ckpt_path,
             )

@@ -134,9 +134,11 @@ def test_unreadable_image_stops_the_run_unless_skipped(catalog, tmp_path, capsys
     assert "cannot decode image" in err and "img_0_0.jpg" in err and "skip_unreadable=true" in err
     assert not (tmp_path / "s.db").exists() or main(["results", "--json", "--store", str(tmp_path / "s.db")]) == 0
     assert capsys.readouterr().out.strip() in ("", "[]")  # nothing stored
-    assert main([*common, "--set", "skip_unreadable=true"]) == 0
+    assert main([*common, "--set", "skip_unreadable=true", "--set", "epochs=2"]) == 0
     record = json.loads(next((tmp_path / "out").rglob("record.json")).read_text())
-    assert record["status"] == "done" and record["skipped_images"] == 1
+    # Met in both epochs, counted once, named.
+    assert record["status"] == "done" and record["skipped_images"] == 1 and len(record["history"]) == 2
+    assert record["unreadable_images"] == [str(broken.relative_to(tmp_path))]
     assert record["provenance"]["data_verified"] is False
 
 

@@ -40,7 +40,7 @@ class DeviceBatches:
         aug: AugmentSpec | None = None,
     ):
         self.aug = aug or AugmentSpec()
-        self.skipped = 0  # the streamed path's count of unreadable images; none here
+        self.unreadable: set[str] = set()  # the streamed path's dropped files; none here
         self.x = torch.as_tensor(images, device=device)
         self.y = torch.as_tensor(labels, dtype=torch.long, device=device)
         self.device = torch.device(device)

@@ -59,7 +59,7 @@ class EpochBatchSampler(Sampler):
 class ImageListBatches(Dataset):
     """Batches of images named by paths relative to ``root``, keyed by ``(indices, seed)``.
 
-    Returns ``(uint8 images (B, 3, S, S), labels, skipped)``. An unreadable image stops the
+    Returns ``(uint8 images (B, 3, S, S), labels, skipped indices)``. An unreadable image stops the
     run unless ``skip_unreadable``, when it is dropped from its batch and counted.
     """
 
@@ -91,7 +91,7 @@ class ImageListBatches(Dataset):
                 kept.append(i)
             if images:
                 crops.append(self._crop(images, rng) if self.train else center_crops(images, self.size, EVAL_CROP_PCT))
-        skipped = len(indices) - len(kept)
+        skipped = sorted(set(indices) - set(kept))
         if not crops:
             return None, None, skipped
         x = torch.cat(crops)
@@ -180,7 +180,7 @@ class StreamBatches:
     def __init__(self, root: Path, split: Split, spec: DatasetSpec, img_size: int, device, workers: int = 4):
         self.device = torch.device(device)
         self.split, self.root, self.spec, self.workers, self.img_size = split, root, spec, workers, img_size
-        self.skipped = 0
+        self.unreadable: set[str] = set()  # paths of the files skip_unreadable dropped
         self.colour = colour_transform(spec, img_size)
         self.mean = torch.tensor(spec.mean, device=self.device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(spec.std, device=self.device).view(1, -1, 1, 1) * 255
@@ -213,7 +213,7 @@ class StreamBatches:
 
     def _to_device(self, loader: DataLoader, train: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for x, y, skipped in loader:
-            self.skipped += skipped
+            self.unreadable.update(self.split.paths[i] for i in skipped)
             if x is None:
                 continue
             x = x.to(self.device, non_blocking=True).float().sub_(self.mean).div_(self.std)
