@@ -8,10 +8,10 @@ Measured in one process, on the same model, loss, data and batch size:
   checkpoints) over whole epochs, images/s, with evaluation timed apart;
 - **reference**: the way the LiVT and DeiT-LT codebases feed data, per-sample PIL transforms
   (random crop, flip, the recipe's RandAugment, ToTensor, Normalize, random erasing) through
-  a DataLoader; with its per-sample work
-  timed alone, the **speed-up bound** 1 + limit / reference data only: what a loop at the
-  limit gains over a reference doing that work serially, in the training process. Workers
-  that overlap it leave less; only contention for cores can leave more;
+  a DataLoader;
+- **speed-up bound**: 1 + limit / the reference's per-sample work timed alone, what a loop
+  at the limit gains over a reference doing that work serially in the training process.
+  Workers that overlap it leave less; only contention for cores can leave more;
 - **start**: seconds from nothing imported to the first training step;
 - **peak memory**: resident set size (CPU) or CUDA's peak allocation.
 

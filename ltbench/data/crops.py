@@ -62,8 +62,7 @@ def center_crops(images: list[torch.Tensor], size: int, crop_pct: float) -> torc
     centred size x size; a uint8 (B, C, size, size) batch."""
     if _same_small(images, size):
         h, w = images[0].shape[-2:]
-        nh, nw = _shorter_side_to(h, w, math.floor(size / crop_pct))
-        top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+        nh, nw, top, left = _centre(h, w, size, crop_pct)
         # The same pixels as resizing the whole image, then cropping: a box in source units.
         box = [top * h / nh, left * w / nw, size * h / nh, size * w / nw]
         return _resample(torch.stack(images), np.tile(box, (len(images), 1)), size, crop=False)
@@ -73,15 +72,18 @@ def center_crops(images: list[torch.Tensor], size: int, crop_pct: float) -> torc
 def resize_center_crop(img: torch.Tensor, size: int, crop_pct: float) -> torch.Tensor:
     """:func:`center_crops` for one image of any size."""
     h, w = img.shape[-2:]
-    nh, nw = _shorter_side_to(h, w, math.floor(size / crop_pct))
+    nh, nw, top, left = _centre(h, w, size, crop_pct)
     if (nh, nw) != (h, w):
         img = F.interpolate(img[None], size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)[0]
-    top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
     return img[:, top : top + size, left : left + size]
 
 
-def _shorter_side_to(h: int, w: int, side: int) -> tuple[int, int]:
-    return (side, int(side * w / h)) if h <= w else (int(side * h / w), side)
+def _centre(h: int, w: int, size: int, crop_pct: float) -> tuple[int, int, int, int]:
+    """timm's eval geometry: the resized (height, width) with the shorter side at
+    floor(size / crop_pct), and the top-left corner of the centred size x size crop."""
+    side = math.floor(size / crop_pct)
+    nh, nw = (side, int(side * w / h)) if h <= w else (int(side * h / w), side)
+    return nh, nw, int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
 
 
 def _same_small(images: list[torch.Tensor], size: int) -> bool:

@@ -194,8 +194,9 @@ def _matrix(name: str, level: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return m
 
 
-# name -> (how magnitude m in [0, mmax] and sign s in {-1, 1} become the op's argument, op)
 def _level(name: str, m: torch.Tensor, s: torch.Tensor, hparams: dict) -> torch.Tensor:
+    """The op's argument from magnitude ``m`` in [0, mmax] and sign ``s`` in {-1, 1}, per
+    image, as timm's level functions compute it."""
     u = m / 10
     if name == "Rotate":
         return s * u * 30
