@@ -9,6 +9,18 @@ Public API (each CLI command is one of these functions)::
 """
 
 from ._version import __version__
-from .api import describe, list_recipes, plan, report, results, run, status
+from .api import describe, ingest, list_recipes, plan, report, reproduce, results, run, show, status
 
-__all__ = ["__version__", "describe", "list_recipes", "plan", "report", "results", "run", "status"]
+__all__ = [
+    "__version__",
+    "describe",
+    "ingest",
+    "list_recipes",
+    "plan",
+    "report",
+    "reproduce",
+    "results",
+    "run",
+    "show",
+    "status",
+]

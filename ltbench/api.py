@@ -127,7 +127,7 @@ def plan(
     from .sweep import plan_rows
 
     specs = _plan(methods, data, budget, seeds, data_seed, overrides, out_dir, recipes, root, verify)
-    return plan_rows(specs, ResultStore(store) if Path(store).is_file() else None)
+    return plan_rows(specs, synced_store(store, out_dir) if Path(store).is_file() else None)
 
 
 def status(out_dir: str | Path = DEFAULT_OUT) -> list[dict[str, Any]]:
@@ -353,9 +353,123 @@ def open_store(store: str | Path) -> ResultStore:
     return ResultStore(store)
 
 
-def results(store: str | Path = DEFAULT_STORE) -> list[dict[str, Any]]:
-    """Every stored run (done and failed) with its headline metrics, one flat dict each."""
-    return open_store(store).summary_rows()
+def synced_store(store: str | Path, runs: str | Path | None = None) -> ResultStore:
+    """An existing store, first brought up to date with the finished ``record.json`` files
+    under ``runs`` (default: the store's own folder, where ``ltbench run`` puts them)."""
+    db = open_store(store)
+    db.sync(Path(store).parent if runs is None else runs)
+    return db
+
+
+def results(store: str | Path = DEFAULT_STORE, runs: str | Path | None = None) -> list[dict[str, Any]]:
+    """Every stored run (done and failed) with its headline metrics, one flat dict each.
+
+    Finished runs under ``runs`` (a run's ``--out``; default: the store's folder) that the
+    store lacks are ingested first, so a sweep's results show while it is still running."""
+    return synced_store(store, runs).summary_rows()
+
+
+def ingest(folder: str | Path, store: str | Path = DEFAULT_STORE) -> int:
+    """Ingest every ``record.json`` under ``folder`` (any depth) into ``store``, creating it if
+    needed; returns how many. Idempotent: ingesting again changes nothing."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no folder {folder}; give the folder that holds run folders (e.g. results/runs)")
+    return ResultStore(store).ingest_dirs(p.parent for p in sorted(folder.rglob("record.json")))
+
+
+def lineage(db: ResultStore, run_id: str, role: str = "") -> dict[str, Any]:
+    """The tree of runs ``run_id`` consumed: ``{role, run_id, label, status, needs: [...]}``."""
+    record = db.get(run_id)
+    if record is None:
+        return {"role": role, "run_id": run_id, "label": "(not in the store)", "status": "missing", "needs": []}
+    label = f"{record['method']} on {record['dataset']} ({record['budget']}, seed {record['seed']})"
+    return {
+        "role": role,
+        "run_id": run_id,
+        "label": label,
+        "status": record["status"],
+        "needs": [lineage(db, need, r) for r, need in (record.get("needs") or {}).items()],
+    }
+
+
+def show(run_id: str, store: str | Path = DEFAULT_STORE, runs: str | Path | None = None) -> dict[str, Any]:
+    """The full record of one run (a unique prefix of its id is enough): configuration,
+    overrides, per-class vectors, provenance, and ``lineage``, the tree of stages it consumed
+    with each stage's id and status.
+
+    Raises:
+        ValueError: no run, or more than one, has an id starting with ``run_id``.
+    """
+    db = synced_store(store, runs)
+    full = db.find(run_id)
+    return {**db.get(full), "lineage": lineage(db, full)}
+
+
+def reproduce(
+    run_id: str,
+    store: str | Path = DEFAULT_STORE,
+    out_dir: str | Path | None = None,
+    device: str | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Re-run a stored run from its record alone (its stored configuration and the stored
+    configurations of the stages it consumed, not today's recipes) into another folder and
+    store, and compare the results metric by metric.
+
+    Args:
+        run_id: the run (a unique prefix of its id).
+        store: the store that holds it and its lineage.
+        out_dir: where the re-run goes, with its own store ``ltbench.db``
+            (default: ``reproduce/<id>`` next to the store).
+        device: as in :func:`run`.
+
+    Returns:
+        ``run_id``, ``out_dir``, ``identical`` (per-class counts equal at every stored
+        selection), ``id_matches`` (today's code gives the same run id) and ``metrics``:
+        rows of (selection, metric, stored, reproduced, difference).
+
+    Raises:
+        ValueError: unknown run id, a run that did not finish, or a stage missing from the store.
+    """
+    import numpy as np
+
+    from .runner import execute_run, spec_from_record
+
+    db = synced_store(store)
+    full = db.find(run_id)
+    record = db.get(full)
+    if record["status"] != "done":
+        raise ValueError(f"run {full[:10]} is {record['status']}, not done: nothing to reproduce")
+    out = Path(out_dir) if out_dir is not None else Path(store).parent / "reproduce" / full[:10]
+    if out.resolve() == Path(store).parent.resolve():
+        raise ValueError(f"reproduce into another folder than the store's ({out}); pass --out DIR")
+    specs = spec_from_record(record, db.get, out)
+    target = ResultStore(out / "ltbench.db")
+    console = console or Console(stderr=True)
+    for spec in specs:
+        console.print(f"reproducing {spec.label} [{spec.run_id[:10]}]", highlight=False)
+        again = execute_run(spec, target, device)
+        if again["status"] != "done":
+            raise ValueError(f"the re-run of {spec.label} failed: {again.get('error')}")
+    again = target.get(specs[-1].run_id)
+    rows, identical = [], True
+    for sel, stored in (record.get("results") or {}).items():
+        new = (again.get("results") or {}).get(sel, {})
+        identical &= all(
+            np.array_equal(np.asarray(stored[k]), np.asarray(new.get(k, []))) for k in ("correct", "total")
+        )
+        for metric, value in (record.get("metrics") or {}).get(sel, {}).items():
+            other = (again.get("metrics") or {}).get(sel, {}).get(metric)
+            diff = None if value is None or other is None else other - value
+            rows.append({"selection": sel, "metric": metric, "stored": value, "reproduced": other, "difference": diff})
+    return {
+        "run_id": full,
+        "out_dir": str(out),
+        "id_matches": specs[-1].run_id == full and all(s.variant for s in specs),
+        "identical": identical,
+        "metrics": rows,
+    }
 
 
 def report(
@@ -367,6 +481,7 @@ def report(
     data: Sequence[str] | None = None,
     budget: str | None = None,
     baseline: str | None = None,
+    runs: str | Path | None = None,
 ) -> dict[str, Path]:
     """Write tables (LaTeX, Markdown, CSV) and figures of the finished runs in the store.
 
@@ -377,6 +492,8 @@ def report(
         selection: ``last`` epoch or ``best_val``.
         methods, data, budget: report only these (None: all).
         baseline: mark methods whose top-1 differs from this one's (paired t-test over seeds).
+        runs: a run's ``--out`` whose finished records are ingested first (default: the
+            store's folder).
 
     Returns:
         Paths of the written files by kind.
@@ -388,5 +505,5 @@ def report(
 
     store = Path(store)
     out = Path(out_dir) if out_dir is not None else store.parent / "report"
-    records = reporting.select_records(open_store(store).records(), methods, data, budget)
+    records = reporting.select_records(synced_store(store, runs).records(), methods, data, budget)
     return reporting.write_report(records, out, convention, selection, baseline)

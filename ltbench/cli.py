@@ -48,6 +48,18 @@ EPILOGS = {
   ltbench results
   ltbench results --json --store results/ltbench.db
 """,
+    "show": """examples:
+  ltbench show 3fa9c2                           # a unique prefix of the run id
+  ltbench show 3fa9c2 --json > run.json
+""",
+    "reproduce": """examples:
+  ltbench reproduce 3fa9c2                      # into results/reproduce/<id>, then compare
+  ltbench reproduce 3fa9c2 --out /tmp/again --device cpu
+""",
+    "ingest": """examples:
+  ltbench ingest results/runs                   # every record.json below, into the store
+  ltbench ingest /scratch/old_sweep --store results/ltbench.db
+""",
     "report": """examples:
   ltbench report                                # results/report/table.tex, table.md, per_class.png
   ltbench report --convention oltr --selection best_val --out paper/tables
@@ -79,6 +91,15 @@ def _names(text: str) -> list[str]:
 
 def _add_store(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default="results/ltbench.db", help="SQLite results store (default: %(default)s)")
+
+
+def _add_runs(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--runs",
+        default=None,
+        metavar="DIR",
+        help="a run's --out: finished records the store lacks are ingested first (default: the store's folder)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,7 +206,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("results", "List stored runs with their metrics.")
     _add_store(p)
+    _add_runs(p)
     p.add_argument("--json", action="store_true")
+
+    p = add("show", "Show one run's full record: config, per-class results, provenance, lineage.")
+    p.add_argument("run_id", help="a run id, or a unique prefix of one")
+    _add_store(p)
+    _add_runs(p)
+    p.add_argument("--json", action="store_true", help="the whole record as JSON")
+
+    p = add("reproduce", "Re-run a stored run from its record alone and compare the results.")
+    p.add_argument("run_id", help="a run id, or a unique prefix of one")
+    _add_store(p)
+    p.add_argument(
+        "--out", default=None, help="folder for the re-run and its store (default: reproduce/<id> by the store)"
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--json", action="store_true")
+
+    p = add("ingest", "Add every record.json under a folder to the store (idempotent).")
+    p.add_argument("folder", help="a folder holding run folders, e.g. results/runs")
+    _add_store(p)
 
     p = add("report", "Write LaTeX and Markdown tables and plots from the store.")
     _add_store(p)
@@ -206,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=_names, default=None, help="comma-separated datasets (default: all stored)")
     p.add_argument("--budget", default=None, help="one budget (default: all, in separate column blocks)")
     p.add_argument("--baseline", default=None, help="paired t-test of every method against this one")
+    _add_runs(p)
     return parser
 
 
@@ -356,7 +398,7 @@ def _cmd_results(args, console) -> int:
 
     from . import api
 
-    rows = api.results(args.store)
+    rows = api.results(args.store, args.runs)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -390,13 +432,133 @@ def _cmd_report(args, console) -> int:
     from . import api
 
     paths = api.report(
-        args.store, args.out, args.convention, args.selection, args.methods, args.data, args.budget, args.baseline
+        args.store,
+        args.out,
+        args.convention,
+        args.selection,
+        args.methods,
+        args.data,
+        args.budget,
+        args.baseline,
+        args.runs,
     )
     for kind, path in paths.items():
         console.print(f"{kind:9s} {path}")
     md = paths.get("markdown")
     if md is not None:
         console.print(md.read_text(), markup=False, highlight=False)
+    return 0
+
+
+def _to_json(value):
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+def _cmd_show(args, console) -> int:
+    from rich.table import Table
+    from rich.tree import Tree
+
+    from . import api
+
+    record = api.show(args.run_id, args.store, args.runs)
+    if args.json:
+        print(json.dumps(record, indent=1, default=_to_json))
+        return 0
+    r = record
+    console.print(
+        f"[bold]{r['method']}[/bold] on {r['dataset']}, budget {r['budget']}, "
+        f"seed {r['seed']}, data seed {r['data_seed']}"
+    )
+    console.print(f"run {r['run_id']}  status {r['status']}  variant {(r.get('variant') or '')[:10]}", highlight=False)
+    console.print(f"folder {r.get('run_dir')}", highlight=False)
+    if r.get("overrides"):
+        console.print(f"overrides: {' '.join(r['overrides'])}", highlight=False)
+    if r.get("error"):
+        console.print(f"[red]error:[/red] {r['error']}", highlight=False)
+
+    def grow(node, branch):
+        for need in node["needs"]:
+            text = f"{need['role']}: {need['label']} [{need['run_id'][:10]}] {need['status']}"
+            grow(need, branch.add(text))
+
+    top = record["lineage"]
+    tree = Tree(f"{top['label']} [{top['run_id'][:10]}] {top['status']}")
+    grow(top, tree)
+    console.print("lineage:")
+    console.print(tree)
+    metrics = r.get("metrics") or {}
+    if metrics:
+        table = Table(title="test top-1 % (threshold groups)")
+        names = ("many", "medium", "few", "top1", "ece")
+        for col in ("selection", *names):
+            table.add_column(col, justify="left" if col == "selection" else "right")
+        for sel, m in metrics.items():
+            table.add_row(sel, *("–" if m.get(k) is None else f"{100 * m[k]:.1f}" for k in names))
+        console.print(table)
+    last = (r.get("results") or {}).get("last")
+    if last is not None:
+        n = len(r["train_counts"])
+        per = Table(title=f"per class, last epoch ({n} classes)")
+        for col in ("class", "train", "val", "test", "correct", "acc %"):
+            per.add_column(col, justify="left" if col == "class" else "right")
+        val = r.get("val_counts") or [None] * n
+        shown = min(n, 100)
+        for c in range(shown):
+            total, correct = int(last["total"][c]), int(last["correct"][c])
+            acc = "–" if total == 0 else f"{100 * correct / total:.1f}"
+            per.add_row(
+                str(r["class_names"][c]),
+                str(r["train_counts"][c]),
+                str(val[c] if val[c] is not None else "–"),
+                str(total),
+                str(correct),
+                acc,
+            )
+        console.print(per)
+        if shown < n:
+            console.print(f"(first {shown} of {n} classes; --json has them all)")
+    console.print("config:")
+    console.print_json(json.dumps(r.get("config") or {}))
+    console.print("provenance:")
+    console.print_json(json.dumps(r.get("provenance") or {}, default=_to_json))
+    return 0
+
+
+def _cmd_reproduce(args, console) -> int:
+    from . import api
+
+    out = api.reproduce(args.run_id, args.store, args.out, args.device, console)
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0 if out["identical"] else 1
+    rows = [
+        {
+            **m,
+            "stored": "–" if m["stored"] is None else f"{100 * m['stored']:.2f}",
+            "reproduced": "–" if m["reproduced"] is None else f"{100 * m['reproduced']:.2f}",
+            "difference": "–" if m["difference"] is None else f"{100 * m['difference']:+.2f}",
+        }
+        for m in out["metrics"]
+    ]
+    _print_rows(
+        console,
+        f"run {out['run_id'][:10]} again, in {out['out_dir']}",
+        rows,
+        ("selection", "metric", "stored", "reproduced", "difference"),
+    )
+    if not out["id_matches"]:
+        console.print("note: today's ltbench gives this configuration another run id (the record is older)")
+    console.print(
+        "identical per-class results" if out["identical"] else "[yellow]the per-class results differ[/yellow]"
+    )
+    return 0 if out["identical"] else 1
+
+
+def _cmd_ingest(args, console) -> int:
+    from . import api
+
+    n = api.ingest(args.folder, args.store)
+    console.print(f"ingested {n} records from {args.folder} into {args.store}")
     return 0
 
 
@@ -453,6 +615,9 @@ COMMANDS = {
     "data": _cmd_data,
     "results": _cmd_results,
     "report": _cmd_report,
+    "show": _cmd_show,
+    "reproduce": _cmd_reproduce,
+    "ingest": _cmd_ingest,
 }
 
 

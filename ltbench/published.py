@@ -3,6 +3,10 @@ reference rows in report tables next to ltbench's own.
 
 Both papers pick the best epoch on the test set, and DeiT-LT's group columns are its
 index-boundary groups (head / mid / tail), not the 100 / 20 thresholds; the rows say so.
+A published row is shown only for a method, dataset and setting some reported run has, and
+ltbench's difference only where the report compares like with like (the ``paper`` budget,
+the paper's group convention, verified data); otherwise the row says it is not comparable
+and why.
 """
 
 from __future__ import annotations
@@ -48,11 +52,17 @@ def setting_of(record: dict) -> str:
 
 
 def references_for(records) -> list[tuple[Published, str]]:
-    """Published rows matching the (dataset, setting, budget) blocks of ``records``."""
-    blocks = {(r["dataset"], setting_of(r), r.get("budget")) for r in records}
-    return [
-        (p, budget)
-        for p in PUBLISHED
-        for (dataset, setting, budget) in sorted(blocks, key=str)
-        if p.dataset == dataset and p.setting == setting
-    ]
+    """Published rows of the methods, datasets and settings of ``records``, with each budget they ran under.
+
+    Whether a row is comparable (the ``paper`` budget, the paper's group convention) is the
+    report's to say: ``reporting._Grid.reference_rows`` prints a difference only then.
+    """
+    blocks = {(r["method"], r["dataset"], setting_of(r), r.get("budget")) for r in records}
+    return list(
+        dict.fromkeys(
+            (p, budget)
+            for p in PUBLISHED
+            for (method, dataset, setting, budget) in sorted(blocks, key=str)
+            if p.method == method and p.dataset == dataset and p.setting == setting
+        )
+    )

@@ -23,6 +23,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -171,6 +172,15 @@ class TrainConfig:
     betas: tuple[float, ...] = ()  # adamw betas; empty: torch's (0.9, 0.999); MAE uses (0.9, 0.95)
     layer_decay: float = 0.0  # layer-wise lr decay of ViT fine-tuning (LiVT: 0.75); 0 = off
     sam_rho: float = 0.0  # sharpness-aware minimisation radius; 0 = plain updates
+    # SAM radius per epoch, replacing sam_rho when set: epoch e (1-based) of E uses
+    # schedule[min(len - 1, (e - 1) * len // E)], i.e. the values split training evenly.
+    sam_rho_schedule: tuple[float, ...] = ()
+    # SAM's second pass leaves BatchNorm running statistics alone (davda54/sam's bypass_bn);
+    # false: both passes update them, as the LDAM-DRW + SAM code (Saddle-LongTail) does.
+    sam_freeze_bn: bool = False
+    # Weight decay on norm layers and biases too (the LDAM-DRW code decays every parameter);
+    # false: timm's default, no decay on them.
+    decay_norm_and_bias: bool = False
     # long-tail schedule
     drw_epoch: int = 0  # after this many epochs, deferred re-weighting (LDAM-DRW, DeiT-LT); 0 = never
     mixup_off_epoch: int = 0  # after this many epochs, no mixup/cutmix and hard labels; 0 = never
@@ -202,11 +212,19 @@ class MethodSpec:
     budgets: dict[str, TrainConfig]
     loss_params: dict[str, Any] = field(default_factory=dict)
     pretrain: Literal["", "mgp"] = ""  # a masked generative pretraining stage first
-    teacher: str = ""  # a method whose trained model (seed teacher_seed) is the distillation teacher
-    teacher_seed: int = 0  # fixed, so one teacher serves every student seed
+    teacher: str = ""  # a method whose trained model is the distillation teacher
+    # Seeds of the stages a run consumes: -1 (default) follows the run's own seed, so seeds
+    # vary the whole lineage; a value >= 0 pins it (one teacher / pretraining for every seed).
+    teacher_seed: int = -1
+    pretrain_seed: int = -1
     # Per budget, the method's own augmentation on top of the dataset's (e.g. LiVT's
     # RandAugment and random erasing in its paper recipe): [augment.paper] re_prob = 0.25
     augment: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Per dataset and budget, settings that differ from the budget on that dataset (e.g. the
+    # teacher's ImageNet-LT schedule): [dataset_overrides.imagenet_lt.paper] epochs = 90, with
+    # an optional [dataset_overrides.imagenet_lt.paper.loss_params] table. Applied by resolve()
+    # after the budget and before the command's --set overrides.
+    dataset_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -220,7 +238,8 @@ class MethodConfig:
     loss_params: dict[str, Any] = field(default_factory=dict)
     pretrain: Literal["", "mgp"] = ""
     teacher: str = ""
-    teacher_seed: int = 0
+    teacher_seed: int = -1
+    pretrain_seed: int = -1
 
 
 @dataclass(frozen=True)
@@ -344,18 +363,69 @@ def load_method(path: Path) -> MethodSpec:
     spec = from_mapping(MethodSpec, data, str(path))
     parsed = {b: from_mapping(TrainConfig, v, f"{path}: budgets.{b}") for b, v in budgets.items()}
     _check_name(spec.name, path)
+    for budget in parsed:
+        _check_name(budget, path, "budget")
     augment = {}
     for budget, table in spec.augment.items():
         if budget not in parsed:
             raise RecipeError(f"{path}: augment.{budget} names no budget; budgets: {', '.join(parsed)}")
         checked = from_mapping(AugmentSpec, table, f"{path}: augment.{budget}")  # keys and types
         augment[budget] = {k: getattr(checked, k) for k in table}
-    return dataclasses.replace(spec, budgets=parsed, augment=augment)
+    for budget, t in parsed.items():
+        _check_train(t, f"{path}: budgets.{budget}")
+    by_dataset: dict[str, dict[str, Any]] = {}
+    for ds, budget_tables in spec.dataset_overrides.items():  # from_mapping checked: tables of tables
+        for budget, table in budget_tables.items():
+            where = f"{path}: dataset_overrides.{ds}.{budget}"
+            if budget not in parsed:
+                raise RecipeError(f"{where} names no budget; budgets: {', '.join(parsed)}")
+            if not isinstance(table, dict):
+                raise RecipeError(f"{where}: expected a table of training settings, got {table!r}")
+            train, _ = _apply_dataset_table(parsed[budget], spec.loss_params, table, where)  # keys and types
+            checked = {k: getattr(train, k) for k in table if k != "loss_params"}
+            if "loss_params" in table:
+                checked["loss_params"] = dict(table["loss_params"])
+            by_dataset.setdefault(ds, {})[budget] = checked
+    return dataclasses.replace(spec, budgets=parsed, augment=augment, dataset_overrides=by_dataset)
+
+
+def _check_train(t: TrainConfig, where: str) -> None:
+    """Value checks that types alone do not catch."""
+    bad = [r for r in t.sam_rho_schedule if not r > 0]
+    if bad:
+        raise RecipeError(f"{where}: sam_rho_schedule values must be > 0, got {list(t.sam_rho_schedule)}")
+
+
+def _apply_dataset_table(
+    train: TrainConfig, loss_params: dict[str, Any], table: dict[str, Any], where: str
+) -> tuple[TrainConfig, dict[str, Any]]:
+    """``train`` and ``loss_params`` with one ``dataset_overrides.<dataset>.<budget>`` table applied."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(table) - fields - {"loss_params"})
+    if unknown:
+        raise RecipeError(
+            f"{where}: unknown key {unknown[0]!r}; valid keys: loss_params (a table), {', '.join(sorted(fields))}"
+        )
+    own = {k: v for k, v in table.items() if k != "loss_params"}
+    merged = from_mapping(TrainConfig, _deep_merge(_to_plain(dataclasses.asdict(train)), own), where)
+    _check_train(merged, where)
+    params = table.get("loss_params", {})
+    if not isinstance(params, dict):
+        raise RecipeError(f"{where}.loss_params: expected a table, got {params!r}")
+    new = sorted(set(params) - set(loss_params))
+    if new:
+        raise RecipeError(
+            f"{where}.loss_params: {new[0]!r} is not a loss parameter the method sets; "
+            f"it sets: {', '.join(sorted(loss_params)) or '(none)'}"
+        )
+    return merged, {**loss_params, **params}
 
 
 def load_dataset(path: Path) -> DatasetSpec:
     spec = from_mapping(DatasetSpec, read_toml(path), str(path))
     _check_name(spec.name, path)
+    if spec.file_prefix:
+        _check_name(spec.file_prefix, path, "file_prefix")
     if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
         raise RecipeError(f"{path}: mean and std need {spec.channels} values (one per channel)")
     if spec.groups.index_sizes and sum(spec.groups.index_sizes) != spec.num_classes:
@@ -363,9 +433,21 @@ def load_dataset(path: Path) -> DatasetSpec:
     return spec
 
 
-def _check_name(name: str, path: Path) -> None:
-    if name != path.stem:
+# Names become folder names of run folders: letters, digits, '_', '-', '.' and no '..'.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _plain_name(name: str) -> bool:
+    return bool(SAFE_NAME.fullmatch(name)) and ".." not in name
+
+
+def _check_name(name: str, path: Path, what: str = "name") -> None:
+    if what == "name" and name != path.stem:
         raise RecipeError(f"{path}: name {name!r} must match the file name {path.stem!r}")
+    if not _plain_name(name):
+        raise RecipeError(
+            f"{path}: {what} {name!r} cannot name a folder; use letters, digits, '_', '-' and '.' (no '..')"
+        )
 
 
 def builtin_recipe_dir() -> Path:
@@ -427,21 +509,28 @@ def resolve(
     """The run configuration for ``method`` on ``dataset`` under ``budget``, with overrides."""
     if budget not in method.budgets:
         raise RecipeError(f"method {method.name!r} has no budget {budget!r}; it has {', '.join(method.budgets)}")
+    train, loss_params = method.budgets[budget], dict(method.loss_params)
+    table = method.dataset_overrides.get(dataset.name, {}).get(budget)
+    if table:  # the method's settings for this dataset, before the command's overrides
+        where = f"method {method.name}: dataset_overrides.{dataset.name}.{budget}"
+        train, loss_params = _apply_dataset_table(train, loss_params, table, where)
     mcfg = MethodConfig(
         method.name,
         method.version,
         method.model,
         method.loss,
-        dict(method.loss_params),
+        loss_params,
         method.pretrain,
         method.teacher,
         method.teacher_seed,
+        method.pretrain_seed,
     )
     own = method.augment.get(budget)
     if own:  # the method's augmentation, before the command's overrides
         dataset = dataclasses.replace(dataset, augment=dataclasses.replace(dataset.augment, **own))
-    cfg = RunConfig(mcfg, dataset, method.budgets[budget], budget, seed, data_seed)
+    cfg = RunConfig(mcfg, dataset, train, budget, seed, data_seed)
     cfg = apply_overrides(cfg, overrides) if overrides else cfg
+    _check_train(cfg.train, f"method {method.name}, budget {budget}")
     _check_auto_augment(cfg.data)
     return cfg
 
@@ -481,6 +570,23 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# What --set may not change: the names a run is filed and labelled under, its seeds, and
+# where its files come from. Each says how to get what the user wanted instead.
+_NEW_RECIPE = "names the recipe; copy the recipe under another name into a folder given with --recipes DIR"
+_FIXED = {
+    "method.name": _NEW_RECIPE,
+    "method.version": _NEW_RECIPE,
+    "data.name": _NEW_RECIPE,
+    "data.version": _NEW_RECIPE,
+    "data.source": _NEW_RECIPE,
+    "budget": "is chosen with --budget",
+    "seed": "is chosen with --seeds",
+    "data_seed": "is chosen with --data-seed",
+    "data.default_root": "is a path; give the data's folder with --root",
+    "data.checksums": "is what verifies the data; use --no-verify for a custom copy",
+}
+
+
 def _parse_value(text: str) -> Any:
     try:
         return tomllib.loads(f"v = {text}")["v"]
@@ -510,6 +616,11 @@ def apply_overrides(cfg: RunConfig, overrides: tuple[str, ...]) -> RunConfig:
             options = matches or valid
             raise RecipeError(f"override key {key!r} {what}; use one of: {', '.join(options)}")
         path = matches[0].split(".")
+        fixed = _FIXED.get(matches[0]) or _FIXED.get(".".join(path[:2]))
+        if fixed:
+            raise RecipeError(f"override {item!r} would change {matches[0]}, which {fixed}")
+        if matches[0] == "data.file_prefix" and not _plain_name(text):
+            raise RecipeError(f"override {item!r}: file_prefix is a file name prefix, not a path (e.g. ImageNet_LT)")
         if len(path) == 2 and path[0] == "train" and path[1] in _STAGE_ONLY and cfg.method.model != "mae":
             raise RecipeError(
                 f"override {key!r} sets {matches[0]}, which only the MGP stage uses; "

@@ -68,7 +68,12 @@ def _finished(records: Sequence[dict[str, Any]], selection: str) -> list[dict[st
 def runs_frame(
     records: Sequence[dict[str, Any]], convention: str = "threshold", selection: str = "last"
 ) -> pd.DataFrame:
-    """One row per finished run, its group metrics recomputed from the stored counts.
+    """One row per finished run of a table row and seed, its group metrics recomputed from the stored counts.
+
+    A table row (``method``) holds runs of one variant (:func:`variant_of`), one kind of data
+    (verified or not) and, for each data seed, one data fingerprint, and at most one run per
+    (seed, data_seed): of several, the latest to finish is kept and the others are listed in
+    ``attrs["duplicates"]``.
 
     Args:
         records: run records as stored; runs not ``done`` or lacking ``selection`` are skipped.
@@ -77,13 +82,19 @@ def runs_frame(
 
     Returns:
         Columns method, dataset, budget, seed, data_seed, run_id, top1, many, medium, few, ece
-        (fractions; NaN for an empty group or a record without calibration bins).
-        ``attrs`` holds the convention and selection, for captions.
+        (fractions; NaN for an empty group or a record without calibration bins), variant,
+        label (the method and its overrides) and base_method. ``attrs`` holds the convention
+        and selection, ``duplicates`` (the runs left out: dataset, budget, method, seed,
+        data_seed, run_id and the run ``kept``), ``rows`` ({(dataset, budget, method): base
+        method, published setting, data verified}) and ``val_coverage`` ({dataset: [(classes
+        with validation images, classes)]} for reported runs whose validation set misses classes).
 
     Raises:
         ValueError: unknown convention or selection, or a run that cannot be regrouped
             (``index`` without ``index_sizes``).
     """
+    from .published import setting_of
+
     _check(convention, selection)
     rows = []
     for r in _finished(records, selection):
@@ -99,46 +110,131 @@ def runs_frame(
         row["variant"] = variant_of(r)
         shown = [o for o in r.get("overrides") or () if o.split("=", 1)[0].split(".")[-1].strip() not in EXECUTION_KEYS]
         row["label"] = r["method"] + (f" [{', '.join(shown)}]" if shown else "")
+        prov = r.get("provenance") or {}
+        row.update(
+            _verified=_verified(r),
+            _fingerprint=prov.get("data_fingerprint"),
+            _finished=str(r.get("finished_at") or ""),
+            _setting=setting_of(r),
+            _covered=_val_coverage(r),
+        )
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=[*RUN_COLUMNS, "top1", "many", "medium", "few", "ece", "variant", "label"])
+    hidden = ["_verified", "_fingerprint", "_finished", "_setting", "_covered"]
+    frame = pd.DataFrame(
+        rows, columns=[*RUN_COLUMNS, "top1", "many", "medium", "few", "ece", "variant", "label", *hidden]
+    )
     _name_variants(frame)
+    frame = _unique_seeds(frame, frame["_finished"])
+    info = zip(
+        frame["dataset"], frame["budget"], frame["method"], frame["base_method"], frame["_setting"], frame["_verified"]
+    )
+    frame.attrs["rows"] = {
+        (dataset, budget, method): {"base_method": base, "setting": setting, "verified": bool(verified)}
+        for dataset, budget, method, base, setting, verified in info
+    }
+    coverage: dict[str, list[tuple[int, int]]] = {}
+    for dataset, covered in zip(frame["dataset"], frame["_covered"]):
+        if covered is not None and covered[0] < covered[1] and covered not in coverage.setdefault(dataset, []):
+            coverage[dataset].append(covered)
+    frame.attrs["val_coverage"] = {d: sorted(c) for d, c in coverage.items() if c}
     frame.attrs.update(convention=convention, selection=selection)
-    return frame
+    return frame.drop(columns=hidden)
+
+
+def _verified(record: dict[str, Any]) -> bool:
+    """Whether the run's data passed the recipe's checks (records without provenance: verified, the default)."""
+    return (record.get("provenance") or {}).get("data_verified", True) is not False
+
+
+def _val_coverage(record: dict[str, Any]) -> tuple[int, int] | None:
+    """(classes with validation images, classes) of a run's validation set; None when unknown."""
+    counts = record.get("val_counts")
+    if counts is None:
+        return None
+    counts = np.asarray(counts)
+    return int((counts > 0).sum()), int(counts.size)
 
 
 def variant_of(record: dict[str, Any]) -> str:
-    """Identity of a run's configuration apart from its seeds: runs of one variant are seeds."""
+    """Identity of a run's configuration apart from its seeds: runs of one variant are seeds.
+
+    The record's own ``variant`` (lineage included) when it has one; otherwise a hash of its
+    configuration and of whether its data was verified.
+    """
+    if record.get("variant"):
+        return str(record["variant"])
     cfg = dict(record.get("config") or {})
-    if not cfg:
+    unverified = not _verified(record)
+    if not cfg and not unverified:
         return ""
     cfg.pop("seed", None)
     cfg.pop("data_seed", None)
     # As the run hash: execution settings (workers, compile, ...) never make another variant.
-    return hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()[:8]
+    key: Any = identity(cfg)
+    if unverified:  # verified runs keep the hash they always had
+        key = {"config": key, "data_verified": False}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def _name_variants(frame: pd.DataFrame) -> None:
-    """Make ``method`` the row name: the method, its overrides, and, where runs of one name
-    still differ in configuration (another recipe version, say), the variant's hash. Runs with
-    different configurations are never averaged as if they were seeds."""
+    """Make ``method`` the row name: the method, its overrides, ``(unverified data)`` for runs
+    on data that was not verified, and, where runs of one name still differ in configuration
+    (another recipe version, another teacher or pretraining stage), the variant's hash. Where
+    runs of one variant and data seed were trained on different data (fingerprints), the row
+    is split by fingerprint, named by its first 8 characters. Runs with different
+    configurations or data are never averaged as if they were seeds."""
     frame["base_method"] = frame["method"]
-    frame["method"] = frame["label"]
-    for (_, _, name), block in frame.groupby(["dataset", "budget", "method"], sort=False, dropna=False):
-        if block["variant"].nunique() > 1:
-            frame.loc[block.index, "method"] = name + " {" + block["variant"] + "}"
+    names = pd.Series("", index=frame.index, dtype=object)
+    keys = ["dataset", "budget", "label", "_verified"]
+    for (_, _, label, verified), block in frame.groupby(keys, sort=False, dropna=False):
+        several = block["variant"].nunique() > 1
+        for variant, runs in block.groupby("variant", sort=False, dropna=False):
+            name = f"{label} {{{str(variant)[:8]}}}" if several else label
+            fps = runs["_fingerprint"].fillna("unrecorded")
+            split = (fps.groupby(runs["data_seed"].fillna(-1)).nunique() > 1).any()
+            for idx in runs.index:
+                tag = "" if verified else "unverified data"
+                if split:
+                    tag = f"{tag or 'data'} {str(fps[idx])[:8]}"
+                names[idx] = f"{name} ({tag})" if tag else name
+    frame["method"] = names
+
+
+def _unique_seeds(frame: pd.DataFrame, order: pd.Series | None = None) -> pd.DataFrame:
+    """``frame`` with one run per (dataset, budget, method, seed, data_seed): the last in
+    ``order`` (or in the frame), the others left out and listed in ``attrs["duplicates"]``."""
+    keys = ["dataset", "budget", "method", "seed", "data_seed"]
+    ranked = frame if order is None else frame.loc[order.sort_values(kind="stable").index]
+    last = ranked.drop_duplicates(keys, keep="last")
+    if len(last) == len(frame):
+        out = frame
+    else:
+        kept = {tuple(k): run for k, run in zip(last[keys].itertuples(index=False), last["run_id"])}
+        dropped = [
+            {**dict(zip(keys, k)), "run_id": run, "kept": kept[tuple(k)]}
+            for k, run, idx in zip(frame[keys].itertuples(index=False), frame["run_id"], frame.index)
+            if idx not in last.index
+        ]
+        out = frame[frame.index.isin(last.index)].copy()
+        out.attrs = {**frame.attrs, "duplicates": [*frame.attrs.get("duplicates", []), *dropped]}
+    out.attrs.setdefault("duplicates", [])
+    return out
 
 
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean, std and number of seeds per (dataset, budget, method).
 
     Args:
-        frame: the output of :func:`runs_frame`.
+        frame: the output of :func:`runs_frame`. A frame made otherwise that still has
+            several runs of one (seed, data_seed) in a row keeps the last of them.
 
     Returns:
         One row per (dataset, budget, method) in order of first appearance, with
         ``{m}_mean`` and ``{m}_std`` (ddof 1, NaN for one seed) for m in many, medium, few,
-        top1, and ``n`` (runs averaged). ``attrs`` are carried over.
+        top1, and ``n`` (runs averaged: unique (seed, data_seed)). ``attrs`` are carried over,
+        ``duplicates`` listing the runs left out.
     """
+    frame = _unique_seeds(frame)
     keys = ["dataset", "budget", "method"]
     grouped = frame.groupby(keys, sort=False, dropna=False)  # a missing budget is still a group
     out = grouped[list(METRICS)].agg(["mean", "std"])
@@ -163,6 +259,7 @@ class _Grid:
 
     def __init__(self, agg: pd.DataFrame, marks: dict[tuple, float] | None = None):
         self.marks = marks or {}  # (method, dataset, budget) -> p-value against the baseline
+        self.attrs = agg.attrs  # convention, and per row its base method, setting and data
         self.methods = list(dict.fromkeys(agg["method"]))
         self.blocks = list(dict.fromkeys(zip(agg["dataset"], agg["budget"])))
         self.several_budgets = len({b for _, b in self.blocks}) > 1
@@ -186,13 +283,44 @@ class _Grid:
         ranked = self.ranked(block, metric)
         return ranked[0] if ranked else None
 
-    def reference_rows(self, references: Sequence | None, missing: str) -> list[tuple[str, list[str]]]:
-        """Published rows: their numbers in their block, with ltbench's mean minus theirs."""
+    def reference_rows(self, references: Sequence | None, missing: str) -> list[tuple[str, list[str], bool]]:
+        """Published rows: their numbers in their block and whether they are comparable.
+
+        A published row shows only where its method has a row of the paper's setting in the
+        block. ltbench's mean minus the paper's follows each number only where the two compare
+        like with like: the same dataset and setting, the report's group convention the
+        paper's, the ``paper`` budget and verified data; otherwise the row says why not.
+
+        Returns:
+            (name, cells, comparable) per published row.
+        """
+        convention = self.attrs.get("convention")
+        info = self.attrs.get("rows") or {}
         rows = []
         for pub, budget in references or ():
             block = next((b for b in self.blocks if b[0] == pub.dataset and b[1] == budget), None)
             if block is None:
                 continue
+            # Rows of the paper's method and setting (an aggregate made by hand, without
+            # ``rows``: the row named as the method, taken to be of the paper's setting).
+            default = {"setting": pub.setting, "verified": True}
+            candidates = [
+                m
+                for m in self.methods
+                if (m, block, "top1") in self.cells
+                and info.get((*block, m), {"base_method": m}).get("base_method") == pub.method
+                and info.get((*block, m), default).get("setting") == pub.setting
+            ]
+            if not candidates:
+                continue
+            ours = pub.method if pub.method in candidates else candidates[0]
+            why = []
+            if budget != "paper":
+                why.append(f"budget {budget}")
+            if convention != pub.convention:
+                why.append(f"{convention} groups")
+            if not info.get((*block, ours), default).get("verified", True):
+                why.append("unverified data")
             cells = []
             for b in self.blocks:
                 for metric in METRICS:
@@ -200,10 +328,15 @@ class _Grid:
                         cells.append(missing)
                         continue
                     value = getattr(pub, "all" if metric == "top1" else metric)
-                    ours = self.cells.get((pub.method, b, metric))
-                    diff = "" if ours is None or np.isnan(ours[0]) else f" ({ours[0] - value:+.1f})"
+                    mine = self.cells.get((ours, b, metric))
+                    diff = "" if why or mine is None or np.isnan(mine[0]) else f" ({mine[0] - value:+.1f})"
                     cells.append(f"{value:.1f}{diff}")
-            rows.append((f"{pub.paper}, published {pub.setting} ({pub.convention} groups, {pub.selection})", cells))
+            name = f"{pub.paper}, published {pub.setting} ({pub.convention} groups, {pub.selection}"
+            if why:
+                name += "; not comparable: " + ", ".join(why)
+            elif ours != pub.method:
+                name += f"; against {ours}"
+            rows.append((name + ")", cells, not why))
         return rows
 
     def seeds(self, method: str) -> str:
@@ -240,8 +373,42 @@ class _Grid:
         return out
 
 
-def default_caption(agg: pd.DataFrame) -> str:
-    """Caption naming budget(s), seeds, group convention and model selection (from ``attrs``)."""
+def _notes(attrs: dict[str, Any], escape: Callable[[Any], str]) -> list[str]:
+    """Sentences on what the table's rows leave out or rest on: duplicate runs of a seed that
+    were not counted, and best-on-validation picks made on a validation set missing classes."""
+    notes = []
+    coverage = attrs.get("val_coverage") or {}
+    if attrs.get("selection") == "best_val" and coverage:
+        where = ", ".join(
+            f"{' or '.join(str(c) for c, _ in covered)} of {covered[0][1]} classes on {escape(dataset)}"
+            for dataset, covered in coverage.items()
+        )
+        notes.append(
+            f"The validation set that picks the best epoch covers only {where}: "
+            "classes without validation images play no part in the selection"
+        )
+    dropped = attrs.get("duplicates") or []
+    if dropped:
+        runs = dict.fromkeys(
+            f"{d['method']} seed {d['seed']}" + (f" (data seed {d['data_seed']})" if d["data_seed"] else "")
+            for d in dropped
+        )
+        were = "run of the same seed was" if len(dropped) == 1 else "runs of the same seed were"
+        notes.append(
+            f"{len(dropped)} duplicate {were} left out, the latest run of each seed kept: "
+            + ", ".join(escape(r) for r in runs)
+        )
+    return notes
+
+
+def default_caption(agg: pd.DataFrame, published: int = 0, compared: int = 0) -> str:
+    """Caption naming budget(s), seeds, group convention and model selection (from ``attrs``).
+
+    Args:
+        agg: the output of :func:`aggregate`.
+        published: the number of published reference rows in the table.
+        compared: how many of them give ltbench's difference (the comparable ones).
+    """
     budgets = ", ".join(map(str, dict.fromkeys(agg["budget"])))
     parts = [
         f"Top-1 accuracy (\\%) per class group, budget {latex_escape(budgets)}; "
@@ -252,14 +419,23 @@ def default_caption(agg: pd.DataFrame) -> str:
         parts.append(f"groups: {CONVENTION_TEXT[convention]}")
     if selection in SELECTION_TEXT:
         parts.append(f"model selection: {SELECTION_TEXT[selection]}")
+    notes = _notes(agg.attrs, latex_escape)
     baseline = agg.attrs.get("baseline")
-    tail = (
-        ". Best mean per column in bold, second underlined; published rows give the paper's "
-        "number and, in parentheses, ltbench's mean minus it"
-    )
+    tail = ". Best mean per column in bold, second underlined"
+    if published and compared == published:
+        tail += "; published rows give the paper's number and, in parentheses, ltbench's mean minus it"
+    elif published and compared:
+        tail += (
+            "; published rows give the paper's number and, in parentheses where dataset, setting, group "
+            "convention and budget match, ltbench's mean minus it (the others say why they are not comparable)"
+        )
+    elif published:
+        tail += (
+            "; published rows give the paper's number alone: they are not comparable with these runs (each says why)"
+        )
     if baseline:
         tail += f"; $^\\dagger$: All differs from {latex_escape(baseline)} with p $<$ 0.05 (paired t-test over seeds)"
-    return "; ".join(parts) + tail + "."
+    return "; ".join(parts) + tail + "." + "".join(f" {note}." for note in notes)
 
 
 def latex_table(
@@ -282,8 +458,9 @@ def latex_table(
         gives the seeds behind each row.
     """
     grid = _Grid(agg, marks)
+    refs = grid.reference_rows(references, "--")
     if caption is None:
-        caption = default_caption(agg)
+        caption = default_caption(agg, len(refs), sum(comparable for *_, comparable in refs))
     lines = ["\\begin{table}[t]", "\\centering", "\\small"]
     if caption:
         lines.append(f"\\caption{{{caption}}}")
@@ -298,10 +475,9 @@ def latex_table(
             method, lambda t: f"\\textbf{{{t}}}", " $\\pm$ ", "--", lambda t: f"\\underline{{{t}}}", "$^\\dagger$"
         )
         lines.append(" & ".join([latex_escape(method), *cells, grid.seeds(method)]) + " \\\\")
-    refs = grid.reference_rows(references, "--")
     if refs:
         lines.append("\\midrule")
-        lines += [" & ".join([latex_escape(name), *cells, "--"]) + " \\\\" for name, cells in refs]
+        lines += [" & ".join([latex_escape(name), *cells, "--"]) + " \\\\" for name, cells, _ in refs]
     lines += ["\\bottomrule", "\\end{tabular}", f"\\label{{{label}}}", "\\end{table}", ""]
     return "\n".join(lines)
 
@@ -317,6 +493,8 @@ def markdown_table(
     Returns:
         The table; cells read ``85.0 ± 7.1`` (``85.0`` for one seed, ``–`` for an empty group),
         the best mean of a column as ``**85.0**``; the last column ``n`` gives the seeds.
+        Notes the caption would carry (duplicate runs left out, a validation set missing
+        classes) follow the table as ``Note: ...`` lines.
     """
     grid = _Grid(agg, marks)
     header = ["method", *(f"{grid.title(b)} {HEADERS[m]}" for b in grid.blocks for m in METRICS), "n"]
@@ -324,8 +502,11 @@ def markdown_table(
     for method in grid.methods:
         cells = grid.row(method, lambda t: f"**{t}**", " ± ", "–", lambda t: f"<u>{t}</u>", "†")
         lines.append("| " + " | ".join([method, *cells, grid.seeds(method)]) + " |")
-    for name, cells in grid.reference_rows(references, "–"):
+    for name, cells, _ in grid.reference_rows(references, "–"):
         lines.append("| " + " | ".join([name, *cells, "–"]) + " |")
+    notes = _notes(agg.attrs, str)
+    if notes:  # below the table, after a blank line
+        lines += ["", *(f"Note: {note}." for note in notes)]
     return "\n".join(lines) + "\n"
 
 
@@ -340,13 +521,20 @@ def _series(runs: list[dict[str, Any]], selection: str) -> tuple[np.ndarray, np.
     return counts[keep], acc[keep]
 
 
-def plot_per_class(records: Sequence[dict[str, Any]], path: str | Path, selection: str = "last") -> Path:
+def plot_per_class(
+    records: Sequence[dict[str, Any]],
+    path: str | Path,
+    selection: str = "last",
+    names: dict[str, str] | None = None,
+) -> Path:
     """PNG (and a PDF beside it) of per-class test accuracy against training count, a subplot per dataset.
 
     Args:
         records: run records as stored; only finished runs with ``selection`` are drawn.
         path: the PNG to write (atomically; its folder is created).
         selection: ``last`` or ``best_val``.
+        names: the table row of each run id (``method`` of :func:`runs_frame`), so runs of
+            different rows are never averaged into one series; None: the records' methods.
 
     Returns:
         ``path``.
@@ -369,8 +557,9 @@ def plot_per_class(records: Sequence[dict[str, Any]], path: str | Path, selectio
     FigureCanvasAgg(fig)
     for ax, dataset in zip(fig.subplots(1, len(datasets), squeeze=False)[0], datasets):
         runs = [r for r in done if r["dataset"] == dataset]
-        for method, budget in dict.fromkeys((r["method"], r.get("budget")) for r in runs):
-            mine = [r for r in runs if r["method"] == method and r.get("budget") == budget]
+        name_of = (lambda r: names.get(r["run_id"], r["method"])) if names else (lambda r: r["method"])
+        for method, budget in dict.fromkeys((name_of(r), r.get("budget")) for r in runs):
+            mine = [r for r in runs if name_of(r) == method and r.get("budget") == budget]
             counts, acc = _series(mine, selection)
             name = f"{method} ({budget})" if several_budgets else method
             ax.plot(counts, acc, marker="o", ms=4, ls="none", alpha=0.8, label=f"{name}, n={len(mine)}")
@@ -409,12 +598,15 @@ def _write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
 def paired_tests(frame: pd.DataFrame, baseline: str, metric: str = "top1") -> dict[tuple, float]:
     """p-values of a paired t-test of each method against ``baseline`` on ``metric``.
 
-    Runs are paired by (seed, data_seed) within each (dataset, budget); a method needs at
-    least two pairs. Returns ``{(method, dataset, budget): p}``.
+    Runs are paired by (seed, data_seed) within each (dataset, budget), one run of each
+    (seed, data_seed) per method (a frame of :func:`runs_frame` has no other; one made
+    otherwise keeps the last of each); a method needs at least two pairs. Returns
+    ``{(method, dataset, budget): p}``.
     """
     from scipy.stats import ttest_rel
 
     out = {}
+    frame = _unique_seeds(frame)
     for (dataset, budget), block in frame.groupby(["dataset", "budget"], sort=False, dropna=False):
         base = block[block["method"] == baseline].set_index(["seed", "data_seed"])[metric]
         for method, runs in block[block["method"] != baseline].groupby("method", sort=False):
@@ -495,13 +687,15 @@ def write_report(
     }
     from .published import references_for
 
-    refs = references_for(_finished(records, selection))
+    # The runs the table reports (duplicates of a seed left out) are the ones drawn.
+    kept = set(frame["run_id"])
+    done = [r for r in _finished(records, selection) if r["run_id"] in kept]
+    refs = references_for(done)
     tex, md, csv = latex_table(agg, marks=marks, references=refs), markdown_table(agg, marks, refs), csv_table(agg)
     _write_atomic(paths["latex"], lambda tmp: tmp.write_text(tex, encoding="utf-8"))
     _write_atomic(paths["markdown"], lambda tmp: tmp.write_text(md, encoding="utf-8"))
     _write_atomic(paths["csv"], lambda tmp: tmp.write_text(csv, encoding="utf-8"))
-    plot_per_class(records, paths["plot"], selection)
-    done = _finished(records, selection)
+    plot_per_class(done, paths["plot"], selection, dict(zip(frame["run_id"], frame["method"])))
     paths["groups"] = plots.plot_groups(frame, out / "groups")[0]
     paths["curves"] = plots.plot_curves(done, out / "curves")[0]
     paths["reliability"] = plots.plot_reliability(done, out / "reliability", selection, convention)[0]

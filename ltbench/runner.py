@@ -11,14 +11,17 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import json
 import shutil
 import time
 import traceback
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .data import LTData, build_data
@@ -27,6 +30,7 @@ from .errors import DataError, RunSetupError
 from .metrics import summarize
 from .provenance import provenance
 from .recipes import (
+    SAFE_NAME,
     Catalog,
     MethodConfig,
     RecipeError,
@@ -34,6 +38,7 @@ from .recipes import (
     TrainConfig,
     config_hash,
     from_mapping,
+    identity,
     load_catalog,
     resolve,
     run_config_from_dict,
@@ -55,6 +60,8 @@ class RunSpec:
     verify: bool = True  # check found figures and checksums against the recipe
     needs: tuple[tuple[str, Path], ...] = ()  # (role, run folder) of the stages this one builds on
     overrides: tuple[str, ...] = ()  # the user's --set values, to name the variant in tables
+    need_ids: tuple[tuple[str, str], ...] = ()  # (role, run id) of those stages: part of run_id
+    variant: str = ""  # identity apart from the seeds, lineage included: runs of one variant are seeds
 
     @property
     def label(self) -> str:
@@ -105,15 +112,103 @@ def _add_with_stages(
         needs.append(
             ("teacher", _add_with_stages(teacher_config(cfg, catalog), planned, catalog, out_dir, data_root, verify))
         )
+    need_ids = tuple((role, dep.run_id) for role, dep in needs)
+    h = run_id(cfg, dict(need_ids), verify)
+    if h not in planned:
+        planned[h] = RunSpec(
+            cfg,
+            h,
+            run_dir_for(out_dir, cfg, h),
+            data_root,
+            verify,
+            tuple((role, dep.run_dir) for role, dep in needs),
+            need_ids=need_ids,
+            variant=variant_id(cfg, {role: dep.variant for role, dep in needs}, verify),
+        )
+    return planned[h]
+
+
+def run_id(cfg: RunConfig, needs: dict[str, str] | None = None, verify: bool = True) -> str:
+    """A run's identity: its configuration's hash, the ids of the runs it consumes (so any
+    change upstream, recursively, gives a new id downstream) and whether its data was verified.
+
+    A run that consumes nothing on verified data keeps the plain :func:`config_hash`.
+    """
     h = config_hash(cfg)
+    if needs:
+        blob = json.dumps({"config": h, "needs": needs}, sort_keys=True, separators=(",", ":"))
+        h = hashlib.sha256(blob.encode()).hexdigest()
     if not verify:  # a custom, unverified copy of the data is another run than the official files
         h = hashlib.sha256(f"{h}:unverified".encode()).hexdigest()
-    if h not in planned:
-        run_dir = (
-            out_dir / "runs" / cfg.data.name / cfg.method.name / f"{cfg.budget}-s{cfg.seed}-d{cfg.data_seed}-{h[:10]}"
+    return h
+
+
+def variant_id(cfg: RunConfig, needs: dict[str, str] | None = None, verify: bool = True) -> str:
+    """What runs that differ only in their seeds share: the configuration without ``seed`` and
+    ``data_seed``, the variants of the stages consumed, and whether the data was verified."""
+    plain = identity(cfg.to_dict())
+    plain.pop("seed", None)
+    plain.pop("data_seed", None)
+    blob = json.dumps({"config": plain, "needs": needs or {}, "verified": verify}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def run_dir_for(out_dir: Path, cfg: RunConfig, h: str) -> Path:
+    """``out/runs/<dataset>/<method>/<budget>-s<seed>-d<data seed>-<id>``, from checked names only
+    (recipes refuse names that are not :data:`SAFE_NAME`; ``--set`` cannot change them)."""
+    for name in (cfg.data.name, cfg.method.name, cfg.budget):
+        if not SAFE_NAME.fullmatch(name) or ".." in name:
+            raise RecipeError(f"name {name!r} cannot name a run folder; use letters, digits, '_', '-' and '.'")
+    if min(cfg.seed, cfg.data_seed) < 0:
+        raise RecipeError(f"seeds must be >= 0, got seed {cfg.seed} and data seed {cfg.data_seed}")
+    return (
+        Path(out_dir) / "runs" / cfg.data.name / cfg.method.name / f"{cfg.budget}-s{cfg.seed}-d{cfg.data_seed}-{h[:10]}"
+    )
+
+
+def spec_from_record(record: dict[str, Any], get_record, out_dir: Path) -> list[RunSpec]:
+    """The specs that redo ``record``'s run under ``out_dir`` from stored records alone: each
+    stage it consumed (found with ``get_record(run_id)``), then the run, in execution order.
+
+    A spec keeps the stored run id, so the re-run can be compared with the original; where
+    today's code would give another id (a record of an older ltbench), its ``variant`` is
+    left empty to say so.
+
+    Raises:
+        ValueError: a consumed stage is not in the store.
+    """
+    specs: dict[str, RunSpec] = {}
+
+    def add(rec: dict[str, Any]) -> RunSpec:
+        needs = []
+        for role, need_id in (rec.get("needs") or {}).items():
+            dep = get_record(need_id)
+            if dep is None:
+                raise ValueError(
+                    f"run {rec['run_id'][:10]} consumed {role} run {need_id[:10]}, which is not in the store"
+                )
+            needs.append((role, specs.get(need_id) or add(dep)))
+        cfg = run_config_from_dict(rec["config"], f"record {rec['run_id'][:10]}")
+        prov = rec.get("provenance") or {}
+        verify = bool(prov.get("data_verified", True))
+        need_ids = tuple((role, dep.run_id) for role, dep in needs)
+        same = run_id(cfg, dict(need_ids), verify) == rec["run_id"]
+        spec = RunSpec(
+            cfg,
+            rec["run_id"],
+            run_dir_for(out_dir, cfg, rec["run_id"]),
+            prov.get("data_root"),
+            verify,
+            tuple((role, dep.run_dir) for role, dep in needs),
+            tuple(rec.get("overrides") or ()),
+            need_ids,
+            variant_id(cfg, {role: dep.variant for role, dep in needs}, verify) if same else "",
         )
-        planned[h] = RunSpec(cfg, h, run_dir, data_root, verify, tuple((role, dep.run_dir) for role, dep in needs))
-    return planned[h]
+        specs[spec.run_id] = spec
+        return spec
+
+    add(record)
+    return list(specs.values())
 
 
 # Budget keys that shape the ViT encoder and so carry over from fine-tuning to its MGP stage.
@@ -129,9 +224,15 @@ _ENCODER_KEYS = (
 )
 
 
+# The MGP stage's own version: bump it when a change to the stage's code changes its result,
+# so every run built on the stage gets a new id (lineage) and trains again.
+MGP_STAGE_VERSION = 2  # 2: fixed 2-D sin-cos position embeddings, as MAE
+
+
 def pretrain_config(cfg: RunConfig) -> RunConfig:
     """The MGP stage of ``cfg``: encoder shape from the budget, the rest from its ``pretrain``
-    table. Fine-tuning settings are left out, so methods sharing an encoder share the stage."""
+    table. Fine-tuning settings are left out, so methods sharing an encoder share the stage.
+    Its seed is the fine-tuning run's unless the recipe pins ``pretrain_seed``."""
     t = cfg.train
     if not t.pretrain:
         raise RecipeError(
@@ -140,17 +241,23 @@ def pretrain_config(cfg: RunConfig) -> RunConfig:
         )
     table = {**{k: getattr(t, k) for k in _ENCODER_KEYS}, **t.pretrain}
     train = from_mapping(TrainConfig, table, f"method {cfg.method.name}: budgets.{cfg.budget}.pretrain")
-    method = MethodConfig("mgp_pretrain", 1, "mae", "mae")
+    method = MethodConfig("mgp_pretrain", MGP_STAGE_VERSION, "mae", "mae")
     # MAE's own augmentation: RandomResizedCrop(0.2-1) and flip, none of fine-tuning's
     # RandAugment or random erasing (streamed data; in-memory sets keep their batched ones).
     aug = dataclasses.replace(cfg.data.augment, auto_augment="", re_prob=0.0, rrc_scale_min=0.2)
     return RunConfig(
-        method, dataclasses.replace(cfg.data, augment=aug), train, cfg.budget, seed=0, data_seed=cfg.data_seed
+        method,
+        dataclasses.replace(cfg.data, augment=aug),
+        train,
+        cfg.budget,
+        seed=cfg.seed if cfg.method.pretrain_seed < 0 else cfg.method.pretrain_seed,
+        data_seed=cfg.data_seed,
     )
 
 
 def teacher_config(cfg: RunConfig, catalog: Catalog) -> RunConfig:
-    """The teacher run: its own recipe and budget on the same data, with a fixed seed.
+    """The teacher run: its own recipe and budget on the same data, with the student's seed
+    unless the recipe pins ``teacher_seed``.
 
     The student method's own augmentation (its ``[augment.<budget>]``) is taken back off:
     the teacher trains with the dataset's, as the papers' teachers were trained apart.
@@ -163,7 +270,8 @@ def teacher_config(cfg: RunConfig, catalog: Catalog) -> RunConfig:
         data = dataclasses.replace(
             data, augment=dataclasses.replace(data.augment, **{k: getattr(base, k) for k in own})
         )
-    return resolve(teacher, data, cfg.budget, cfg.method.teacher_seed, cfg.data_seed)
+    seed = cfg.seed if cfg.method.teacher_seed < 0 else cfg.method.teacher_seed
+    return resolve(teacher, data, cfg.budget, seed, cfg.data_seed)
 
 
 def default_device() -> torch.device:
@@ -186,9 +294,13 @@ def _base_record(spec: RunSpec, data: LTData, device: torch.device) -> dict[str,
         "data_seed": cfg.data_seed,
         "config": cfg.to_dict(),
         "config_hash": spec.run_id,
+        "needs": dict(spec.need_ids),  # role -> run id of each stage consumed (its lineage)
+        "variant": spec.variant,
         "num_classes": data.num_classes,
         "class_names": list(data.class_names),
         "train_counts": data.class_counts.tolist(),
+        # Per class, the validation images that best_val selects on (None: no validation set).
+        "val_counts": None if data.val is None else np.bincount(data.val.labels, minlength=data.num_classes).tolist(),
         "index_sizes": list(cfg.data.groups.index_sizes) or None,
         "group_convention": "threshold",
         "effective_batch": min(cfg.train.batch_size, len(data.train) - len(data.train) % 2),
@@ -211,11 +323,16 @@ class DependencyFailed(RuntimeError):
 
 def _dependencies(spec: RunSpec) -> Dependencies:
     found = {}
+    ids = dict(spec.need_ids)
     for role, run_dir in spec.needs:
         record = read_record(run_dir)
         if record is None or record.get("status") != "done" or not (run_dir / CHECKPOINT).is_file():
             why = record.get("error") if record else "it has not run"
             raise DependencyFailed(f"its {role} stage ({run_dir}) did not finish: {why}")
+        if role in ids and record.get("run_id") != ids[role]:  # never build on another lineage
+            raise DependencyFailed(
+                f"its {role} stage folder {run_dir} holds run {record.get('run_id')}, not {ids[role]}"
+            )
         found[role] = (run_config_from_dict(record["config"]), run_dir / CHECKPOINT)
     return Dependencies(found["pretrained"][1] if "pretrained" in found else None, found.get("teacher"))
 
@@ -244,6 +361,10 @@ def execute_run(
     """
     if not force and store.status(spec.run_id) == "done":
         return {**store.get(spec.run_id), "skipped": True}
+    on_disk = None if force else read_record(spec.run_dir)
+    if on_disk and on_disk.get("status") == "done" and on_disk.get("run_id") == spec.run_id:
+        _ingest(store, on_disk)  # finished, but killed before the store heard of it
+        return {**(store.get(spec.run_id) or on_disk), "skipped": True}
     if force and spec.run_dir.exists():
         shutil.rmtree(spec.run_dir)
     device = torch.device(device) if device is not None else default_device()
@@ -269,8 +390,7 @@ def execute_run(
             timings={"total_seconds": time.perf_counter() - tick},
         )
         write_record(record, spec.run_dir)
-        store.ingest(record)
-        return store.get(spec.run_id)
+        return _ingest(store, record)
     if not is_main():  # data-parallel: process 0 writes the one record
         return record
     counts = record["train_counts"]
@@ -291,5 +411,18 @@ def execute_run(
         finished_at=_now(),
     )
     write_record(record, spec.run_dir)
-    store.ingest(record)
-    return store.get(spec.run_id)  # one type for fresh and skipped runs
+    return _ingest(store, record)
+
+
+def _ingest(store: ResultStore, record: dict[str, Any]) -> dict[str, Any]:
+    """Index a record written to its folder; the record as the store gives it back (one type for
+    fresh and skipped runs), or as written if the store stayed locked (the next command that
+    reads the store ingests it from the folder)."""
+    if not store.ingest_retrying(record):
+        warnings.warn(
+            f"the store {store.path} stayed locked; run {record['run_id'][:10]} is safe in "
+            f"{record['run_dir']} and reaches the store with the next command that reads it",
+            stacklevel=2,
+        )
+        return record
+    return store.get(record["run_id"])

@@ -4,13 +4,20 @@ DeiT-LT distils from a "flat" CNN teacher trained with SAM (LDAM-DRW + SAM, Rang
 NeurIPS 2022). One SAM update is two passes: the gradient g at w gives the ascent point
 w + rho * g / ||g||; the gradient there updates the original w with the base optimiser.
 No well-kept library ships SAM for torch, so it is written here, small.
+
+BatchNorm: both forward passes run in train mode. Given the model, the second pass leaves
+the running statistics alone (momentum 0 for that pass, as davda54/sam's example does), so
+one step updates them once; without it both passes update them, as the LDAM-DRW + SAM code
+of the DeiT-LT teacher (val-iisc/Saddle-LongTail) does.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
+from torch.nn.modules.batchnorm import _BatchNorm
 
 
 class SAM:
@@ -23,10 +30,18 @@ class SAM:
         >>> loss = sam.step(closure)
     """
 
-    def __init__(self, base: torch.optim.Optimizer, rho: float = 0.05):
-        if rho <= 0:
-            raise ValueError(f"SAM needs rho > 0, got {rho}")
-        self.base, self.rho = base, rho
+    def __init__(self, base: torch.optim.Optimizer, rho: float = 0.05, model: torch.nn.Module | None = None):
+        self.base, self.rho, self.model = base, rho, model
+
+    @property
+    def rho(self) -> float:
+        return self._rho
+
+    @rho.setter
+    def rho(self, value: float) -> None:  # set per epoch by a rho schedule
+        if not value > 0:
+            raise ValueError(f"SAM needs rho > 0, got {value}")
+        self._rho = float(value)
 
     @property
     def param_groups(self):
@@ -55,12 +70,30 @@ class SAM:
         """Two passes: ``closure`` at w (gradient -> ascent), then at w + e (update w)."""
         loss = closure()
         moved = self._ascend()
-        closure()
+        with self._bn_frozen():
+            closure()
         with torch.no_grad():
             for p, e in moved:
                 p.sub_(e)
         self.base.step()
         return loss
+
+    @contextlib.contextmanager
+    def _bn_frozen(self):
+        """With a model: BatchNorm running statistics (and batch counts) unchanged inside."""
+        norms = [m for m in self.model.modules() if isinstance(m, _BatchNorm)] if self.model is not None else []
+        saved = [
+            (m, m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in norms
+        ]
+        for m in norms:
+            m.momentum = 0.0
+        try:
+            yield
+        finally:
+            for m, momentum, tracked in saved:
+                m.momentum = momentum
+                if tracked is not None:
+                    m.num_batches_tracked.copy_(tracked)
 
     def state_dict(self) -> dict:
         return self.base.state_dict()

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import sqlite3
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,12 @@ def write_record(record: dict[str, Any], run_dir: Path) -> Path:
     return path
 
 
+def _folder_key(run_dir: str | Path) -> tuple[str, ...]:
+    """A run folder by its last three parts (dataset / method / budget-seeds-id), so relative
+    and absolute spellings of one folder match."""
+    return Path(run_dir).parts[-3:]
+
+
 def read_record(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / RECORD
     return json.loads(path.read_text()) if path.is_file() else None
@@ -139,6 +146,8 @@ class ResultStore:
         >>> store.ingest(record)            # idempotent
         >>> [r["method"] for r in store.records()]
     """
+
+    busy_timeout = 60.0  # seconds a statement waits for another process's write lock
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -154,7 +163,7 @@ class ResultStore:
                         raise
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=60)
+        db = sqlite3.connect(self.path, timeout=self.busy_timeout)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA foreign_keys=ON")
         return db
@@ -203,6 +212,72 @@ class ResultStore:
         chunks: list[bytes] = []
         slim = {**record, "results": _pack(record["results"], chunks, [0])} if record.get("results") else record
         return json.dumps(slim), b"".join(chunks)
+
+    def ingest_retrying(self, record: dict[str, Any], attempts: int = 5, wait: float = 2.0) -> bool:
+        """:meth:`ingest`, retried while another process holds the store's write lock.
+
+        Returns False if the store stayed locked: the record is still in its run folder, and
+        the next command that reads the store ingests it (:meth:`sync`), so nothing is lost.
+        """
+        for attempt in range(attempts):
+            try:
+                self.ingest(record)
+                return True
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise
+                time.sleep(wait * (attempt + 1))
+        return False
+
+    def sync(self, out_dir: str | Path) -> int:
+        """Ingest the ``record.json`` files under ``out_dir/runs`` that the store lacks or holds
+        in an older state (a run killed between writing its record and ingesting it, a store
+        that was locked). Records are the truth; the store is their index. Returns how many."""
+        runs = Path(out_dir) / "runs"
+        if not runs.is_dir():
+            return 0
+        with self._connect() as db:
+            known = {
+                _folder_key(run_dir): (status, finished)
+                for run_dir, status, finished in db.execute("SELECT run_dir, status, finished_at FROM runs")
+                if run_dir
+            }
+        n = 0
+        for path in sorted(runs.glob(f"*/*/*/{RECORD}")):
+            seen = known.get(_folder_key(path.parent))
+            if seen is not None and seen[0] == "done":
+                continue
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # being replaced this instant, or not a record: the next sync sees it
+            if record.get("schema") != RECORD_SCHEMA or not record.get("finished_at"):
+                continue
+            if seen is None or seen != (record.get("status"), record.get("finished_at")):
+                self.ingest(record)
+                n += 1
+        return n
+
+    def find(self, prefix: str) -> str:
+        """The one run id that starts with ``prefix``.
+
+        Raises:
+            ValueError: no run, or several, start with it (the message lists them).
+        """
+        if not prefix or not all(c in "0123456789abcdef" for c in prefix.lower()):
+            raise ValueError(f"{prefix!r} is not a run id (hexadecimal); `ltbench results` lists them")
+        with self._connect() as db:
+            ids = [
+                row[0]
+                for row in db.execute("SELECT run_id FROM runs WHERE run_id LIKE ? LIMIT 6", (prefix.lower() + "%",))
+            ]
+        if len(ids) == 1:
+            return ids[0]
+        if not ids:
+            raise ValueError(f"no run id starts with {prefix!r} in {self.path}; `ltbench results` lists them")
+        raise ValueError(
+            f"run id prefix {prefix!r} is ambiguous ({', '.join(i[:12] for i in ids[:5])}, ...); give more of it"
+        )
 
     def forget(self, run_id: str) -> None:
         """Remove a run (``--force`` redoes it); its metrics go with it."""

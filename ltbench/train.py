@@ -128,6 +128,37 @@ def _load_model_state(path: Path, device) -> dict:
     return torch.load(path, map_location=device, weights_only=False)["model"]
 
 
+# What an MGP encoder may lack or bring when it initialises a classifier, as in MAE's
+# fine-tuning: the classifier lacks only its head and, with global_pool="avg", the pooled
+# norm (fc_norm); the checkpoint's final norm goes unused by an average-pooled model.
+_MAY_BE_MISSING = ("head.", "fc_norm.")
+_MAY_BE_UNUSED = ("norm.",)
+
+
+def load_pretrained_encoder(model: torch.nn.Module, path: Path) -> None:
+    """Initialise ``model`` from the encoder of the MGP checkpoint at ``path``.
+
+    Raises:
+        ValueError: a weight the model needs is not in the checkpoint, or the checkpoint
+            holds one the model cannot take (beyond the head, fc_norm and norm above).
+    """
+    state = _load_model_state(path, "cpu")
+    encoder = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+    encoder = {k: v for k, v in encoder.items() if not k.startswith("head.")}
+    result = model.load_state_dict(encoder, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(_MAY_BE_MISSING)]
+    unexpected = [k for k in result.unexpected_keys if not k.startswith(_MAY_BE_UNUSED)]
+    if missing or unexpected:
+        raise ValueError(
+            f"MGP checkpoint {path} does not fit the model: "
+            + "; ".join(
+                f"{what} {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''} ({len(keys)})"
+                for what, keys in (("missing", missing), ("unexpected", unexpected))
+                if keys
+            )
+        )
+
+
 def build_objective(cfg: RunConfig, data: LTData, device: torch.device, deps: Dependencies):
     """The model and the step/evaluation logic of ``cfg``'s method."""
     t = cfg.train
@@ -139,10 +170,7 @@ def build_objective(cfg: RunConfig, data: LTData, device: torch.device, deps: De
             return MaskedPretrain(mae.to(device))
         model = build_model(cfg)
     if deps.pretrained is not None:
-        state = _load_model_state(deps.pretrained, "cpu")
-        encoder = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
-        encoder = {k: v for k, v in encoder.items() if not k.startswith("head")}
-        model.load_state_dict(encoder, strict=False)
+        load_pretrained_encoder(model, deps.pretrained)
     model = model.to(device)
     criterion = build_loss(cfg.method.loss, data.class_counts, **cfg.method.loss_params).to(device)
     if cfg.method.model == "deit":
@@ -163,9 +191,27 @@ def build_optimizer(cfg: RunConfig, model: torch.nn.Module):
     # timm's "sgd" is Nesterov; the LDAM code uses plain momentum.
     name = "momentum" if t.optimizer == "sgd" else "adamw"
     base = create_optimizer_v2(
-        model, name, lr=t.scaled_lr, weight_decay=t.weight_decay, layer_decay=t.layer_decay or None, **kwargs
+        model,
+        name,
+        lr=t.scaled_lr,
+        weight_decay=t.weight_decay,
+        layer_decay=t.layer_decay or None,
+        filter_bias_and_bn=not t.decay_norm_and_bias,
+        **kwargs,
     )
-    return SAM(base, t.sam_rho) if t.sam_rho > 0 else base
+    if t.sam_rho > 0 or t.sam_rho_schedule:
+        return SAM(base, sam_rho(cfg, 1), model if t.sam_freeze_bn else None)
+    return base
+
+
+def sam_rho(cfg: RunConfig, epoch: int) -> float:
+    """SAM's radius in ``epoch`` (1-based): ``sam_rho_schedule`` split evenly over the
+    epochs, else ``sam_rho``. A function of the epoch alone, so a resumed run follows it."""
+    t = cfg.train
+    if not t.sam_rho_schedule:
+        return t.sam_rho
+    n = len(t.sam_rho_schedule)
+    return t.sam_rho_schedule[min(n - 1, (epoch - 1) * n // t.epochs)]
 
 
 def fit(
@@ -262,6 +308,8 @@ def fit(
         loss_sum = torch.zeros((), device=device)
         step = (epoch - 1) * steps_per_epoch
         hard_labels = bool(t.mixup_off_epoch) and epoch > t.mixup_off_epoch  # DeiT-LT's DRW phase
+        if isinstance(optimizer, SAM):
+            optimizer.rho = sam_rho(cfg, epoch)
         with seeded(_epoch_seed(cfg.seed, epoch)):
             for x, y in train.train_batches(batch_size, _epoch_seed(cfg.seed, epoch)):
                 # Every process draws the same global batch (same seeds) and takes its share.

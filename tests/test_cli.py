@@ -33,7 +33,8 @@ def test_run_results_report_end_to_end(tmp_path, paths, capsys):
     from ltbench.recipes import load_catalog
 
     methods = load_catalog().methods.names()
-    expected = sorted([(m, s, "done") for m in methods for s in (0, 1)] + [("mgp_pretrain", 0, "done")])
+    stages = [("mgp_pretrain", s, "done") for s in (0, 1)]  # one MGP stage per seed, shared by mgp and livt
+    expected = sorted([(m, s, "done") for m in methods for s in (0, 1)] + stages)
     assert sorted((r["method"], r["seed"], r["status"]) for r in rows) == expected
     assert all(0.0 <= r["last.top1"] <= 1.0 for r in rows if r["method"] != "mgp_pretrain")
     record = json.loads(next((tmp_path / "out" / "runs").rglob("ce/*/record.json")).read_text())

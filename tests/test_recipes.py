@@ -113,7 +113,8 @@ def test_overrides_change_config_and_hash(catalog):
         ("nope=1", "matches no setting"),
         ("lr=fast", "expected a number"),
         ("profile=linear", "is not one of"),
-        ("seed=x", "expected an integer"),
+        ("mixup=x", "expected a number"),
+        ("seed=1", "is chosen with --seeds"),
     ],
 )
 def test_bad_overrides(catalog, override, message):

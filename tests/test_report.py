@@ -344,27 +344,235 @@ def test_latex_table_compiles_with_pdflatex(tmp_path):
     assert paths["latex"].name == "table.tex"
 
 
-def test_published_reference_rows_with_difference(tmp_path):
+CIFAR10_COUNTS = (5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50)
+
+
+def deit_cifar10(budget="paper", rho=100.0, method="deit_lt", overrides=()):
+    """Two seeds of a method on cifar10_lt (100 test images per class)."""
     recs = []
     for seed, correct in enumerate(([90, 80, 70, 60, 50, 40, 30, 20, 10, 0], [92, 82, 72, 62, 52, 42, 32, 22, 12, 2])):
-        r = record(
-            "deit_lt",
-            seed,
-            correct,
-            counts=(5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50),
-            total=[100] * 10,
-            dataset="cifar10_lt",
-        )
-        r["config"] = {"data": {"longtail": {"rho": 100.0}}, "train": {"img_size": 224}}
+        r = record(method, seed, correct, counts=CIFAR10_COUNTS, total=[100] * 10, dataset="cifar10_lt", budget=budget)
+        r["config"] = {"seed": seed, "data": {"longtail": {"rho": rho}}, "train": {"img_size": 224}}
+        r["overrides"] = list(overrides)
         r["index_sizes"] = [3, 4, 3]
         recs.append(r)
-    paths = write_report(recs, tmp_path, convention="index")
+    return recs
+
+
+@pytest.mark.skipif(__import__("shutil").which("pdflatex") is None, reason="pdflatex is not installed")
+def test_latex_with_notes_and_published_rows_compiles(tmp_path):
+    import subprocess
+
+    recs = deit_cifar10("smoke") + deit_cifar10("smoke", method="ce")
+    for r in recs:
+        r["val_counts"] = [0] + [5] * 9
+        r["results"]["best_val"] = r["results"]["last"]
+        r["finished_at"] = "2026-02-01T00:00:00+00:00"
+    recs.append({**recs[0], "run_id": "dup", "finished_at": "2026-01-01T00:00:00+00:00"})
+    tex = write_report(recs, tmp_path, selection="best_val", baseline="ce")["latex"].read_text()
+    assert "not comparable: budget smoke" in tex and "duplicate run" in tex and "9 of 10 classes" in tex
+    (tmp_path / "doc.tex").write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n\\input{table.tex}\n\\end{document}\n"
+    )
+    proc = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:]
+
+
+def test_published_reference_rows_with_difference(tmp_path):
+    # The paper budget under DeiT-LT's own index groups: like with like.
+    paths = write_report(deit_cifar10(), tmp_path, convention="index")
     md = paths["markdown"].read_text(encoding="utf-8").splitlines()
     ref = next(line for line in md if line.startswith("| DeiT-LT (DeiT-B), published rho=100"))
     # ours (index groups, mean of two seeds): many (80 + 82) / 2 = 81.0, all 46.0 -> 81.0 - 94.5, 46.0 - 87.5
-    assert "| 94.5 (-13.5) |" in ref and "| 87.5 (-41.5) |" in ref and "index groups, best on test" in ref
-    assert "DeiT-LT (DeiT-B), published rho=100" in paths["latex"].read_text()
-    assert "rho=50" not in paths["latex"].read_text()  # only the matching setting
+    assert "| 94.5 (-13.5) |" in ref and "| 87.5 (-41.5) |" in ref and "index groups, best on test)" in ref
+    assert "not comparable" not in ref
+    tex = paths["latex"].read_text()
+    assert "DeiT-LT (DeiT-B), published rho=100" in tex
+    assert "rho=50" not in tex  # only the matching setting
+    assert "in parentheses, ltbench's mean minus it" in line_of(tex, "\\caption{")
+
+
+def test_published_rows_only_compare_like_with_like(tmp_path):
+    # The issue's case: a smoke run under the threshold groups printed 84.1 (-78.1) against
+    # DeiT-LT's index-block "medium". Now: the paper's number alone, and why.
+    paths = write_report(deit_cifar10("smoke"), tmp_path, convention="threshold")
+    md = paths["markdown"].read_text(encoding="utf-8")
+    ref = line_of(md, "| DeiT-LT (DeiT-B), published rho=100")
+    assert "not comparable: budget smoke, threshold groups)" in ref
+    assert "| 94.5 | 84.1 | 85.0 | 87.5 | – |" in ref and "(" not in ref.split("|", 2)[2]
+    caption = line_of(paths["latex"].read_text(), "\\caption{")
+    assert "published rows give the paper's number alone" in caption and "minus it" not in caption
+    # One mismatch is enough: the paper budget under the threshold groups, the index groups
+    # under the quick budget.
+    ref = line_of(markdown_table(*_with_refs(deit_cifar10(), "threshold")), "| DeiT-LT")
+    assert "not comparable: threshold groups)" in ref and "(-" not in ref
+    ref = line_of(markdown_table(*_with_refs(deit_cifar10("quick"), "index")), "| DeiT-LT")
+    assert "not comparable: budget quick)" in ref and "(-" not in ref
+
+
+def _with_refs(recs, convention):
+    from ltbench.published import references_for
+
+    return aggregate(runs_frame(recs, convention)), None, references_for(recs)
+
+
+def test_published_rows_only_for_methods_in_the_table(tmp_path):
+    # ce on cifar10_lt: no DeiT-LT row, so no DeiT-LT published row, and the caption says nothing of them.
+    paths = write_report(deit_cifar10(method="ce"), tmp_path, convention="index")
+    md, tex = paths["markdown"].read_text(encoding="utf-8"), paths["latex"].read_text()
+    assert "published" not in md and "published" not in tex and "DeiT-B" not in tex
+
+
+def test_published_rows_compare_with_the_row_of_their_setting():
+    # deit_lt at the recipe's rho=100 and with --set rho=50: each published setting is set
+    # against its own row, never the other's.
+    recs = deit_cifar10() + [
+        {**r, "run_id": r["run_id"] + "-50", "results": {"last": {**r["results"]["last"], "correct": [50] * 10}}}
+        for r in deit_cifar10(rho=50.0, overrides=["rho=50"])
+    ]
+    md = markdown_table(*_with_refs(recs, "index"))
+    assert "| deit_lt [rho=50] | <u>50.0</u> ± 0.0 |" in md
+    assert "| 94.5 (-13.5) |" in line_of(md, "| DeiT-LT (DeiT-B), published rho=100 (index groups, best on test) |")
+    rho50 = line_of(md, "| DeiT-LT (DeiT-B), published rho=50")
+    assert "against deit_lt [rho=50])" in rho50 and "| 94.9 (-44.9) |" in rho50  # 50.0 - 94.9
+
+
+def with_provenance(rec, fingerprint="f" * 64, verified=True, finished="2026-01-01T00:00:00+00:00", run_id=None):
+    rec["provenance"] = {"data_fingerprint": fingerprint, "data_verified": verified}
+    rec["finished_at"] = finished
+    if run_id:
+        rec["run_id"] = run_id
+    return rec
+
+
+def test_unverified_data_is_its_own_row():
+    # The issue's case: seeds 0-1 on verified data, then seed 0 again with --no-verify
+    # (another run id, the same configuration). It used to make one row of n = 3.
+    recs = [
+        with_provenance(record("ce", 0, [8, 5, 1])),
+        with_provenance(record("ce", 1, [9, 5, 3])),
+        with_provenance(record("ce", 0, [2, 2, 2]), verified=False, run_id="ce-0-unverified"),
+    ]
+    for r in recs:
+        r["config"] = {"seed": r["seed"], "data_seed": 0, "method": {"name": "ce"}}
+    frame = runs_frame(recs)
+    assert list(frame["method"]) == ["ce", "ce", "ce (unverified data)"]
+    assert frame.attrs["duplicates"] == []
+    from ltbench.reporting import variant_of
+
+    assert variant_of(recs[0]) == variant_of(recs[1]) != variant_of(recs[2])
+    md = markdown_table(aggregate(frame))
+    assert "| ce | **85.0** ± 7.1 | **50.0** ± 0.0 | **20.0** ± 14.1 | **51.7** ± 7.1 | 2 |" in md
+    assert "| ce (unverified data) | <u>20.0</u> | <u>20.0</u> | **20.0** | <u>20.0</u> | 1 |" in md
+
+
+def test_record_variant_is_used_when_present():
+    # Same configuration, another teacher (lineage): the record's own variant tells them apart.
+    recs = [record("deit_lt", 0, [8, 5, 1]), record("deit_lt", 1, [9, 5, 3]), record("deit_lt", 2, [1, 1, 1])]
+    for r, variant in zip(recs, ("aa" * 32, "aa" * 32, "bb" * 32)):
+        r["config"] = {"seed": r["seed"], "method": {"name": "deit_lt"}}
+        r["variant"] = variant
+    from ltbench.reporting import variant_of
+
+    assert variant_of(recs[2]) == "bb" * 32
+    agg = aggregate(runs_frame(recs))
+    assert list(agg["method"]) == ["deit_lt {aaaaaaaa}", "deit_lt {bbbbbbbb}"] and list(agg["n"]) == [2, 1]
+
+
+def test_different_data_of_one_data_seed_splits_the_row():
+    a, b, c = "a1" * 32, "b2" * 32, "c3" * 32
+    # Data seeds 0 and 1 have different data, as they should: one row of two.
+    recs = [with_provenance(record("ce", 0, [8, 5, 1]), a), with_provenance(record("ce", 0, [9, 5, 3]), c)]
+    recs[1]["data_seed"], recs[1]["run_id"] = 1, "ce-0-d1"
+    agg = aggregate(runs_frame(recs))
+    assert list(agg["method"]) == ["ce"] and list(agg["n"]) == [2]
+    # Seeds 0 and 1 of data seed 0 trained on different data: two rows, named by fingerprint.
+    recs = [with_provenance(record("ce", 0, [8, 5, 1]), a), with_provenance(record("ce", 1, [9, 5, 3]), b)]
+    agg = aggregate(runs_frame(recs))
+    assert list(agg["method"]) == ["ce (data a1a1a1a1)", "ce (data b2b2b2b2)"] and list(agg["n"]) == [1, 1]
+    # Unverified data of two kinds: both said.
+    recs = [with_provenance(r, fp, verified=False) for r, fp in zip(recs, (a, b))]
+    assert list(runs_frame(recs)["method"]) == ["ce (unverified data a1a1a1a1)", "ce (unverified data b2b2b2b2)"]
+
+
+def test_duplicate_runs_of_a_seed_keep_the_latest_and_say_so(tmp_path):
+    recs = [
+        with_provenance(record("ce", 0, [0, 0, 0]), finished="2026-01-02T00:00:00+00:00", run_id="ce-0-later"),
+        with_provenance(record("ce", 0, [8, 5, 1]), finished="2026-01-03T00:00:00+00:00", run_id="ce-0-latest"),
+        with_provenance(record("ce", 0, [1, 1, 1]), finished="2026-01-01T00:00:00+00:00", run_id="ce-0-first"),
+        with_provenance(record("ce", 1, [9, 5, 3])),
+    ]
+    frame = runs_frame(recs)
+    assert list(frame["run_id"]) == ["ce-0-latest", "ce-1-toy-quick"]
+    assert [(d["run_id"], d["kept"], d["seed"]) for d in frame.attrs["duplicates"]] == [
+        ("ce-0-later", "ce-0-latest", 0),
+        ("ce-0-first", "ce-0-latest", 0),
+    ]
+    agg = aggregate(frame)
+    assert list(agg["n"]) == [2] and agg.iloc[0]["top1_mean"] == pytest.approx(15.5 / 30)
+    assert len(agg.attrs["duplicates"]) == 2
+    caption = line_of(latex_table(agg), "\\caption{")
+    assert "2 duplicate runs of the same seed were left out, the latest run of each seed kept: ce seed 0." in caption
+    md = markdown_table(agg)
+    assert "| ce | **85.0** ± 7.1 |" in md
+    assert md.endswith(
+        "\n\nNote: 2 duplicate runs of the same seed were left out, the latest run of each seed kept: ce seed 0.\n"
+    )
+    paths = write_report(recs, tmp_path)
+    assert "duplicate runs" in paths["markdown"].read_text(encoding="utf-8")
+    # No duplicate, no note.
+    assert "duplicate" not in latex_table(aggregate(runs_frame(RECORDS))) and "Note" not in markdown_table(
+        aggregate(runs_frame(RECORDS))
+    )
+
+
+def test_paired_test_never_pairs_a_duplicate():
+    from scipy.stats import ttest_rel
+
+    from ltbench.reporting import paired_tests
+
+    recs = [record("ce", s, c) for s, c in enumerate(([5, 5, 5], [4, 5, 6], [6, 5, 4]))]
+    recs += [record("la", s, c) for s, c in enumerate(([7, 7, 8], [7, 7, 7], [8, 7, 6]))]
+    # An earlier run of ce's seed 0 (another run id): it used to be paired with la's seed 0 too.
+    recs.append({**record("ce", 0, [9, 9, 9]), "run_id": "ce-0-old", "finished_at": "2026-01-01T00:00:00+00:00"})
+    for r in recs[:-1]:
+        r["finished_at"] = "2026-02-01T00:00:00+00:00"
+    p = paired_tests(runs_frame(recs), "ce")
+    expected = ttest_rel([22 / 30, 21 / 30, 21 / 30], [15 / 30, 15 / 30, 15 / 30]).pvalue
+    assert p[("la", "toy", "quick")] == pytest.approx(expected)
+    # A frame made by hand that still holds a duplicate: one run per seed all the same.
+    import pandas as pd
+
+    frame = runs_frame(recs[:-1])
+    dup = pd.concat([frame.iloc[[0]].assign(top1=0.9, run_id="dup"), frame], ignore_index=True)
+    assert paired_tests(dup, "ce")[("la", "toy", "quick")] == pytest.approx(expected)
+    assert aggregate(dup).set_index("method").loc["ce", "n"] == 3
+
+
+def test_caption_says_when_the_validation_set_misses_classes(tmp_path):
+    recs = [record("ce", 0, [1, 1, 1], best=[8, 5, 1]), record("ce", 1, [1, 1, 1], best=[9, 5, 3])]
+    for r in recs:
+        r["val_counts"] = [0, 5, 5]  # the head class has no validation image
+    other = record("la", 0, [1, 1, 1], best=[5, 5, 5], dataset="full_lt")
+    other["val_counts"] = [5, 5, 5]
+    agg = aggregate(runs_frame([*recs, other], selection="best_val"))
+    caption = line_of(latex_table(agg), "\\caption{")
+    assert "The validation set that picks the best epoch covers only 2 of 3 classes on toy:" in caption
+    assert "full\\_lt" not in caption
+    assert "Note: The validation set that picks the best epoch covers only 2 of 3 classes on toy:" in markdown_table(
+        agg
+    )
+    # Not under the last epoch, nor when every class has validation images.
+    assert "validation set that picks" not in latex_table(aggregate(runs_frame(recs, selection="last")))
+    assert "validation set that picks" not in latex_table(aggregate(runs_frame([other], selection="best_val")))
+    paths = write_report(recs, tmp_path, selection="best_val")
+    assert "covers only 2 of 3 classes on toy" in paths["latex"].read_text()
 
 
 def test_runs_with_different_settings_are_never_averaged_as_seeds():

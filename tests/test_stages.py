@@ -89,21 +89,22 @@ def test_shared_stages_run_once_and_deit_heads_are_stored(tmp_path):
         ["mgp", "livt", "deit_lt", "cnn_ldam_drw_sam"], ["digits_lt"], "smoke", seeds=[0, 1], out_dir=tmp_path
     )
     names = [s.config.method.name for s in specs]
-    assert names.count("mgp_pretrain") == 1  # one MGP stage for mgp and livt, both seeds
-    assert names.count("cnn_ldam_drw_sam") == 2  # seed 0 is also the teacher of every student
-    teacher = next(s for s in specs if s.config.method.name == "cnn_ldam_drw_sam" and s.config.seed == 0)
+    assert names.count("mgp_pretrain") == 2  # one MGP stage per seed, shared by mgp and livt
+    assert names.count("cnn_ldam_drw_sam") == 2  # the baseline runs are also the students' teachers
+    teachers = {s.config.seed: s for s in specs if s.config.method.name == "cnn_ldam_drw_sam"}
     students = [s for s in specs if s.config.method.name == "deit_lt"]
-    assert all(dict(s.needs)["teacher"] == teacher.run_dir for s in students)
+    assert all(dict(s.needs)["teacher"] == teachers[s.config.seed].run_dir for s in students)
     assert names.index("mgp_pretrain") < names.index("mgp") and names.index("cnn_ldam_drw_sam") < names.index("deit_lt")
 
     store = ResultStore(tmp_path / "s.db")
     for spec in specs:
         execute_run(spec, store, "cpu")
     pretrain = store.records(method="mgp_pretrain")
-    assert len(pretrain) == 1 and pretrain[0]["results"] == {}
+    assert len(pretrain) == 2 and all(p["results"] == {} for p in pretrain)
     # running the sweep again trains nothing: every stage is found done
     assert all(execute_run(s, store, "cpu").get("skipped") for s in specs)
     deit = store.records(method="deit_lt")[0]
+    assert deit["needs"] == {"teacher": teachers[deit["seed"]].run_id}
     heads = deit["results"]["last"]["heads"]
     assert set(heads) == {"cls", "dist"} and sum(heads["cls"]["total"]) == 500
     assert deit["results"]["last"]["correct"].any() or heads["dist"]["correct"].any()

@@ -6,6 +6,10 @@ state dict loads into the classifier unchanged. A random ``mask_ratio`` of the p
 hidden per image; the encoder sees only the visible ones (plus the class token); a light
 decoder reconstructs every patch from the encoded ones and mask tokens; the loss is the MSE
 on the masked patches only, against per-patch normalised pixels (``norm_pix_loss``).
+
+Position embeddings are fixed 2-D sin-cos tables in the encoder and the decoder, as in MAE
+(the class token's is zero); they are frozen while pretraining. The fine-tuned ViT loads the
+encoder's as its (learned) ``pos_embed``, so fine-tuning starts from the table.
 """
 
 from __future__ import annotations
@@ -13,6 +17,34 @@ from __future__ import annotations
 import torch
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
+
+
+def sincos_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
+    """Fixed 2-D sin-cos position embedding, (grid_h * grid_w, dim), patches in row-major order.
+
+    MAE's layout: with q = dim / 4 frequencies f_k = 10000^(-k / q), a patch in row r and
+    column c gets [sin(c f), cos(c f), sin(r f), cos(r f)]: the first half of the channels
+    depends on the column only, the second half on the row only.
+
+    timm's ``build_sincos2d_pos_embed`` puts the row first ([sin(r f), sin(c f), cos(r f),
+    cos(c f)], or row-then-column when interleaved), so MAE's order is built here.
+    """
+    if dim % 4:
+        raise ValueError(f"a 2-D sin-cos position embedding needs a width divisible by 4, got {dim}")
+    q = dim // 4
+    freqs = 10000.0 ** -(torch.arange(q, dtype=torch.float64) / q)
+    rows, cols = torch.meshgrid(
+        torch.arange(grid_h, dtype=torch.float64), torch.arange(grid_w, dtype=torch.float64), indexing="ij"
+    )
+    c = cols.reshape(-1, 1) * freqs  # (L, q)
+    r = rows.reshape(-1, 1) * freqs
+    return torch.cat([c.sin(), c.cos(), r.sin(), r.cos()], dim=1).float()
+
+
+def _fixed_table(dim: int, grid: tuple[int, int], prefix: int) -> torch.Tensor:
+    """(1, prefix + L, dim): zeros for the prefix tokens, then the sin-cos table."""
+    table = sincos_2d(dim, *grid)
+    return torch.cat([torch.zeros(prefix, dim), table])[None]
 
 
 class MaskedAutoencoder(nn.Module):
@@ -34,16 +66,21 @@ class MaskedAutoencoder(nn.Module):
         self.in_chans = encoder.patch_embed.proj.in_channels
         self.prefix = encoder.num_prefix_tokens
         dim = encoder.embed_dim
+        grid = tuple(encoder.patch_embed.grid_size)
+        if encoder.pos_embed is None or encoder.pos_embed.shape[1] != self.num_patches + self.prefix:
+            raise ValueError("the encoder needs a position embedding for its prefix tokens and every patch")
+        with torch.no_grad():  # fixed, frozen while pretraining (MAE)
+            encoder.pos_embed.copy_(_fixed_table(dim, grid, self.prefix))
+        encoder.pos_embed.requires_grad_(False)
         self.decoder_embed = nn.Linear(dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
-        self.decoder_pos = nn.Parameter(torch.zeros(1, self.num_patches + self.prefix, decoder_dim))
+        self.decoder_pos = nn.Parameter(_fixed_table(decoder_dim, grid, self.prefix), requires_grad=False)
         self.decoder_blocks = nn.Sequential(
             *[Block(decoder_dim, decoder_heads, 4.0, qkv_bias=True) for _ in range(decoder_depth)]
         )
         self.decoder_norm = nn.LayerNorm(decoder_dim)
         self.decoder_pred = nn.Linear(decoder_dim, self.patch**2 * self.in_chans)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
-        nn.init.trunc_normal_(self.decoder_pos, std=0.02)
 
     def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, L, p*p*C), patches in row-major order, as the patch embedding."""
