@@ -49,7 +49,7 @@ def run(
     """Run methods x datasets x seeds under one budget; store and return their records.
 
     Args:
-        methods: method names; None means every registered method.
+        methods: method names; None means the main job's (:func:`main_job_methods`).
         data: dataset names; None means the embedded default, ``mnist_lt``.
         budget: ``smoke``, ``quick`` or ``paper`` (or any budget the recipes define).
         seeds: training seeds; one run each.
@@ -96,7 +96,7 @@ def _plan(methods, data, budget, seeds, data_seed, overrides, out_dir, recipes, 
 
     catalog = load_catalog(tuple(recipes))
     return plan_runs(
-        methods if methods is not None else catalog.methods.names(),
+        methods if methods is not None else main_job_methods(catalog),
         data if data is not None else (DEFAULT_DATASET,),
         budget,
         seeds,
@@ -107,6 +107,13 @@ def _plan(methods, data, budget, seeds, data_seed, overrides, out_dir, recipes, 
         None if root is None else str(root),
         verify,
     )
+
+
+def main_job_methods(catalog=None) -> list[str]:
+    """The methods ``ltbench run`` trains without ``--methods``: those whose recipe keeps
+    ``in_main_job = true`` (the default)."""
+    catalog = catalog or load_catalog()
+    return [m for m in catalog.methods.names() if catalog.methods.get(m).in_main_job]
 
 
 def plan(
@@ -282,6 +289,7 @@ def list_recipes(kind: str = "all", pattern: str = "*", recipes: Sequence[str] =
                 "paper": m.paper,
                 "loss": m.loss,
                 "version": m.version,
+                "in_main_job": m.in_main_job,
                 "budgets": {
                     b: {
                         "epochs": t.epochs,

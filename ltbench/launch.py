@@ -30,6 +30,7 @@ from typing import Any
 import submitit
 import tomllib
 
+from .atomic import write_text_atomic
 from .recipes import RecipeError, from_mapping
 from .runner import RunSpec, execute_run
 from .store import ResultStore, read_record
@@ -139,9 +140,7 @@ def _write_job(spec: RunSpec, job: submitit.Job, kind: str, folder: Path) -> Non
         "stdout": str(job.paths.stdout),
         "stderr": str(job.paths.stderr),
     }
-    tmp = spec.run_dir / f".{JOB_FILE}.tmp"
-    tmp.write_text(json.dumps(info))
-    os.replace(tmp, spec.run_dir / JOB_FILE)
+    write_text_atomic(spec.run_dir / JOB_FILE, json.dumps(info))
 
 
 def submit(

@@ -25,13 +25,57 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .registry import Registry
+from .registry import PluginImportError, Registry, UnknownNameError
 
-LOSSES: Registry[type[torch.nn.Module]] = Registry("loss")
+# Built-ins below; installed packages add more through entry points in group ``ltbench.losses``,
+# and a recipe may name any loss as ``module:attr`` (built as ``attr(class_counts, **params)``).
+LOSSES: Registry[type[torch.nn.Module]] = Registry("loss", entry_points="ltbench.losses")
 
 
 def list_losses() -> list[str]:
     return LOSSES.names()
+
+
+def loss_class(name: str):
+    """The class (or factory) a loss name resolves to: registered, entry point or ``module:attr``.
+
+    Raises:
+        UnknownNameError: an unknown plain name.
+        PluginImportError: an entry point or ``module:attr`` whose code does not import.
+    """
+    return LOSSES.get(name)
+
+
+def loss_parameters(factory) -> list[str] | None:
+    """Keyword parameters ``factory(class_counts, **params)`` accepts; None: any (``**kwargs``)."""
+    sig = inspect.signature(factory)  # a class: its __init__ without self
+    params = list(sig.parameters.values())
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if named and named[0].kind is not named[0].KEYWORD_ONLY:
+        named = named[1:]  # class_counts, whatever its name
+    return [p.name for p in named]
+
+
+def check_loss_params(name: str, params) -> type:
+    """The loss ``name`` resolves to, after checking it accepts every key of ``params``.
+
+    Raises:
+        ValueError: a key the loss's signature lacks (the message names it, a close match
+            and the valid keys).
+    """
+    cls = loss_class(name)
+    accepted = loss_parameters(cls)
+    if accepted is not None:
+        for key in params:
+            if key not in accepted:
+                close = difflib.get_close_matches(key, accepted, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ValueError(
+                    f"loss {name!r} takes no parameter {key!r}.{hint} Valid: {', '.join(accepted) or '(none)'}"
+                )
+    return cls
 
 
 def _counts(class_counts) -> np.ndarray:
@@ -145,10 +189,13 @@ def drw_weights(class_counts, beta: float = 0.9999) -> torch.Tensor:
 class LDAM(torch.nn.Module):
     """L = CE(s * (z - Delta_y on the true class)), Delta_j = max_m * n_j^(-1/4) / max_k n_k^(-1/4).
 
-    The logits are expected from a cosine classifier (``NormedLinear``), as in the LDAM code.
+    The logits are expected from a cosine classifier (``NormedLinear``), as in the LDAM code:
+    ``cosine_classifier`` asks the model builder for one.
     With soft targets the margin is ``Delta`` weighted by the target. After
     ``set_reweight(True)`` (the DRW epoch), classes are weighted by :func:`drw_weights`.
     """
+
+    cosine_classifier = True  # capability flag read by ltbench.models.build_model
 
     adjusts_inference = False
 
@@ -188,6 +235,7 @@ class DeiTLTLoss(torch.nn.Module):
     """
 
     adjusts_inference = False
+    distills = True  # takes (cls, dist, target, teacher logits): a DeiT and a teacher
 
     def __init__(self, class_counts, beta: float = 0.9999):
         super().__init__()
@@ -206,11 +254,96 @@ class DeiTLTLoss(torch.nn.Module):
         return 0.5 * _soft_ce(cls_logits, target) + 0.5 * F.cross_entropy(dist_logits, hard, weight=weight)
 
 
+def _focal_terms(logits: torch.Tensor, target: torch.Tensor, gamma: float) -> torch.Tensor:
+    """(B, C) terms -t_ij (1 - p_ij)^gamma log p_ij, p = softmax(z)."""
+    t = _soft(target, logits.shape[1], logits.dtype)
+    logp = F.log_softmax(logits, dim=1)
+    return -t * (1.0 - logp.exp()).clamp(min=0.0).pow(gamma) * logp
+
+
+@LOSSES.register("focal")
+class Focal(torch.nn.Module):
+    """Softmax focal loss (Lin et al., ICCV 2017, arXiv:1708.02002): mean_i -(1 - p_iy)^gamma log p_iy.
+
+    Soft targets (Mixup, label smoothing): mean_i -sum_j t_ij (1 - p_ij)^gamma log p_ij, each
+    class's term modulated by its own probability; for a one-hot target this is the formula
+    above. gamma = 0 is CE. Lin et al. use gamma 2; the LDAM-DRW code's focal baseline uses 1.
+    """
+
+    adjusts_inference = False
+
+    def __init__(self, class_counts, gamma: float = 2.0):
+        super().__init__()
+        _prior(class_counts)
+        if not gamma >= 0:
+            raise ValueError(f"focal gamma must be >= 0, got {gamma}")
+        self.gamma = float(gamma)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return _focal_terms(logits, target, self.gamma).sum(1).mean()
+
+
+@LOSSES.register("cb_focal")
+class ClassBalancedFocal(torch.nn.Module):
+    """Class-balanced focal loss (Cui et al., CVPR 2019, arXiv:1901.05555), softmax form:
+    (1/B) sum_i w_y (1 - p_iy)^gamma (-log p_iy), w_j = (1 - beta) / (1 - beta^n_j) scaled to
+    sum to C (:func:`drw_weights`).
+
+    As in Cui et al.'s code the weighted terms are divided by the batch size (not by the sum
+    of the weights). Soft targets: (1/B) sum_i sum_j t_ij w_j (1 - p_ij)^gamma (-log p_ij).
+    Cui et al.'s best CIFAR-LT results use the sigmoid form of focal loss; this is the softmax
+    one, the same as ``focal`` with class weights.
+    """
+
+    adjusts_inference = False
+
+    def __init__(self, class_counts, beta: float = 0.9999, gamma: float = 1.0):
+        super().__init__()
+        if not gamma >= 0:
+            raise ValueError(f"cb_focal gamma must be >= 0, got {gamma}")
+        if not 0 <= beta < 1:
+            raise ValueError(f"cb_focal beta must be in [0, 1), got {beta}")
+        self.gamma, self.beta = float(gamma), float(beta)
+        self.register_buffer("weights", drw_weights(class_counts, beta))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        terms = _focal_terms(logits, target, self.gamma) * self.weights.to(logits.dtype)
+        return terms.sum(1).mean()
+
+
+@LOSSES.register("ce_drw")
+class CrossEntropyDRW(torch.nn.Module):
+    """CE-DRW, the strong baseline of the LDAM paper (Cao et al., NeurIPS 2019): plain CE until
+    the DRW epoch; after ``set_reweight(True)`` a weighted mean, each sample weighted by
+    :func:`drw_weights` of its class, sum_i w_yi CE_i / sum_i w_yi (as ``F.cross_entropy``
+    with ``weight=``, the LDAM code's call). Soft targets weight a sample by sum_j t_ij w_j.
+    """
+
+    adjusts_inference = False
+
+    def __init__(self, class_counts, beta: float = 0.9999):
+        super().__init__()
+        self.register_buffer("weights", drw_weights(class_counts, beta))
+        self.reweight = False
+
+    def set_reweight(self, on: bool) -> None:
+        self.reweight = bool(on)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if not self.reweight:
+            return _soft_ce(logits, target)
+        t = _soft(target, logits.shape[1], logits.dtype)
+        per_sample = -(t * F.log_softmax(logits, dim=1)).sum(1)
+        sample_w = (t * self.weights.to(logits.dtype)).sum(1)
+        return (sample_w * per_sample).sum() / sample_w.sum()
+
+
 def build_loss(name: str, class_counts, **params) -> torch.nn.Module:
     """Build a registered loss for a dataset with the given training counts per class.
 
     Args:
-        name: one of :func:`list_losses` (``ce``, ``la``, ``bce``, ``bal_bce``, ``ldam``, ``deit_lt``).
+        name: one of :func:`list_losses` (``ce``, ``la``, ``bce``, ...), an entry point of group
+            ``ltbench.losses``, or ``module:attr`` of importable code.
         class_counts: training images per class, in label order; all must be positive.
         **params: the loss's own parameters (e.g. ``tau`` for ``la`` and ``bal_bce``).
 
@@ -225,17 +358,10 @@ def build_loss(name: str, class_counts, **params) -> torch.nn.Module:
         >>> loss = build_loss("bal_bce", [500, 50, 5], tau=1.0)
         >>> loss(torch.zeros(2, 3), torch.tensor([0, 2]))
     """
-    if name not in LOSSES:
-        raise ValueError(LOSSES.unknown_message(name))
-    cls = LOSSES.get(name)
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "class_counts")]
-    for key in params:
-        if key not in accepted:
-            close = difflib.get_close_matches(key, accepted, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(
-                f"loss {name!r} takes no parameter {key!r}.{hint} Valid: {', '.join(accepted) or '(none)'}"
-            )
+    try:
+        cls = check_loss_params(name, params)
+    except (UnknownNameError, PluginImportError) as e:
+        raise ValueError(str(e)) from e
     return cls(class_counts, **params)
 
 

@@ -14,10 +14,13 @@ which the trainer sets); evaluation uses the bare ``self.model``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
 from .metrics import ClassStats
+from .registry import Registry
 
 
 def _autocast(device: torch.device):
@@ -37,6 +40,11 @@ def channels_last(model: torch.nn.Module, device: torch.device) -> torch.memory_
 
 class Classify:
     has_eval = True
+    trains = True  # False: an evaluation-only stage (PosthocTransform)
+
+    def train_mode(self) -> None:
+        """Put what trains in train mode (frozen parts of a decoupling stage stay in eval)."""
+        self.model.train()
 
     def __init__(
         self,
@@ -110,6 +118,10 @@ class Distill(Classify):
 
 class MaskedPretrain:
     has_eval = False
+    trains = True
+
+    def train_mode(self) -> None:
+        self.model.train()
 
     def __init__(self, mae: torch.nn.Module):
         self.model = self.forward = mae
@@ -117,3 +129,195 @@ class MaskedPretrain:
     def loss(self, x: torch.Tensor, target: torch.Tensor, epoch: int) -> torch.Tensor:
         with _autocast(x.device):
             return self.forward(x)[0]
+
+
+# ------------------------------------------------------------------ decoupling (Kang et al.)
+# Kang et al., Decoupling Representation and Classifier for Long-Tailed Recognition, ICLR 2020,
+# arXiv:1910.09217. Each starts from a trained classifier (the run's ``backbone`` stage) whose
+# representation stays fixed.
+
+
+def classifier_name(model: torch.nn.Module) -> str:
+    """The attribute holding the model's final linear layer (``fc`` of a ResNet, ``head`` of a ViT).
+
+    Raises:
+        ValueError: the model has no plain linear classifier (a cosine one cannot be re-used).
+    """
+    for name in ("fc", "head"):
+        if isinstance(getattr(model, name, None), torch.nn.Linear):
+            return name
+    raise ValueError(
+        f"{type(model).__name__} has no linear classifier (fc or head); decoupling needs one "
+        "(an LDAM backbone's cosine classifier is not)"
+    )
+
+
+def freeze(model: torch.nn.Module) -> None:
+    """No gradients for ``model`` and its BatchNorm statistics fixed (eval mode kept by ``train_mode``)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+class RetrainClassifier(Classify):
+    """cRT: a new linear classifier, trained on the frozen backbone's features (with the
+    recipe's sampler: class-balanced in the paper). Only the classifier is in train mode."""
+
+    def __init__(self, model: torch.nn.Module, criterion, num_classes: int, drw_epoch: int = 0):
+        freeze(model)
+        name = classifier_name(model)
+        old = getattr(model, name)
+        setattr(model, name, torch.nn.Linear(old.in_features, old.out_features).to(old.weight.device))
+        self.head_name = name
+        super().__init__(model, criterion, num_classes, drw_epoch)
+
+    def train_mode(self) -> None:
+        self.model.eval()  # backbone BatchNorm keeps the statistics of representation learning
+        getattr(self.model, self.head_name).train()
+
+
+class ScaledLogits(torch.nn.Module):
+    """LWS's model: the backbone's logits times a learned per-class scale f_j (initially 1).
+    Kang et al. scale the weight vectors w_j; scaling the logit also scales the bias."""
+
+    def __init__(self, model: torch.nn.Module, num_classes: int):
+        super().__init__()
+        self.inner = model
+        self.scale = torch.nn.Parameter(torch.ones(num_classes, device=next(model.parameters()).device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) * self.scale
+
+
+class LearnScales(Classify):
+    """LWS: the backbone and its classifier frozen, one scale per class learned."""
+
+    def __init__(self, model: torch.nn.Module, criterion, num_classes: int, drw_epoch: int = 0):
+        classifier_name(model)  # a linear classifier to scale
+        freeze(model)
+        super().__init__(ScaledLogits(model, num_classes), criterion, num_classes, drw_epoch)
+
+    def train_mode(self) -> None:
+        self.model.eval()  # nothing but the scales changes
+
+
+class PosthocTransform(Classify):
+    """An evaluation-only stage: the backbone's features through a classifier transformed with
+    one parameter ``tau``, chosen on the validation set (mean per-class accuracy; the test set
+    never chooses), then evaluated on test. Nothing trains.
+
+    ``transform(features, weight, bias, tau)`` gives the logits.
+    """
+
+    trains = False
+
+    def __init__(self, model: torch.nn.Module, num_classes: int, transform, taus, default_tau: float):
+        name = classifier_name(model)
+        head = getattr(model, name)
+        self.weight = head.weight.detach().clone()
+        self.bias = None if head.bias is None else head.bias.detach().clone()
+        setattr(model, name, torch.nn.Identity())  # the model now gives features
+        freeze(model)
+        self.transform, self.taus, self.tau = transform, tuple(taus), default_tau
+        super().__init__(model, None, num_classes)
+
+    def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.model(x.contiguous(memory_format=self.memory_format)).float()
+        return {"main": self.transform(feats, self.weight, self.bias, self.tau)}
+
+    @torch.inference_mode()
+    def choose_tau(self, batches, batch_size: int) -> dict[str, float]:
+        """Pick ``tau`` by mean per-class accuracy on ``batches`` (the validation set); the
+        first of equal scores in grid order wins. Returns the score of each tau tried."""
+        self.model.eval()
+        feats, labels = [], []
+        for x, y in batches.eval_batches(batch_size):
+            feats.append(self.model(x.contiguous(memory_format=self.memory_format)).float())
+            labels.append(y)
+        f, y = torch.cat(feats), torch.cat(labels)
+        present = torch.bincount(y, minlength=self.num_classes) > 0
+        scores = {}
+        for tau in self.taus:
+            pred = self.transform(f, self.weight, self.bias, tau).argmax(1)
+            hits = torch.bincount(y[pred == y], minlength=self.num_classes).double()
+            totals = torch.bincount(y, minlength=self.num_classes).double()
+            scores[tau] = float((hits[present] / totals[present]).mean())
+        self.tau = max(self.taus, key=lambda t: scores[t])  # max keeps the first of ties
+        return scores
+
+
+def tau_normalised(feats, weight, bias, tau: float) -> torch.Tensor:
+    """tau-normalisation: w_j / ||w_j||^tau, bias dropped (Kang et al.)."""
+    w = weight / weight.norm(dim=1, keepdim=True).pow(tau)
+    return feats @ w.t()
+
+
+def logit_adjusted(log_prior: torch.Tensor):
+    """Post-hoc logit adjustment (Menon et al., ICLR 2021): z - tau * log(pi)."""
+
+    def transform(feats, weight, bias, tau: float) -> torch.Tensor:
+        z = feats @ weight.t() + (0 if bias is None else bias)
+        return z - tau * log_prior.to(z.device)
+
+    return transform
+
+
+TAU_NORM_GRID = tuple(round(0.1 * i, 1) for i in range(11))  # 0, 0.1, ..., 1.0
+LOGIT_ADJUST_GRID = tuple(round(0.25 * i, 2) for i in range(13))  # 0, 0.25, ..., 3.0
+
+
+# ------------------------------------------------------------------- objectives by name
+# A recipe's ``objective`` names one of these; each builds its objective from the run's config,
+# its data, the device and the stages it consumed (``stages``: role -> (config, checkpoint)).
+# ``roles`` are the [[needs]] roles it requires, checked when the plan is made.
+
+OBJECTIVES: Registry[Callable] = Registry("objective", entry_points="ltbench.objectives")
+OBJECTIVE_ROLES: dict[str, tuple[str, ...]] = {}
+
+
+def objective(name: str, roles: tuple[str, ...] = ()):
+    def deco(build: Callable) -> Callable:
+        OBJECTIVES.add(name, build)
+        OBJECTIVE_ROLES[name] = roles
+        return build
+
+    return deco
+
+
+def load_stage_model(stages: dict, role: str, device: torch.device) -> torch.nn.Module:
+    """The trained model of the stage consumed as ``role``, built from that stage's config."""
+    from .models import build_model
+
+    cfg, checkpoint = stages[role]
+    model = build_model(cfg)
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
+    return model.to(device)
+
+
+@objective("retrain_classifier", roles=("backbone",))
+def _crt(cfg, data, device, stages):
+    from .losses import build_loss
+
+    criterion = build_loss(cfg.method.loss, data.class_counts, **cfg.method.loss_params).to(device)
+    return RetrainClassifier(load_stage_model(stages, "backbone", device), criterion, cfg.data.num_classes)
+
+
+@objective("learn_scales", roles=("backbone",))
+def _lws(cfg, data, device, stages):
+    from .losses import build_loss
+
+    criterion = build_loss(cfg.method.loss, data.class_counts, **cfg.method.loss_params).to(device)
+    return LearnScales(load_stage_model(stages, "backbone", device), criterion, cfg.data.num_classes)
+
+
+@objective("tau_norm", roles=("backbone",))
+def _tau_norm(cfg, data, device, stages):
+    model = load_stage_model(stages, "backbone", device)
+    return PosthocTransform(model, cfg.data.num_classes, tau_normalised, TAU_NORM_GRID, 1.0)
+
+
+@objective("posthoc_logit_adjust", roles=("backbone",))
+def _posthoc_la(cfg, data, device, stages):
+    counts = torch.as_tensor(data.class_counts, dtype=torch.float32)
+    transform = logit_adjusted((counts / counts.sum()).log())
+    model = load_stage_model(stages, "backbone", device)
+    return PosthocTransform(model, cfg.data.num_classes, transform, LOGIT_ADJUST_GRID, 1.0)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .atomic import write_atomic
 from .groups import GROUPS, assign_groups
 from .metrics import summarize
 
@@ -30,12 +31,10 @@ def _figure(n: int, width: float = 5.0, height: float = 3.8):
 
 
 def _save(fig, path: Path) -> list[Path]:
-    from .reporting import _write_atomic
-
     out = []
     for fmt in ("png", "pdf"):
         target = path.with_suffix(f".{fmt}")
-        _write_atomic(target, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=120))
+        write_atomic(target, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=120))
         out.append(target)
     return out
 

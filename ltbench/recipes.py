@@ -183,6 +183,8 @@ class TrainConfig:
     decay_norm_and_bias: bool = False
     # long-tail schedule
     drw_epoch: int = 0  # after this many epochs, deferred re-weighting (LDAM-DRW, DeiT-LT); 0 = never
+    # training order (ltbench.data.samplers): instance, square_root, class_balanced, progressive
+    sampler: str = "instance"
     mixup_off_epoch: int = 0  # after this many epochs, no mixup/cutmix and hard labels; 0 = never
     # CNNs: ResNet-(6n+2) of the LDAM code for small images
     cnn_depth: int = 32
@@ -199,6 +201,16 @@ class TrainConfig:
 
 
 ModelKind = Literal["vit", "deit", "cnn", "mae"]
+
+
+@dataclass(frozen=True)
+class NeedSpec:
+    """A run this method consumes (``[[needs]]`` in a recipe): ``method``'s run on the same
+    data and budget, under ``role`` (what the objective does with it, e.g. ``backbone``)."""
+
+    role: str
+    method: str
+    seed: int = -1  # -1: the consuming run's seed; >= 0 pins it
 
 
 @dataclass(frozen=True)
@@ -225,6 +237,13 @@ class MethodSpec:
     # an optional [dataset_overrides.imagenet_lt.paper.loss_params] table. Applied by resolve()
     # after the budget and before the command's --set overrides.
     dataset_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # What trains (ltbench.objectives.OBJECTIVES); "" picks it from the model (classify,
+    # distill for a DeiT, masked_pretrain for the MGP stage).
+    objective: str = ""
+    needs: tuple[NeedSpec, ...] = ()
+    # Whether `ltbench run` without --methods (the README's main job) runs it; not part of any
+    # run's identity. Baselines added later stay out so the main job keeps its size and time.
+    in_main_job: bool = True
 
 
 @dataclass(frozen=True)
@@ -240,6 +259,8 @@ class MethodConfig:
     teacher: str = ""
     teacher_seed: int = -1
     pretrain_seed: int = -1
+    objective: str = ""
+    needs: tuple[NeedSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -333,8 +354,26 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+def _include_path(path: Path, name: str) -> Path:
+    """Where recipe ``path``'s ``include = name`` is: next to it, else among the built-in bases
+    (so that a recipe in a --recipes folder can include ``_vit.toml``, ``_cnn.toml``, ...)."""
+    here = path.parent / name
+    if here.is_file():
+        return here
+    kind = path.parent.name if path.parent.name in ("methods", "datasets") else "methods"
+    builtin = builtin_recipe_dir() / kind / name
+    if builtin.is_file():
+        return builtin
+    bases = sorted(p.name for p in (builtin_recipe_dir() / kind).glob("_*.toml") if p.name != "_template.toml")
+    raise RecipeError(
+        f"{path}: include {name!r} not found next to it ({here}) nor among the built-in bases "
+        f"({', '.join(bases) or 'none'})"
+    )
+
+
 def read_toml(path: Path) -> dict[str, Any]:
-    """Read a recipe, resolving one level of ``include`` relative to the file."""
+    """Read a recipe, resolving one level of ``include``: next to the file first, then the
+    built-in bases of its kind (``methods/_vit.toml``, ``_cnn.toml``, ``_mgp.toml``)."""
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
@@ -344,10 +383,11 @@ def read_toml(path: Path) -> dict[str, Any]:
         return data
     merged: dict[str, Any] = {}
     for name in [inc] if isinstance(inc, str) else inc:  # later bases override earlier ones
-        base_path = path.parent / name
-        if not base_path.is_file():
-            raise RecipeError(f"{path}: include {name!r} not found next to it ({base_path})")
-        base = tomllib.loads(base_path.read_text())
+        base_path = _include_path(path, name)
+        try:
+            base = tomllib.loads(base_path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise RecipeError(f"{base_path}: not valid TOML: {e}") from None
         if "include" in base:
             raise RecipeError(f"{base_path}: included files may not include others (one level only)")
         merged = _deep_merge(merged, base)
@@ -386,7 +426,38 @@ def load_method(path: Path) -> MethodSpec:
             if "loss_params" in table:
                 checked["loss_params"] = dict(table["loss_params"])
             by_dataset.setdefault(ds, {})[budget] = checked
+    _check_loss(spec, path)
     return dataclasses.replace(spec, budgets=parsed, augment=augment, dataset_overrides=by_dataset)
+
+
+def _check_loss(spec: MethodSpec, path: Path) -> None:
+    """The method's loss resolves (a registered name, an entry point of ``ltbench.losses`` or
+    ``module:attr``) and accepts every key of its ``loss_params``: a misspelt key fails here,
+    when the catalog loads, not after the data is built. Imports only the code the recipe names."""
+    from .registry import PluginImportError, UnknownNameError, add_import_dir
+
+    if ":" in spec.loss and path.parent.parent.resolve() != builtin_recipe_dir().resolve():
+        add_import_dir(path.parent.parent)  # module:attr code may live in the --recipes folder
+    from .losses import check_loss_params  # here: loads torch
+
+    try:
+        cls = check_loss_params(spec.loss, spec.loss_params)
+    except (UnknownNameError, PluginImportError) as e:
+        raise RecipeError(f"{path}: loss: {e}") from None
+    except TypeError as e:  # no signature: not a class or function
+        raise RecipeError(f"{path}: loss {spec.loss!r} is not a class or function of class_counts: {e}") from None
+    except ValueError as e:
+        raise RecipeError(f"{path}: loss_params: {e}") from None
+    # Capabilities, not names: a distillation loss needs a two-token DeiT and a teacher.
+    distills = bool(getattr(cls, "distills", False))
+    if not spec.objective and distills != (spec.model == "deit"):
+        need = "a distillation loss (one whose class sets distills = True, e.g. deit_lt)"
+        why = (
+            f"model 'deit' needs {need}" if spec.model == "deit" else f"loss {spec.loss!r} distils: set model = 'deit'"
+        )
+        raise RecipeError(f"{path}: {why}")
+    if distills and not spec.teacher:
+        raise RecipeError(f"{path}: loss {spec.loss!r} distils from a teacher; set teacher = '<method>'")
 
 
 def _check_train(t: TrainConfig, where: str) -> None:
@@ -394,6 +465,10 @@ def _check_train(t: TrainConfig, where: str) -> None:
     bad = [r for r in t.sam_rho_schedule if not r > 0]
     if bad:
         raise RecipeError(f"{where}: sam_rho_schedule values must be > 0, got {list(t.sam_rho_schedule)}")
+    from .data.samplers import SAMPLERS  # here: ltbench.data imports this module
+
+    if t.sampler not in SAMPLERS:
+        raise RecipeError(f"{where}: {SAMPLERS.unknown_message(t.sampler)}")
 
 
 def _apply_dataset_table(
@@ -481,8 +556,8 @@ def load_catalog(extra_dirs: tuple[str, ...] = ()) -> Catalog:
     Raises:
         RecipeError: the first malformed recipe, naming its file and key.
     """
-    methods: Registry[MethodSpec] = Registry("method")
-    datasets: Registry[DatasetSpec] = Registry("dataset")
+    methods: Registry[MethodSpec] = Registry("method", targets=False)
+    datasets: Registry[DatasetSpec] = Registry("dataset", targets=False)
     origins: dict[str, Path] = {}
     for root in recipe_dirs(extra_dirs):
         for sub, loader, reg in (("methods", load_method, methods), ("datasets", load_dataset, datasets)):
@@ -524,6 +599,8 @@ def resolve(
         method.teacher,
         method.teacher_seed,
         method.pretrain_seed,
+        method.objective,
+        method.needs,
     )
     own = method.augment.get(budget)
     if own:  # the method's augmentation, before the command's overrides
@@ -584,6 +661,8 @@ _FIXED = {
     "data_seed": "is chosen with --data-seed",
     "data.default_root": "is a path; give the data's folder with --root",
     "data.checksums": "is what verifies the data; use --no-verify for a custom copy",
+    "method.needs": "names the stages a run consumes; write a recipe (--recipes DIR)",
+    "method.objective": _NEW_RECIPE,
 }
 
 
@@ -592,6 +671,89 @@ def _parse_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text  # a bare word is a string: --set profile=step
+
+
+def _match_key(keys, key: str) -> list[str]:
+    """The dotted paths among ``keys`` that override key ``key`` names: itself, else those
+    ending in ``.key``, the shallowest if it is the only one (``epochs`` means train.epochs,
+    not train.pretrain.epochs)."""
+    matches = [k for k in keys if k == key] or [k for k in keys if k.endswith("." + key)]
+    if len(matches) > 1:
+        depth = min(k.count(".") for k in matches)
+        shallowest = [k for k in matches if k.count(".") == depth]
+        matches = shallowest if len(shallowest) == 1 else matches
+    return matches
+
+
+def _type_keys(cls: type, prefix: str) -> set[str]:
+    """The dotted paths of a config dataclass's fields, nested dataclasses expanded."""
+    hints = typing.get_type_hints(cls)
+    out: set[str] = set()
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out |= _type_keys(tp, f"{prefix}{f.name}.")
+        else:
+            out.add(f"{prefix}{f.name}")
+    return out
+
+
+def _method_keys(spec: MethodSpec, budget: str | None) -> set[str]:
+    """The settings ``--set`` can reach in a run of ``spec``: its loss parameters, its
+    budget's stage table (all budgets' when ``budget`` is None), and the keys every run has."""
+    keys = _type_keys(RunConfig, "") - {"method.loss_params", "train.pretrain"}
+    keys |= {f"method.loss_params.{k}" for k in spec.loss_params}
+    budgets = [spec.budgets[budget]] if budget in spec.budgets else list(spec.budgets.values())
+    for t in budgets:
+        keys |= {f"train.pretrain.{k}" for k in _flatten(t.pretrain)}
+    return keys
+
+
+def overrides_for(
+    method: MethodSpec | str,
+    overrides: typing.Sequence[str],
+    selected: typing.Sequence[MethodSpec | str],
+    budget: str | None = None,
+) -> tuple[str, ...]:
+    """The ``--set`` overrides that apply to ``method`` among the ``selected`` methods.
+
+    A key whose first dotted part is a selected method's name is scoped to that method:
+    ``la.tau=1.5`` gives ``tau=1.5`` to ``la`` and nothing to the others. Any other key
+    applies to every selected method, and must then be a setting of each: with specs (not
+    bare names) given, ``tau=1.5`` for ``ce`` and ``la`` is refused, naming ``ce``, which
+    has no ``tau``, and saying how to scope it. Everything else is checked later by
+    :func:`apply_overrides` (unknown keys, fixed fields).
+
+    Raises:
+        RecipeError: an override that is not ``key=value``, or an unscoped key that some
+            selected methods lack.
+    """
+    name = method if isinstance(method, str) else method.name
+    names = [m if isinstance(m, str) else m.name for m in selected]
+    specs = [m for m in selected if not isinstance(m, str)]
+    out: list[str] = []
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"override {item!r} is not key=value (e.g. --set train.epochs=3)")
+        key, text = (s.strip() for s in item.split("=", 1))
+        scope, dot, rest = key.partition(".")
+        if dot and scope in names:
+            if scope == name:
+                out.append(f"{rest}={text}")
+            continue
+        if len(specs) > 1:
+            has = {m.name: bool(_match_key(_method_keys(m, budget), key)) for m in specs}
+            lacking = [m for m, ok in has.items() if not ok]
+            if lacking and len(lacking) < len(has):
+                having = [m for m, ok in has.items() if ok]
+                scoped = " ".join(f"--set {m}.{key}={text}" for m in having)
+                raise RecipeError(
+                    f"override {item!r}: {', '.join(lacking)} {'has' if len(lacking) == 1 else 'have'} no setting "
+                    f"{key!r} ({', '.join(having)} {'has' if len(having) == 1 else 'have'}); "
+                    f"scope it to a method with its name: {scoped}"
+                )
+        out.append(item)
+    return tuple(out)
 
 
 def apply_overrides(cfg: RunConfig, overrides: tuple[str, ...]) -> RunConfig:
@@ -605,11 +767,7 @@ def apply_overrides(cfg: RunConfig, overrides: tuple[str, ...]) -> RunConfig:
         if "=" not in item:
             raise RecipeError(f"override {item!r} is not key=value (e.g. --set train.epochs=3)")
         key, text = (s.strip() for s in item.split("=", 1))
-        matches = [k for k in flat if k == key] or [k for k in flat if k.endswith("." + key)]
-        if len(matches) > 1:  # `epochs` means train.epochs, not train.pretrain.epochs
-            depth = min(k.count(".") for k in matches)
-            shallowest = [k for k in matches if k.count(".") == depth]
-            matches = shallowest if len(shallowest) == 1 else matches
+        matches = _match_key(flat, key)
         if len(matches) != 1:
             valid = sorted(k for k in flat if k.split(".")[-1] not in _DESCRIPTIVE)
             what = "is ambiguous" if matches else "matches no setting"

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import secrets
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .atomic import write_atomic, write_text_atomic
 from .groups import CONVENTIONS
 from .metrics import per_class_accuracy, summarize
 from .recipes import EXECUTION_KEYS, identity
@@ -574,25 +573,10 @@ def plot_per_class(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     path = Path(path)
-    _write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     # A PDF beside the PNG, for papers.
-    _write_atomic(path.with_suffix(".pdf"), lambda tmp: fig.savefig(tmp, format="pdf"))
+    write_atomic(path.with_suffix(".pdf"), lambda tmp: fig.savefig(tmp, format="pdf"))
     return path
-
-
-def _write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``.
-
-    A reader never sees a half-written file. The temporary file is opened normally (not with
-    ``mkstemp``) so the result gets the usual umask permissions rather than owner-only 0600.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def paired_tests(frame: pd.DataFrame, baseline: str, metric: str = "top1") -> dict[tuple, float]:
@@ -692,9 +676,9 @@ def write_report(
     done = [r for r in _finished(records, selection) if r["run_id"] in kept]
     refs = references_for(done)
     tex, md, csv = latex_table(agg, marks=marks, references=refs), markdown_table(agg, marks, refs), csv_table(agg)
-    _write_atomic(paths["latex"], lambda tmp: tmp.write_text(tex, encoding="utf-8"))
-    _write_atomic(paths["markdown"], lambda tmp: tmp.write_text(md, encoding="utf-8"))
-    _write_atomic(paths["csv"], lambda tmp: tmp.write_text(csv, encoding="utf-8"))
+    write_text_atomic(paths["latex"], tex)
+    write_text_atomic(paths["markdown"], md)
+    write_text_atomic(paths["csv"], csv)
     plot_per_class(done, paths["plot"], selection, dict(zip(frame["run_id"], frame["method"])))
     paths["groups"] = plots.plot_groups(frame, out / "groups")[0]
     paths["curves"] = plots.plot_curves(done, out / "curves")[0]

@@ -40,6 +40,7 @@ from .recipes import (
     from_mapping,
     identity,
     load_catalog,
+    overrides_for,
     resolve,
     run_config_from_dict,
 )
@@ -94,9 +95,10 @@ def plan_runs(
     for ds in dataset_specs:
         for ms in method_specs:
             for seed in seeds:
-                cfg = resolve(ms, ds, budget, seed, data_seed, tuple(overrides))
+                own = tuple(overrides_for(ms, overrides, method_specs, budget))
+                cfg = resolve(ms, ds, budget, seed, data_seed, own)
                 spec = _add_with_stages(cfg, planned, catalog, Path(out_dir), data_root, verify)
-                planned[spec.run_id] = dataclasses.replace(spec, overrides=tuple(overrides))
+                planned[spec.run_id] = dataclasses.replace(spec, overrides=own)  # the row label names them
     return list(planned.values())
 
 
@@ -112,6 +114,10 @@ def _add_with_stages(
         needs.append(
             ("teacher", _add_with_stages(teacher_config(cfg, catalog), planned, catalog, out_dir, data_root, verify))
         )
+    stages = {need.role: consumed_config(cfg, need.method, need.seed, catalog) for need in cfg.method.needs}
+    _check_needs(cfg, stages)
+    for role, stage in stages.items():
+        needs.append((role, _add_with_stages(stage, planned, catalog, out_dir, data_root, verify)))
     need_ids = tuple((role, dep.run_id) for role, dep in needs)
     h = run_id(cfg, dict(need_ids), verify)
     if h not in planned:
@@ -262,7 +268,13 @@ def teacher_config(cfg: RunConfig, catalog: Catalog) -> RunConfig:
     The student method's own augmentation (its ``[augment.<budget>]``) is taken back off:
     the teacher trains with the dataset's, as the papers' teachers were trained apart.
     """
-    teacher = catalog.methods.get(cfg.method.teacher)
+    return consumed_config(cfg, cfg.method.teacher, cfg.method.teacher_seed, catalog)
+
+
+def consumed_config(cfg: RunConfig, method: str, seed: int, catalog: Catalog) -> RunConfig:
+    """The run of ``method`` that ``cfg`` consumes: its own recipe and budget on the same data,
+    with ``cfg``'s seed (``seed`` < 0) or ``seed``. The consuming method's own augmentation
+    (its ``[augment.<budget>]``) is taken back off: the stage trains with the dataset's."""
     data = cfg.data
     own = catalog.methods.get(cfg.method.name).augment.get(cfg.budget)
     if own:
@@ -270,8 +282,32 @@ def teacher_config(cfg: RunConfig, catalog: Catalog) -> RunConfig:
         data = dataclasses.replace(
             data, augment=dataclasses.replace(data.augment, **{k: getattr(base, k) for k in own})
         )
-    seed = cfg.seed if cfg.method.teacher_seed < 0 else cfg.method.teacher_seed
-    return resolve(teacher, data, cfg.budget, seed, cfg.data_seed)
+    return resolve(catalog.methods.get(method), data, cfg.budget, cfg.seed if seed < 0 else seed, cfg.data_seed)
+
+
+def _check_needs(cfg: RunConfig, stages: dict[str, RunConfig]) -> None:
+    """A named objective gets the roles it needs, and a stage whose model it re-uses sees
+    images of the same size."""
+    from .models import input_size
+    from .objectives import OBJECTIVE_ROLES, OBJECTIVES
+
+    name = cfg.method.objective
+    if not name:
+        return
+    if name not in OBJECTIVES:
+        raise RecipeError(f"method {cfg.method.name}: {OBJECTIVES.unknown_message(name)}")
+    missing = [r for r in OBJECTIVE_ROLES.get(name, ()) if r not in stages]
+    if missing:
+        raise RecipeError(
+            f"method {cfg.method.name}: objective {name} needs a stage as {missing[0]!r}; "
+            f'add [[needs]] role = "{missing[0]}" method = "..." to its recipe'
+        )
+    for role, stage in stages.items():
+        if input_size(stage) != input_size(cfg):
+            raise RecipeError(
+                f"method {cfg.method.name} (budget {cfg.budget}) sees {input_size(cfg)} px images, its {role} "
+                f"{stage.method.name} {input_size(stage)} px; give both the same train.img_size"
+            )
 
 
 def default_device() -> torch.device:
@@ -334,7 +370,11 @@ def _dependencies(spec: RunSpec) -> Dependencies:
                 f"its {role} stage folder {run_dir} holds run {record.get('run_id')}, not {ids[role]}"
             )
         found[role] = (run_config_from_dict(record["config"]), run_dir / CHECKPOINT)
-    return Dependencies(found["pretrained"][1] if "pretrained" in found else None, found.get("teacher"))
+    return Dependencies(
+        found["pretrained"][1] if "pretrained" in found else None,
+        found.get("teacher"),
+        {role: v for role, v in found.items() if role not in ("pretrained", "teacher")},
+    )
 
 
 def execute_run(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .atomic import write_text_atomic
 
 DEFAULT_OUT = Path("results")
 DEFAULT_STORE = DEFAULT_OUT / "ltbench.db"
@@ -119,12 +120,7 @@ def _decode(text: str, blob: bytes | None) -> dict[str, Any]:
 
 def write_record(record: dict[str, Any], run_dir: Path) -> Path:
     """Write ``record`` to ``run_dir/record.json`` atomically and return the path."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / RECORD
-    tmp = run_dir / f".{RECORD}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(record, indent=1, allow_nan=False))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(run_dir / RECORD, json.dumps(record, indent=1, allow_nan=False))
 
 
 def _folder_key(run_dir: str | Path) -> tuple[str, ...]:

@@ -8,10 +8,10 @@ the scheduler's accounting what became of each stage.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_text_atomic
 from .store import RECORD, ResultStore, read_record
 
 SWEEP_FILE = Path("sweeps") / "latest.json"
@@ -29,10 +29,7 @@ def save_sweep(specs, out_dir: Path) -> Path:
         }
         for s in specs
     ]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rows, indent=1))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, json.dumps(rows, indent=1))
 
 
 def load_sweep(out_dir: Path) -> list[dict[str, Any]]:

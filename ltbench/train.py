@@ -13,7 +13,6 @@ evaluated then, but never chooses), and the last epoch is always kept as well.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import time
 from collections.abc import Callable
@@ -27,13 +26,14 @@ from timm.models.vision_transformer import VisionTransformer
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 
+from .atomic import write_atomic
 from .data import LTData, Split
 from .data.memory import DeviceBatches
 from .distributed import all_mean, rank_world
 from .losses import build_loss
 from .models import build_model, input_size, vit_kwargs
 from .models.mae import MaskedAutoencoder
-from .objectives import Classify, Distill, MaskedPretrain, channels_last
+from .objectives import OBJECTIVES, Classify, Distill, MaskedPretrain, channels_last
 from .recipes import RunConfig
 from .sam import SAM
 
@@ -85,15 +85,19 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 def make_batches(data: LTData, split: Split, cfg: RunConfig, device: torch.device):
-    """In-memory batches on the device for small sets, DataLoader streaming for large ones."""
+    """In-memory batches on the device for small sets, DataLoader streaming for large ones.
+
+    Training batches follow ``cfg.train.sampler`` (:mod:`ltbench.data.samplers`)."""
     t = cfg.train
     if split.images is not None:
         return DeviceBatches(
-            split.images, split.labels, cfg.data.mean, cfg.data.std, device, t.img_size, cfg.data.augment
+            split.images, split.labels, cfg.data.mean, cfg.data.std, device, t.img_size, cfg.data.augment, t.sampler
         )
     from .data.stream import StreamBatches
 
-    return StreamBatches(data.root, split, cfg.data, t.img_size or cfg.data.image_size, device, t.num_workers)
+    return StreamBatches(
+        data.root, split, cfg.data, t.img_size or cfg.data.image_size, device, t.num_workers, t.sampler
+    )
 
 
 def _targets(cfg: RunConfig, mixup: Mixup | None, x: torch.Tensor, y: torch.Tensor):
@@ -111,9 +115,7 @@ def _targets(cfg: RunConfig, mixup: Mixup | None, x: torch.Tensor, y: torch.Tens
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ class Dependencies:
 
     pretrained: Path | None = None  # an MGP checkpoint whose encoder initialises the ViT
     teacher: tuple[RunConfig, Path] | None = None  # the teacher's config and checkpoint
+    stages: dict[str, tuple[RunConfig, Path]] = field(default_factory=dict)  # [[needs]] role -> (config, checkpoint)
 
 
 def _load_model_state(path: Path, device) -> dict:
@@ -162,6 +165,9 @@ def load_pretrained_encoder(model: torch.nn.Module, path: Path) -> None:
 def build_objective(cfg: RunConfig, data: LTData, device: torch.device, deps: Dependencies):
     """The model and the step/evaluation logic of ``cfg``'s method."""
     t = cfg.train
+    if cfg.method.objective:  # a named objective builds itself from the stages it consumes
+        with seeded(cfg.seed):
+            return OBJECTIVES.get(cfg.method.objective)(cfg, data, device, deps.stages)
     with seeded(cfg.seed):
         if cfg.method.model == "mae":
             # No classification head: it would be an unused parameter (and DDP refuses those).
@@ -214,6 +220,22 @@ def sam_rho(cfg: RunConfig, epoch: int) -> float:
     return t.sam_rho_schedule[min(n - 1, (epoch - 1) * n // t.epochs)]
 
 
+def _evaluate_only(objective, cfg: RunConfig, data: LTData, device: torch.device) -> FitResult:
+    """An evaluation-only stage: its parameter chosen on validation, then the test set once.
+    Both selections hold that one evaluation (there is no epoch to choose)."""
+    if data.val is None:
+        raise ValueError(
+            f"method {cfg.method.name} chooses tau on a validation set, and dataset {cfg.data.name} has none "
+            "(set split.val_per_class)"
+        )
+    tick = time.perf_counter()
+    t = cfg.train
+    scores = objective.choose_tau(make_batches(data, data.val, cfg, device), t.eval_batch_size)
+    stats = objective.evaluate(make_batches(data, data.test, cfg, device), t.eval_batch_size)
+    chosen = {"epoch": 0, "tau": objective.tau, "val_top1": scores[objective.tau], "val_scores": scores, **stats}
+    return FitResult({"last": chosen, "best_val": dict(chosen)}, eval_seconds=time.perf_counter() - tick)
+
+
 def fit(
     cfg: RunConfig,
     data: LTData,
@@ -251,6 +273,8 @@ def fit(
     run_dir.mkdir(parents=True, exist_ok=True)
     objective = build_objective(cfg, data, device, deps or Dependencies())
     model = objective.model
+    if not objective.trains:
+        return _evaluate_only(objective, cfg, data, device)
     rank, world = rank_world()
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -304,14 +328,14 @@ def fit(
     last_save = time.monotonic()
     for epoch in range(start + 1, t.epochs + 1):
         tick = time.perf_counter()
-        model.train()
+        objective.train_mode()
         loss_sum = torch.zeros((), device=device)
         step = (epoch - 1) * steps_per_epoch
         hard_labels = bool(t.mixup_off_epoch) and epoch > t.mixup_off_epoch  # DeiT-LT's DRW phase
         if isinstance(optimizer, SAM):
             optimizer.rho = sam_rho(cfg, epoch)
         with seeded(_epoch_seed(cfg.seed, epoch)):
-            for x, y in train.train_batches(batch_size, _epoch_seed(cfg.seed, epoch)):
+            for x, y in train.train_batches(batch_size, _epoch_seed(cfg.seed, epoch), epoch, t.epochs):
                 # Every process draws the same global batch (same seeds) and takes its share.
                 x, target = (x, y) if hard_labels else _targets(cfg, mixup, x, y)
                 x, target = x[rank::world], target[rank::world]

@@ -164,8 +164,9 @@ def test_posthoc_logit_adjustment():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match=r"Did you mean 'bal_bce'.*Valid: bal_bce, bce, ce, deit_lt, la, ldam"):
+    with pytest.raises(ValueError, match=r"Did you mean 'bal_bce'.*Valid: ") as e:
         build_loss("bal_bcee", COUNTS)
+    assert f"Valid: {', '.join(list_losses())}" in str(e.value)
     with pytest.raises(ValueError, match=r"loss 'ce' takes no parameter 'tau'"):
         build_loss("ce", COUNTS, tau=1.0)
     with pytest.raises(ValueError, match=r"'taux'. Did you mean 'tau'"):
@@ -228,3 +229,99 @@ def test_deit_lt_loss_by_hand():
     assert loss(cls, dist, torch.tensor(Y), teacher).item() == pytest.approx(
         0.5 * sum(ce_row(z, onehot(y)) for z, y in zip(Z, Y)) / 2 + 0.5 * (d[0] + d[1]) / 2, rel=1e-6
     )
+
+
+# ---- focal, class-balanced focal, CE-DRW: two classes, z = [0, ln 3], so p = [1/4, 3/4].
+Z2 = [[0.0, math.log(3.0)], [0.0, math.log(3.0)]]
+Y2 = [0, 1]  # p_y = 1/4, then 3/4
+# counts [3, 1] with beta 0.5: raw (1 - .5) / (1 - .5^n) = 4/7 and 1; scaled to sum to 2: 8/11, 14/11
+W2 = [8 / 11, 14 / 11]
+
+
+def z2():
+    return torch.tensor(Z2, dtype=torch.float64)
+
+
+def test_two_class_hand_values():
+    p = torch.softmax(z2()[0], 0).tolist()
+    assert p == pytest.approx([0.25, 0.75], rel=1e-12)
+    assert (0.75**2 * math.log(4) + 0.25**2 * math.log(4 / 3)) / 2 == pytest.approx(0.39888535, rel=1e-7)
+    assert build_loss("ce_drw", [3, 1], beta=0.5).weights.tolist() == pytest.approx(W2, rel=1e-6)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 1.0, 2.0, 0.5])
+def test_focal_by_hand(gamma):
+    loss = build_loss("focal", [3, 1], gamma=gamma).double()
+    rows = [0.75**gamma * math.log(4), 0.25**gamma * math.log(4 / 3)]  # (1 - p_y)^g * -log p_y
+    assert loss(z2(), torch.tensor(Y2)).item() == pytest.approx(sum(rows) / 2, rel=1e-9)
+    # soft targets [0.5, 0.5]: each class's term with its own probability
+    soft = torch.tensor([[0.5, 0.5], [0.5, 0.5]], dtype=torch.float64)
+    row = 0.5 * 0.75**gamma * math.log(4) + 0.5 * 0.25**gamma * math.log(4 / 3)
+    assert loss(z2(), soft).item() == pytest.approx(row, rel=1e-9)
+    if gamma == 2.0:
+        assert loss(z2(), torch.tensor(Y2)).item() == pytest.approx(0.39888535, rel=1e-7)
+    if gamma == 0.0:  # focal with gamma 0 is CE
+        assert loss(logits(), torch.tensor(Y)).item() == pytest.approx(expected("ce", TARGETS["hard"]), rel=1e-9)
+
+
+def test_focal_default_gamma_is_lins():
+    loss = build_loss("focal", [3, 1]).double()
+    assert loss.gamma == 2.0
+    assert loss(z2(), torch.tensor(Y2)).item() == pytest.approx(0.39888535, rel=1e-7)
+
+
+def test_cb_focal_by_hand():
+    loss = build_loss("cb_focal", [3, 1], beta=0.5, gamma=1.0).double()
+    rows = [W2[0] * 0.75 * math.log(4), W2[1] * 0.25 * math.log(4 / 3)]
+    assert loss(z2(), torch.tensor(Y2)).item() == pytest.approx(sum(rows) / 2, rel=1e-6)  # / batch, as Cui et al.
+    assert (loss.beta, loss.gamma) == (0.5, 1.0)
+    default = build_loss("cb_focal", COUNTS)
+    assert (default.beta, default.gamma) == (0.9999, 1.0)
+    beta = 0.9999
+    raw = [(1 - beta) / (1 - beta**n) for n in COUNTS]
+    assert default.weights.tolist() == pytest.approx([3 * r / sum(raw) for r in raw], rel=1e-6)
+    soft = torch.tensor([[0.5, 0.5], [0.5, 0.5]], dtype=torch.float64)
+    row = 0.5 * W2[0] * 0.75 * math.log(4) + 0.5 * W2[1] * 0.25 * math.log(4 / 3)
+    assert loss(z2(), soft).item() == pytest.approx(row, rel=1e-6)
+
+
+def test_ce_drw_by_hand_and_through_the_drw_epoch():
+    from ltbench.objectives import Classify
+
+    loss = build_loss("ce_drw", [3, 1], beta=0.5).double()
+    ce = [math.log(4), math.log(4 / 3)]  # -log p_y
+    assert loss(z2(), torch.tensor(Y2)).item() == pytest.approx(sum(ce) / 2, rel=1e-9)
+    loss.set_reweight(True)
+    weighted = (W2[0] * ce[0] + W2[1] * ce[1]) / (W2[0] + W2[1])  # = (8 ln 4 + 14 ln 4/3) / 22
+    assert weighted == pytest.approx((8 * math.log(4) + 14 * math.log(4 / 3)) / 22, rel=1e-12)
+    assert loss(z2(), torch.tensor(Y2)).item() == pytest.approx(weighted, rel=1e-6)
+    # the same as F.cross_entropy with weight=, the LDAM code's CE-DRW
+    ref = torch.nn.functional.cross_entropy(z2(), torch.tensor(Y2), weight=torch.tensor(W2, dtype=torch.float64))
+    assert loss(z2(), torch.tensor(Y2)).item() == pytest.approx(ref.item(), rel=1e-6)
+    # Classify switches it on after drw_epoch (epochs count from 1)
+    loss.set_reweight(False)
+    model = torch.nn.Identity()
+    clf = Classify(model, loss, 2, drw_epoch=2)
+    x = z2().float()
+    got = [clf.loss(x, torch.tensor(Y2), epoch).item() for epoch in (1, 2, 3)]
+    assert got == pytest.approx([sum(ce) / 2, sum(ce) / 2, weighted], rel=1e-5)
+
+
+def test_every_loss_takes_hard_and_soft_targets_and_has_gradients():
+    for name in list_losses():
+        if name == "deit_lt":  # two heads and a teacher: tested above
+            continue
+        loss = build_loss(name, COUNTS).double()
+        hard = loss(logits(), torch.tensor(Y)).item()
+        soft = loss(logits(), torch.tensor([onehot(y) for y in Y], dtype=torch.float64)).item()
+        assert soft == pytest.approx(hard, rel=1e-12), name
+        z = logits().requires_grad_()
+        loss(z, torch.tensor(Y)).backward()
+        assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0, name
+
+
+def test_focal_parameter_errors():
+    with pytest.raises(ValueError, match="gamma must be >= 0"):
+        build_loss("focal", COUNTS, gamma=-1.0)
+    with pytest.raises(ValueError, match=r"beta must be in \[0, 1\)"):
+        build_loss("cb_focal", COUNTS, beta=1.0)

@@ -1,5 +1,6 @@
 """Recipes: parsing, validation errors that name file and key, overrides and config hashes."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -31,11 +32,8 @@ def test_builtin_recipes(catalog):
 
 
 def test_unknown_name_suggests(catalog):
-    with pytest.raises(
-        UnknownNameError,
-        match=r"Did you mean 'bal_bce'\?.*Valid: bal_bce, bce, ce, cnn_ce, cnn_la, cnn_ldam_drw, "
-        r"cnn_ldam_drw_sam, deit_lt, la, livt, mgp",
-    ):
+    valid = ", ".join(catalog.methods.names())
+    with pytest.raises(UnknownNameError, match=r"Did you mean 'bal_bce'\?.*Valid: " + re.escape(valid)):
         catalog.methods.get("bal_bc")
 
 

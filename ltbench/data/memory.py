@@ -1,7 +1,8 @@
 """In-memory data on the training device: uint8 storage, batched augmentation.
 
 After airbench's CifarLoader: the whole set sits on the device as uint8, each epoch is a
-random permutation sliced into batches, and augmentation (random translation, flip,
+random permutation (or a class-aware draw, see
+:mod:`ltbench.data.samplers`) sliced into batches, and augmentation (random translation, flip,
 RandAugment, resize, normalisation, random erasing) runs on whole batches, never per sample.
 """
 
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..recipes import AugmentSpec
+from .samplers import epoch_indices
 
 AUGMENT_CHUNK = 1024  # images per RandAugment call
 
@@ -38,8 +40,10 @@ class DeviceBatches:
         device,
         out_size: int = 0,
         aug: AugmentSpec | None = None,
+        sampler: str = "instance",
     ):
         self.aug = aug or AugmentSpec()
+        self.sampler = sampler  # a name in ltbench.data.samplers.SAMPLERS
         self.unreadable: set[str] = set()  # the streamed path's dropped files; none here
         self.x = torch.as_tensor(images, device=device)
         self.y = torch.as_tensor(labels, dtype=torch.long, device=device)
@@ -63,12 +67,18 @@ class DeviceBatches:
             x = F.interpolate(x, size=(self.out_size, self.out_size), mode="bilinear", align_corners=False)
         return x
 
-    def train_batches(self, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One epoch of shuffled, augmented batches; the last incomplete batch is dropped."""
+    def train_batches(
+        self, batch_size: int, seed: int, epoch: int = 1, epochs: int = 1
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of shuffled, augmented batches; the last incomplete batch is dropped.
+
+        The order comes from the sampler (``epoch`` of ``epochs``, 1-based, for the
+        progressive one); ``instance`` is a plain seeded permutation.
+        """
         n = len(self)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         batch_size = min(batch_size, n - n % 2)  # timm's Mixup needs an even batch
-        perm = torch.randperm(n, generator=generator, device=generator.device).to(self.device)
+        perm = epoch_indices(self.sampler, self.y, generator, epoch, epochs).to(self.device)
         starts = range(0, n - batch_size + 1, batch_size)
         # RandAugment runs on several batches at once: its cost is mostly per call.
         per_call = max(1, AUGMENT_CHUNK // batch_size) if self.randaugment is not None else 1

@@ -28,6 +28,7 @@ from ..recipes import DatasetSpec
 from .crops import center_crops, random_flip, random_resized_boxes, resized_crops
 from .decode import decode_rgb
 from .memory import random_erasing
+from .samplers import epoch_indices
 from .sources import Split
 
 _SEED_SPACE = 2**62
@@ -37,20 +38,33 @@ DECODE_CHUNK = 64  # images a worker decodes before cropping them
 
 class EpochBatchSampler(Sampler):
     """Yields ``(indices, batch_seed)``: a seeded permutation (or the plain order) cut into
-    batches, re-drawn whenever :meth:`set_epoch` gives a new seed."""
+    batches, re-drawn whenever :meth:`set_epoch` gives a new seed.
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, drop_last: bool):
+    With ``labels`` and a ``sampler`` other than ``instance``, a shuffled epoch is drawn by
+    :func:`~ltbench.data.samplers.epoch_indices` (class-aware, with replacement, ``n`` draws).
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, drop_last: bool, labels=None, sampler: str = "instance"):
         self.n, self.batch_size, self.shuffle, self.drop_last, self.seed = n, batch_size, shuffle, drop_last, 0
+        self.labels = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        self.sampler, self.epoch, self.epochs = sampler, 1, 1
+        if sampler != "instance" and self.labels is None:
+            raise ValueError(f"sampler {sampler!r} needs the labels")
 
-    def set_epoch(self, seed: int) -> None:
-        self.seed = seed
+    def set_epoch(self, seed: int, epoch: int = 1, epochs: int = 1) -> None:
+        self.seed, self.epoch, self.epochs = seed, epoch, epochs
 
     def __len__(self) -> int:
         return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed)
-        order = (torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)).tolist()
+        if not self.shuffle:
+            order = torch.arange(self.n).tolist()
+        elif self.sampler == "instance":
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = epoch_indices(self.sampler, self.labels, g, self.epoch, self.epochs).tolist()
         seeds = torch.randint(0, _SEED_SPACE, (len(self),), generator=g).tolist()
         for b, seed in enumerate(seeds):
             yield order[b * self.batch_size : (b + 1) * self.batch_size], seed
@@ -177,8 +191,18 @@ class StreamBatches:
     whole run.
     """
 
-    def __init__(self, root: Path, split: Split, spec: DatasetSpec, img_size: int, device, workers: int = 4):
+    def __init__(
+        self,
+        root: Path,
+        split: Split,
+        spec: DatasetSpec,
+        img_size: int,
+        device,
+        workers: int = 4,
+        sampler: str = "instance",
+    ):
         self.device = torch.device(device)
+        self.sampler = sampler  # a name in ltbench.data.samplers.SAMPLERS (training order)
         self.split, self.root, self.spec, self.workers, self.img_size = split, root, spec, workers, img_size
         self.unreadable: set[str] = set()  # paths of the files skip_unreadable dropped
         self.colour = colour_transform(spec, img_size)
@@ -200,7 +224,9 @@ class StreamBatches:
             self._loaders[key] = DataLoader(
                 ds,
                 batch_size=None,  # the sampler hands out whole batches
-                sampler=EpochBatchSampler(len(ds), batch_size, shuffle=train, drop_last=train),
+                sampler=EpochBatchSampler(
+                    len(ds), batch_size, shuffle=train, drop_last=train, labels=ds.labels, sampler=self.sampler
+                ),
                 num_workers=self.workers,
                 collate_fn=_keep,
                 # Its own generator: a new iterator then never draws from the training
@@ -221,11 +247,13 @@ class StreamBatches:
                 x = self.erase(x)
             yield x, y.to(self.device, non_blocking=True)
 
-    def train_batches(self, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(
+        self, batch_size: int, seed: int, epoch: int = 1, epochs: int = 1
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         loader = self._loader(True, min(batch_size, len(self) - len(self) % 2))
         # A generator: the seed is set when iteration starts, just before the loader's
         # iterator is made, so a second call cannot re-seed an epoch that has not started.
-        loader.sampler.set_epoch(seed)
+        loader.sampler.set_epoch(seed, epoch, epochs)
         yield from self._to_device(loader, train=True)
 
     def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

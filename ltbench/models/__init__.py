@@ -51,7 +51,9 @@ def build_model(cfg: RunConfig) -> torch.nn.Module:
         model.set_distilled_training(True)
         return model
     if kind == "cnn":
-        normed = cfg.method.loss == "ldam"
+        from ..losses import loss_class
+
+        normed = bool(getattr(loss_class(cfg.method.loss), "cosine_classifier", False))
         if input_size(cfg) <= SMALL_IMAGE:
             from .resnet_cifar import CifarResNet
 
