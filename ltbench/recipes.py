@@ -427,7 +427,24 @@ def load_method(path: Path) -> MethodSpec:
                 checked["loss_params"] = dict(table["loss_params"])
             by_dataset.setdefault(ds, {})[budget] = checked
     _check_loss(spec, path)
+    _check_objective(spec, path)
     return dataclasses.replace(spec, budgets=parsed, augment=augment, dataset_overrides=by_dataset)
+
+
+def _check_objective(spec: MethodSpec, path: Path) -> None:
+    """A named objective resolves (registered, entry point of ``ltbench.objectives`` or
+    ``module:attr`` from the recipe's folder or the Python path) when the catalog loads."""
+    if not spec.objective:
+        return
+    from .objectives import OBJECTIVES
+    from .registry import PluginImportError, UnknownNameError, add_import_dir
+
+    if ":" in spec.objective and path.parent.parent.resolve() != builtin_recipe_dir().resolve():
+        add_import_dir(path.parent.parent)
+    try:
+        OBJECTIVES.get(spec.objective)
+    except (UnknownNameError, PluginImportError) as e:
+        raise RecipeError(f"{path}: objective: {e}") from None
 
 
 def _check_loss(spec: MethodSpec, path: Path) -> None:

@@ -294,9 +294,12 @@ def _check_needs(cfg: RunConfig, stages: dict[str, RunConfig]) -> None:
     name = cfg.method.objective
     if not name:
         return
-    if name not in OBJECTIVES:
-        raise RecipeError(f"method {cfg.method.name}: {OBJECTIVES.unknown_message(name)}")
-    missing = [r for r in OBJECTIVE_ROLES.get(name, ()) if r not in stages]
+    try:
+        build = OBJECTIVES.get(name)
+    except (KeyError, ImportError) as e:
+        raise RecipeError(f"method {cfg.method.name}: {e}") from None
+    # A plugin's builder may declare its roles as an attribute, as the built-in ones do.
+    missing = [r for r in OBJECTIVE_ROLES.get(name, getattr(build, "roles", ())) if r not in stages]
     if missing:
         raise RecipeError(
             f"method {cfg.method.name}: objective {name} needs a stage as {missing[0]!r}; "

@@ -326,3 +326,24 @@ def test_model_and_loss_must_fit_by_capability(tmp_path):
     (folder / "plain_deit.toml").write_text(head.format(n="plain_deit") + 'loss = "ce"\nmodel = "deit"\n')
     with pytest.raises(RecipeError, match="model 'deit' needs a distillation loss"):
         load_method(folder / "plain_deit.toml")
+
+
+def test_crt_from_a_lab_folder_is_one_recipe_and_one_function(lab, tmp_path, monkeypatch):
+    monkeypatch.delitem(sys.modules, "my_stages", raising=False)
+    (lab / "methods" / "cnn_my_crt.toml").write_text(doc_block("crt-recipe"))
+    (lab / "my_stages.py").write_text(doc_block("crt-code"))
+    records = api.run(
+        methods=["cnn_my_crt"],
+        data=["digits_lt"],
+        budget="smoke",
+        recipes=[str(lab)],
+        store=tmp_path / "s.db",
+        out_dir=tmp_path / "runs",
+        console=quiet(),
+    )
+    backbone, crt = records
+    assert (backbone["method"], crt["method"]) == ("cnn_ce", "cnn_my_crt")
+    assert [r["status"] for r in records] == ["done", "done"]
+    assert crt["needs"] == {"backbone": backbone["run_id"]}
+    assert crt["config"]["train"]["sampler"] == "class_balanced"
+    sys.modules.pop("my_stages", None)
