@@ -293,20 +293,65 @@ def load_stage_model(stages: dict, role: str, device: torch.device) -> torch.nn.
     return model.to(device)
 
 
-@objective("retrain_classifier", roles=("backbone",))
-def _crt(cfg, data, device, stages):
+def _criterion(cfg, data, device):
     from .losses import build_loss
 
-    criterion = build_loss(cfg.method.loss, data.class_counts, **cfg.method.loss_params).to(device)
-    return RetrainClassifier(load_stage_model(stages, "backbone", device), criterion, cfg.data.num_classes)
+    return build_loss(cfg.method.loss, data.class_counts, **cfg.method.loss_params).to(device)
+
+
+@objective("classify")
+def _classify(cfg, data, device, stages):
+    """A classifier from scratch, or from an MGP encoder (``pretrained``), and its loss."""
+    from .models import build_model
+    from .train import load_pretrained_encoder
+
+    model = build_model(cfg)
+    if "pretrained" in stages:
+        load_pretrained_encoder(model, stages["pretrained"][1])
+    model = model.to(device)
+    return Classify(model, _criterion(cfg, data, device), cfg.data.num_classes, cfg.train.drw_epoch,
+                    channels_last(model, device))  # fmt: skip
+
+
+@objective("distill", roles=("teacher",))
+def _distill(cfg, data, device, stages):
+    """DeiT-LT: the student DeiT and the frozen teacher of the ``teacher`` stage."""
+    from .models import build_model, input_size
+
+    if "teacher" not in stages:
+        raise ValueError(f"method {cfg.method.name} distils from a teacher; set `teacher` in its recipe")
+    model = build_model(cfg).to(device)
+    teacher = load_stage_model(stages, "teacher", device)
+    teacher_size = input_size(stages["teacher"][0])
+    return Distill(model, _criterion(cfg, data, device), cfg.data.num_classes, teacher, teacher_size,
+                   cfg.train.drw_epoch)  # fmt: skip
+
+
+@objective("masked_pretrain")
+def _masked_pretrain(cfg, data, device, stages):
+    """The MGP stage: MAE on the encoder the fine-tuning runs will use (no classifier head:
+    it would be an unused parameter, and DDP refuses those)."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    from .models import vit_kwargs
+    from .models.mae import MaskedAutoencoder
+
+    t = cfg.train
+    encoder = VisionTransformer(**{**vit_kwargs(cfg), "num_classes": 0})
+    mae = MaskedAutoencoder(encoder, t.decoder_dim, t.decoder_depth, t.decoder_heads, t.mask_ratio)
+    return MaskedPretrain(mae.to(device))
+
+
+@objective("retrain_classifier", roles=("backbone",))
+def _crt(cfg, data, device, stages):
+    model = load_stage_model(stages, "backbone", device)
+    return RetrainClassifier(model, _criterion(cfg, data, device), cfg.data.num_classes)
 
 
 @objective("learn_scales", roles=("backbone",))
 def _lws(cfg, data, device, stages):
-    from .losses import build_loss
-
-    criterion = build_loss(cfg.method.loss, data.class_counts, **cfg.method.loss_params).to(device)
-    return LearnScales(load_stage_model(stages, "backbone", device), criterion, cfg.data.num_classes)
+    model = load_stage_model(stages, "backbone", device)
+    return LearnScales(model, _criterion(cfg, data, device), cfg.data.num_classes)
 
 
 @objective("tau_norm", roles=("backbone",))

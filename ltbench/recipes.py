@@ -262,6 +262,14 @@ class MethodConfig:
     objective: str = ""
     needs: tuple[NeedSpec, ...] = ()
 
+    @property
+    def stages(self) -> tuple[NeedSpec, ...]:
+        """The runs of other methods this one consumes: ``needs``, and ``teacher`` (with
+        ``teacher_seed``) as the shorthand for a need of role ``teacher``."""
+        if not self.teacher:
+            return self.needs
+        return (*self.needs, NeedSpec("teacher", self.teacher, self.teacher_seed))
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -428,6 +436,8 @@ def load_method(path: Path) -> MethodSpec:
             by_dataset.setdefault(ds, {})[budget] = checked
     _check_loss(spec, path)
     _check_objective(spec, path)
+    if spec.teacher and any(n.role == "teacher" for n in spec.needs):
+        raise RecipeError(f"{path}: both `teacher` and a [[needs]] role 'teacher'; keep one")
     return dataclasses.replace(spec, budgets=parsed, augment=augment, dataset_overrides=by_dataset)
 
 

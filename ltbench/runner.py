@@ -110,11 +110,7 @@ def _add_with_stages(
         needs.append(
             ("pretrained", _add_with_stages(pretrain_config(cfg), planned, catalog, out_dir, data_root, verify))
         )
-    if cfg.method.teacher:
-        needs.append(
-            ("teacher", _add_with_stages(teacher_config(cfg, catalog), planned, catalog, out_dir, data_root, verify))
-        )
-    stages = {need.role: consumed_config(cfg, need.method, need.seed, catalog) for need in cfg.method.needs}
+    stages = {need.role: consumed_config(cfg, need.method, need.seed, catalog) for need in cfg.method.stages}
     _check_needs(cfg, stages)
     for role, stage in stages.items():
         needs.append((role, _add_with_stages(stage, planned, catalog, out_dir, data_root, verify)))

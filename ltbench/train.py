@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from timm.data import Mixup
-from timm.models.vision_transformer import VisionTransformer
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 
@@ -30,10 +29,7 @@ from .atomic import write_atomic
 from .data import LTData, Split
 from .data.memory import DeviceBatches
 from .distributed import all_mean, rank_world
-from .losses import build_loss
-from .models import build_model, input_size, vit_kwargs
-from .models.mae import MaskedAutoencoder
-from .objectives import OBJECTIVES, Classify, Distill, MaskedPretrain, channels_last
+from .objectives import OBJECTIVES
 from .recipes import RunConfig
 from .sam import SAM
 
@@ -162,31 +158,22 @@ def load_pretrained_encoder(model: torch.nn.Module, path: Path) -> None:
         )
 
 
+# The objective of a method whose recipe names none, by model kind.
+DEFAULT_OBJECTIVE = {"mae": "masked_pretrain", "deit": "distill"}
+
+
 def build_objective(cfg: RunConfig, data: LTData, device: torch.device, deps: Dependencies):
-    """The model and the step/evaluation logic of ``cfg``'s method."""
-    t = cfg.train
-    if cfg.method.objective:  # a named objective builds itself from the stages it consumes
-        with seeded(cfg.seed):
-            return OBJECTIVES.get(cfg.method.objective)(cfg, data, device, deps.stages)
-    with seeded(cfg.seed):
-        if cfg.method.model == "mae":
-            # No classification head: it would be an unused parameter (and DDP refuses those).
-            encoder = VisionTransformer(**{**vit_kwargs(cfg), "num_classes": 0})
-            mae = MaskedAutoencoder(encoder, t.decoder_dim, t.decoder_depth, t.decoder_heads, t.mask_ratio)
-            return MaskedPretrain(mae.to(device))
-        model = build_model(cfg)
+    """The model and the step/evaluation logic of ``cfg``'s method: its ``objective`` (or the
+    model's default, :data:`DEFAULT_OBJECTIVE`, else ``classify``) from
+    :data:`ltbench.objectives.OBJECTIVES`, built from the stages the run consumed."""
+    stages = dict(deps.stages)
     if deps.pretrained is not None:
-        load_pretrained_encoder(model, deps.pretrained)
-    model = model.to(device)
-    criterion = build_loss(cfg.method.loss, data.class_counts, **cfg.method.loss_params).to(device)
-    if cfg.method.model == "deit":
-        if deps.teacher is None:
-            raise ValueError(f"method {cfg.method.name} distils from a teacher; set `teacher` in its recipe")
-        teacher_cfg, teacher_ckpt = deps.teacher
-        teacher = build_model(teacher_cfg)
-        teacher.load_state_dict(_load_model_state(teacher_ckpt, "cpu"))
-        return Distill(model, criterion, cfg.data.num_classes, teacher.to(device), input_size(teacher_cfg), t.drw_epoch)
-    return Classify(model, criterion, cfg.data.num_classes, t.drw_epoch, channels_last(model, device))
+        stages["pretrained"] = (None, deps.pretrained)
+    if deps.teacher is not None:
+        stages["teacher"] = deps.teacher
+    name = cfg.method.objective or DEFAULT_OBJECTIVE.get(cfg.method.model, "classify")
+    with seeded(cfg.seed):  # the model's initialisation
+        return OBJECTIVES.get(name)(cfg, data, device, stages)
 
 
 def build_optimizer(cfg: RunConfig, model: torch.nn.Module):
