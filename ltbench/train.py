@@ -254,93 +254,154 @@ def fit(
         NonFiniteLoss: the loss became NaN or infinite.
     """
     device = torch.device(device)
-    t = cfg.train
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest conv kernels once
     run_dir.mkdir(parents=True, exist_ok=True)
     objective = build_objective(cfg, data, device, deps or Dependencies())
-    model = objective.model
     if not objective.trains:
         return _evaluate_only(objective, cfg, data, device)
-    rank, world = rank_world()
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        objective.forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if t.compile:
-        objective.forward = torch.compile(objective.forward)
-    optimizer = build_optimizer(cfg, model)
-    train = make_batches(data, data.train, cfg, device)
-    val = make_batches(data, data.val, cfg, device) if data.val is not None and objective.has_eval else None
-    test = make_batches(data, data.test, cfg, device) if objective.has_eval else None
-    batch_size = min(t.batch_size, len(train) - len(train) % 2)
-    steps_per_epoch = len(train) // batch_size
-    scheduler = CosineLRScheduler(
-        optimizer.base if isinstance(optimizer, SAM) else optimizer,
-        # With warmup_prefix the cosine starts after warm-up: it must end at the last step.
-        t_initial=max(1, t.epochs * steps_per_epoch - round(t.warmup_epochs * steps_per_epoch)),
-        lr_min=t.min_lr,
-        warmup_t=round(t.warmup_epochs * steps_per_epoch),
-        warmup_lr_init=min(1e-6, t.scaled_lr),
-        warmup_prefix=True,
-        t_in_epochs=False,
-    )
-    mixup = None
-    if t.mixup > 0 or t.cutmix > 0:
-        mixup = Mixup(
-            mixup_alpha=t.mixup,
-            cutmix_alpha=t.cutmix,
-            label_smoothing=t.label_smoothing,
-            num_classes=cfg.data.num_classes,
-        )
-
-    result = FitResult(results={})
+    loop = _Loop.build(cfg, objective, data, device)
     ckpt_path = run_dir / CHECKPOINT
-    start = 0
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start = ckpt["epoch"]
-        result = FitResult(
-            ckpt["results"],
-            ckpt["history"],
-            ckpt["train_seconds"],
-            ckpt["eval_seconds"],
-            start,
-            ckpt.get("unreadable", []),
-        )
-
+    result = _resume(ckpt_path, loop) if ckpt_path.exists() else FitResult(results={})
+    t = cfg.train
     best_val = max((h["val_top1"] for h in result.history if h.get("val_top1") is not None), default=-1.0)
     last_save = time.monotonic()
-    for epoch in range(start + 1, t.epochs + 1):
+    for epoch in range(result.resumed_from_epoch + 1, t.epochs + 1):
         tick = time.perf_counter()
+        train_loss = loop.train_epoch(epoch)
+        train_time = time.perf_counter() - tick
+        tick = time.perf_counter()
+        val_top1, best_val = loop.evaluate_and_select(epoch, result.results, best_val)
+        eval_time = time.perf_counter() - tick
+
+        result.train_seconds += train_time
+        result.eval_seconds += eval_time
+        # Each unreadable file once, however many epochs and evaluations met it.
+        met = {path for b in (loop.train, loop.val, loop.test) if b is not None for path in b.unreadable}
+        result.unreadable = sorted(met.union(result.unreadable))
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_top1": val_top1,
+            "lr": loop.optimizer.param_groups[0]["lr"],
+            "seconds": train_time + eval_time,
+        }
+        result.history.append(row)
+        if loop.rank != 0:
+            continue  # one process writes; the others follow the same path
+        if epoch == t.epochs or time.monotonic() - last_save >= 60 * t.checkpoint_minutes:
+            last_save = time.monotonic()
+            _save(ckpt_path, epoch, loop, result)
+        if on_epoch is not None:
+            on_epoch(epoch, t.epochs, row)
+    return result
+
+
+@dataclass
+class _Loop:
+    """What one run's epochs share: the objective, optimiser, schedule, Mixup and batches."""
+
+    cfg: RunConfig
+    objective: object
+    optimizer: object
+    scheduler: CosineLRScheduler
+    mixup: Mixup | None
+    train: object
+    val: object | None
+    test: object | None
+    batch_size: int
+    steps_per_epoch: int
+    device: torch.device
+    rank: int
+    world: int
+
+    @classmethod
+    def build(cls, cfg: RunConfig, objective, data: LTData, device: torch.device) -> _Loop:
+        t = cfg.train
+        model = objective.model
+        rank, world = rank_world()
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [device.index] if device.type == "cuda" else None
+            objective.forward = DistributedDataParallel(model, device_ids=ids)
+        if t.compile:
+            objective.forward = torch.compile(objective.forward)
+        optimizer = build_optimizer(cfg, model)
+        train = make_batches(data, data.train, cfg, device)
+        val = make_batches(data, data.val, cfg, device) if data.val is not None and objective.has_eval else None
+        test = make_batches(data, data.test, cfg, device) if objective.has_eval else None
+        batch_size = min(t.batch_size, len(train) - len(train) % 2)
+        steps_per_epoch = len(train) // batch_size
+        scheduler = CosineLRScheduler(
+            optimizer.base if isinstance(optimizer, SAM) else optimizer,
+            # With warmup_prefix the cosine starts after warm-up: it must end at the last step.
+            t_initial=max(1, t.epochs * steps_per_epoch - round(t.warmup_epochs * steps_per_epoch)),
+            lr_min=t.min_lr,
+            warmup_t=round(t.warmup_epochs * steps_per_epoch),
+            warmup_lr_init=min(1e-6, t.scaled_lr),
+            warmup_prefix=True,
+            t_in_epochs=False,
+        )
+        mixup = None
+        if t.mixup > 0 or t.cutmix > 0:
+            mixup = Mixup(
+                mixup_alpha=t.mixup,
+                cutmix_alpha=t.cutmix,
+                label_smoothing=t.label_smoothing,
+                num_classes=cfg.data.num_classes,
+            )
+        return cls(
+            cfg,
+            objective,
+            optimizer,
+            scheduler,
+            mixup,
+            train,
+            val,
+            test,
+            batch_size,
+            steps_per_epoch,
+            device,
+            rank,
+            world,
+        )
+
+    def train_epoch(self, epoch: int) -> float:
+        """One epoch of steps; returns its mean training loss (the epoch's one host sync).
+
+        Raises:
+            NonFiniteLoss: the loss became NaN or infinite.
+        """
+        t, objective, optimizer, device = self.cfg.train, self.objective, self.optimizer, self.device
+        rank, world = self.rank, self.world
         objective.train_mode()
         loss_sum = torch.zeros((), device=device)
-        step = (epoch - 1) * steps_per_epoch
+        step = (epoch - 1) * self.steps_per_epoch
         hard_labels = bool(t.mixup_off_epoch) and epoch > t.mixup_off_epoch  # DeiT-LT's DRW phase
         if isinstance(optimizer, SAM):
-            optimizer.rho = sam_rho(cfg, epoch)
-        with seeded(_epoch_seed(cfg.seed, epoch)):
-            for x, y in train.train_batches(batch_size, _epoch_seed(cfg.seed, epoch), epoch, t.epochs):
+            optimizer.rho = sam_rho(self.cfg, epoch)
+        seed = _epoch_seed(self.cfg.seed, epoch)
+        with seeded(seed):
+            for x, y in self.train.train_batches(self.batch_size, seed, epoch, t.epochs):
                 # Every process draws the same global batch (same seeds) and takes its share.
-                x, target = (x, y) if hard_labels else _targets(cfg, mixup, x, y)
+                x, target = (x, y) if hard_labels else _targets(self.cfg, self.mixup, x, y)
                 x, target = x[rank::world], target[rank::world]
                 micro = t.micro_batch or len(x)
                 chunks = list(zip(x.split(micro), target.split(micro)))
 
-                def closure():
+                def closure(chunks=chunks, n=len(x)):
                     optimizer.zero_grad(set_to_none=True)
                     total = torch.zeros((), device=device)
                     for i, (xc, tc) in enumerate(chunks):
                         # Gradients sync across processes on the last micro-batch only.
                         sync = world == 1 or i == len(chunks) - 1
                         with contextlib.nullcontext() if sync else objective.forward.no_sync():
-                            loss = objective.loss(xc, tc, epoch) * (len(xc) / len(x))
+                            loss = objective.loss(xc, tc, epoch) * (len(xc) / n)
                             loss.backward()
                         total += loss.detach()
                     if t.grad_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+                        torch.nn.utils.clip_grad_norm_(objective.model.parameters(), t.grad_clip)
                     return total
 
                 if isinstance(optimizer, SAM):
@@ -349,60 +410,59 @@ def fit(
                     loss = closure()
                     optimizer.step()
                 step += 1
-                scheduler.step_update(step)
+                self.scheduler.step_update(step)
                 loss_sum += loss.detach()
-        train_loss = float(all_mean(loss_sum)) / steps_per_epoch  # the one host sync of the epoch
+        train_loss = float(all_mean(loss_sum)) / self.steps_per_epoch
         if not np.isfinite(train_loss):
             raise NonFiniteLoss(
                 f"training loss is {train_loss} at epoch {epoch}; lower train.lr or set train.grad_clip"
             )
-        train_time = time.perf_counter() - tick
+        return train_loss
 
-        tick = time.perf_counter()
+    def evaluate_and_select(self, epoch: int, results: dict, best_val: float) -> tuple[float | None, float]:
+        """Validation accuracy of ``epoch``; the test set is evaluated when the validation set
+        picks this epoch (``best_val``) and after the last epoch (``last``), never to choose."""
+        t = self.cfg.train
         val_top1 = None
-        if val is not None:
-            val_stats = objective.evaluate(val, t.eval_batch_size)
+        if self.val is not None:
+            val_stats = self.objective.evaluate(self.val, t.eval_batch_size)
             val_top1 = sum(val_stats["correct"]) / max(sum(val_stats["total"]), 1)
         if val_top1 is not None and val_top1 > best_val:
             best_val = val_top1
-            stats = objective.evaluate(test, t.eval_batch_size)
-            result.results["best_val"] = {"epoch": epoch, "val_top1": val_top1, **stats}
-        if epoch == t.epochs and test is not None:
-            stats = objective.evaluate(test, t.eval_batch_size)
-            result.results["last"] = {"epoch": epoch, "val_top1": val_top1, **stats}
-        eval_time = time.perf_counter() - tick
+            stats = self.objective.evaluate(self.test, t.eval_batch_size)
+            results["best_val"] = {"epoch": epoch, "val_top1": val_top1, **stats}
+        if epoch == t.epochs and self.test is not None:
+            stats = self.objective.evaluate(self.test, t.eval_batch_size)
+            results["last"] = {"epoch": epoch, "val_top1": val_top1, **stats}
+        return val_top1, best_val
 
-        result.train_seconds += train_time
-        result.eval_seconds += eval_time
-        # Each unreadable file once, however many epochs and evaluations met it.
-        met = {path for b in (train, val, test) if b is not None for path in b.unreadable}
-        result.unreadable = sorted(met.union(result.unreadable))
-        row = {
+
+def _resume(path: Path, loop: _Loop) -> FitResult:
+    """Model and optimiser state from the checkpoint at ``path``; the results so far."""
+    ckpt = torch.load(path, map_location=loop.device, weights_only=False)
+    loop.objective.model.load_state_dict(ckpt["model"])
+    loop.optimizer.load_state_dict(ckpt["optimizer"])
+    return FitResult(
+        ckpt["results"],
+        ckpt["history"],
+        ckpt["train_seconds"],
+        ckpt["eval_seconds"],
+        ckpt["epoch"],
+        ckpt.get("unreadable", []),
+    )
+
+
+def _save(path: Path, epoch: int, loop: _Loop, result: FitResult) -> None:
+    _save_atomic(
+        {
             "epoch": epoch,
-            "train_loss": train_loss,
-            "val_top1": val_top1,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": train_time + eval_time,
-        }
-        result.history.append(row)
-        if rank != 0:
-            continue  # one process writes; the others follow the same path
-        due = epoch == t.epochs or time.monotonic() - last_save >= 60 * t.checkpoint_minutes
-        if due:
-            last_save = time.monotonic()
-            _save_atomic(
-                {
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "results": result.results,
-                    "history": result.history,
-                    "train_seconds": result.train_seconds,
-                    "eval_seconds": result.eval_seconds,
-                    "unreadable": result.unreadable,
-                },
-                ckpt_path,
-            )
-        if on_epoch is not None:
-            on_epoch(epoch, t.epochs, row)
-    return result
+            "model": loop.objective.model.state_dict(),
+            "optimizer": loop.optimizer.state_dict(),
+            "results": result.results,
+            "history": result.history,
+            "train_seconds": result.train_seconds,
+            "eval_seconds": result.eval_seconds,
+            "unreadable": result.unreadable,
+        },
+        path,
+    )

@@ -71,7 +71,7 @@ def test_nan_loss_is_stored_as_failed(smoke_config, tmp_path, monkeypatch):
         def forward(self, logits, target):
             return logits.sum() * float("nan")
 
-    monkeypatch.setattr("ltbench.train.build_loss", lambda *a, **k: NanLoss())
+    monkeypatch.setattr("ltbench.losses.build_loss", lambda *a, **k: NanLoss())
     spec = plan_runs(["ce"], ["digits_lt"], "smoke", out_dir=tmp_path)[0]
     store = ResultStore(tmp_path / "s.db")
     record = execute_run(spec, store, "cpu")
