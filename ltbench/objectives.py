@@ -331,13 +331,11 @@ def _distill(cfg, data, device, stages):
 def _masked_pretrain(cfg, data, device, stages):
     """The MGP stage: MAE on the encoder the fine-tuning runs will use (no classifier head:
     it would be an unused parameter, and DDP refuses those)."""
-    from timm.models.vision_transformer import VisionTransformer
-
-    from .models import vit_kwargs
+    from .models import build_model
     from .models.mae import MaskedAutoencoder
 
     t = cfg.train
-    encoder = VisionTransformer(**{**vit_kwargs(cfg), "num_classes": 0})
+    encoder = build_model(cfg)  # the "mae" model: the encoder without a head
     mae = MaskedAutoencoder(encoder, t.decoder_dim, t.decoder_depth, t.decoder_heads, t.mask_ratio)
     return MaskedPretrain(mae.to(device))
 

@@ -200,7 +200,9 @@ class TrainConfig:
         return self.lr * self.batch_size / self.lr_base_batch
 
 
-ModelKind = Literal["vit", "deit", "cnn", "mae"]
+# A name of ltbench.models.MODELS (vit, deit, cnn, mae), an entry point of ltbench.models or
+# module:attr; checked when the recipe loads.
+ModelKind = str
 
 
 @dataclass(frozen=True)
@@ -434,11 +436,25 @@ def load_method(path: Path) -> MethodSpec:
             if "loss_params" in table:
                 checked["loss_params"] = dict(table["loss_params"])
             by_dataset.setdefault(ds, {})[budget] = checked
+    _check_model(spec, path)
     _check_loss(spec, path)
     _check_objective(spec, path)
     if spec.teacher and any(n.role == "teacher" for n in spec.needs):
         raise RecipeError(f"{path}: both `teacher` and a [[needs]] role 'teacher'; keep one")
     return dataclasses.replace(spec, budgets=parsed, augment=augment, dataset_overrides=by_dataset)
+
+
+def _check_model(spec: MethodSpec, path: Path) -> None:
+    """The method's model family resolves when the catalog loads (see ``ltbench.models.MODELS``)."""
+    from .models import MODELS
+    from .registry import PluginImportError, UnknownNameError, add_import_dir
+
+    if ":" in spec.model and path.parent.parent.resolve() != builtin_recipe_dir().resolve():
+        add_import_dir(path.parent.parent)
+    try:
+        MODELS.get(spec.model)
+    except (UnknownNameError, PluginImportError) as e:
+        raise RecipeError(f"{path}: model: {e}") from None
 
 
 def _check_objective(spec: MethodSpec, path: Path) -> None:

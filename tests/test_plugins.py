@@ -347,3 +347,32 @@ def test_crt_from_a_lab_folder_is_one_recipe_and_one_function(lab, tmp_path, mon
     assert crt["needs"] == {"backbone": backbone["run_id"]}
     assert crt["config"]["train"]["sampler"] == "class_balanced"
     sys.modules.pop("my_stages", None)
+
+
+def test_a_model_family_from_a_lab_folder(lab, monkeypatch):
+    from ltbench.models import MODELS, build_model
+
+    monkeypatch.delitem(sys.modules, "my_models", raising=False)
+    (lab / "my_models.py").write_text(
+        "import torch\n\n\ndef linear(cfg):\n"
+        "    d = cfg.data\n"
+        "    pixels = d.channels * d.image_size**2\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(pixels, d.num_classes))\n"
+    )
+    recipe = (lab / "methods" / "cnn_my_focal.toml").read_text()
+    (lab / "methods" / "lin_focal.toml").write_text(
+        recipe.replace('name = "cnn_my_focal"', 'name = "lin_focal"').replace(
+            'model = "cnn"', 'model = "my_models:linear"'
+        )
+    )
+    catalog = fresh(lab)
+    cfg = resolve(catalog.methods.get("lin_focal"), catalog.datasets.get("digits_lt"), "smoke")
+    model = build_model(cfg)
+    assert isinstance(model[1], torch.nn.Linear) and model[1].out_features == 10
+    assert "vit" in MODELS and "my_models:linear" not in MODELS.names()  # targets are not listed
+    (lab / "methods" / "bad_model.toml").write_text(
+        recipe.replace('name = "cnn_my_focal"', 'name = "bad_model"').replace('model = "cnn"', 'model = "cnnn"')
+    )
+    with pytest.raises(RecipeError, match=r"bad_model\.toml: model: unknown model 'cnnn'\. Did you mean 'cnn'"):
+        fresh(lab)
+    sys.modules.pop("my_models", None)
