@@ -77,7 +77,7 @@ def run(
         UnknownNameError, RecipeError: bad names or overrides; nothing runs.
         RunSetupError: a run's data could not be built; runs before it are stored.
     """
-    specs = _plan(methods, data, budget, seeds, data_seed, overrides, out_dir, recipes, root, verify)
+    specs = _sweep(locals()).plan()
     from .sweep import save_sweep
 
     save_sweep(specs, Path(out_dir))
@@ -91,29 +91,21 @@ def run(
     return records
 
 
-def _plan(methods, data, budget, seeds, data_seed, overrides, out_dir, recipes, root, verify):
-    from .runner import DEFAULT_DATASET, plan_runs  # loads torch
-
-    catalog = load_catalog(tuple(recipes))
-    return plan_runs(
-        methods if methods is not None else main_job_methods(catalog),
-        data if data is not None else (DEFAULT_DATASET,),
-        budget,
-        seeds,
-        data_seed,
-        overrides,
-        Path(out_dir),
-        catalog,
-        None if root is None else str(root),
-        verify,
-    )
-
-
 def main_job_methods(catalog=None) -> list[str]:
-    """The methods ``ltbench run`` trains without ``--methods``: those whose recipe keeps
-    ``in_main_job = true`` (the default)."""
-    catalog = catalog or load_catalog()
-    return [m for m in catalog.methods.names() if catalog.methods.get(m).in_main_job]
+    """The methods ``ltbench run`` trains without ``--methods`` (recipes with ``in_main_job``)."""
+    from .runner import main_job_methods as of_catalog
+
+    return of_catalog(catalog)
+
+
+def _sweep(args: dict[str, Any]):
+    """The :class:`ltbench.runner.Sweep` of a library call's arguments (its other ones ignored)."""
+    import dataclasses
+
+    from .runner import Sweep  # loads torch
+
+    names = {f.name for f in dataclasses.fields(Sweep)}
+    return Sweep.of(**{k: v for k, v in args.items() if k in names})
 
 
 def plan(
@@ -133,7 +125,7 @@ def plan(
     what it needs, and whether it would run, resume or be skipped. Runs nothing."""
     from .sweep import plan_rows
 
-    specs = _plan(methods, data, budget, seeds, data_seed, overrides, out_dir, recipes, root, verify)
+    specs = _sweep(locals()).plan()
     return plan_rows(specs, synced_store(store, out_dir) if Path(store).is_file() else None)
 
 

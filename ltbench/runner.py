@@ -70,6 +70,62 @@ class RunSpec:
         return f"{c.method.name} on {c.data.name} ({c.budget}, seed {c.seed})"
 
 
+@dataclass(frozen=True)
+class Sweep:
+    """What one command runs: methods x datasets x seeds under one budget, and where.
+
+    ``methods`` None means the main job's methods (recipes with ``in_main_job``), ``data``
+    None the embedded default dataset. :meth:`plan` resolves every run.
+    """
+
+    methods: tuple[str, ...] | None = None
+    data: tuple[str, ...] | None = None
+    budget: str = "quick"
+    seeds: tuple[int, ...] = (0,)
+    data_seed: int = 0
+    overrides: tuple[str, ...] = ()
+    out_dir: Path = DEFAULT_OUT
+    recipes: tuple[str, ...] = ()  # extra recipe folders
+    root: str | None = None  # the dataset's files (None: the recipe's default_root)
+    verify: bool = True  # check found figures and checksums against the recipe
+
+    @classmethod
+    def of(cls, **kw: Any) -> Sweep:
+        """A sweep from plain arguments (lists, paths), as the library functions take them."""
+        for key in ("methods", "data", "seeds", "overrides", "recipes"):
+            if kw.get(key) is not None:
+                kw[key] = tuple(kw[key])
+        if kw.get("out_dir") is not None:
+            kw["out_dir"] = Path(kw["out_dir"])
+        if kw.get("root") is not None:
+            kw["root"] = str(kw["root"])
+        return cls(**{k: v for k, v in kw.items() if v is not None or k in ("methods", "data", "root")})
+
+    def plan(self) -> list[RunSpec]:
+        """Every run of the sweep and the stages they consume (see :func:`plan_runs`)."""
+        catalog = load_catalog(self.recipes)
+        methods = self.methods if self.methods is not None else main_job_methods(catalog)
+        return plan_runs(
+            methods,
+            self.data if self.data is not None else (DEFAULT_DATASET,),
+            self.budget,
+            self.seeds,
+            self.data_seed,
+            self.overrides,
+            self.out_dir,
+            catalog,
+            self.root,
+            self.verify,
+        )
+
+
+def main_job_methods(catalog: Catalog | None = None) -> list[str]:
+    """The methods ``ltbench run`` trains without ``--methods``: those whose recipe keeps
+    ``in_main_job = true`` (the default)."""
+    catalog = catalog or load_catalog()
+    return [m for m in catalog.methods.names() if catalog.methods.get(m).in_main_job]
+
+
 def plan_runs(
     methods: Sequence[str] = ("ce",),
     datasets: Sequence[str] = (DEFAULT_DATASET,),
