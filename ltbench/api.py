@@ -173,6 +173,7 @@ def _run_submitit(
     specs, store, executor: str, folder: Path, slurm, device, force: bool, wait: bool, console: Console
 ) -> list[dict[str, Any]]:
     from .launch import submit
+    from .record import placeholder
 
     db = ResultStore(store)
     done_before = {
@@ -183,15 +184,8 @@ def _run_submitit(
         task = progress.add_task(f"runs ({executor})", total=len(specs), completed=len(done_before), info="")
 
         def on_done(spec, record) -> None:
-            c = spec.config  # a job that died without a record still gets a named row
-            finished[spec.run_id] = {
-                "run_id": spec.run_id,
-                "method": c.method.name,
-                "dataset": c.data.name,
-                "budget": c.budget,
-                "seed": c.seed,
-                **record,
-            }
+            # A job that died without a record still gets a named row.
+            finished[spec.run_id] = {**placeholder(spec, record.get("status", "failed")), **record}
             progress.update(task, completed=len(finished), info=f"{spec.label}: {record['status']}")
 
         jobs = submit(specs, store, executor, folder, slurm, device, force, wait, on_done)
@@ -200,19 +194,7 @@ def _run_submitit(
         console.print(f"submitted {len(jobs)} jobs; `ltbench status` follows them, results reach the store as they end")
         return []
     db.ingest_dirs(s.run_dir for s in specs)  # idempotent: the jobs ingested their own records already
-    return [
-        finished.get(s.run_id)
-        or {
-            "run_id": s.run_id,
-            "method": s.config.method.name,
-            "dataset": s.config.data.name,
-            "budget": s.config.budget,
-            "seed": s.config.seed,
-            "status": "failed",
-            "error": "no record",
-        }
-        for s in specs
-    ]
+    return [finished.get(s.run_id) or placeholder(s, "failed", "no record") for s in specs]
 
 
 def _pct(value: float | None) -> str:

@@ -44,7 +44,8 @@ from .recipes import (
     resolve,
     run_config_from_dict,
 )
-from .store import DEFAULT_OUT, RECORD_SCHEMA, ResultStore, read_record, write_record
+from .record import RECORD_SCHEMA, RunRecord
+from .store import DEFAULT_OUT, ResultStore, read_record, write_record
 from .train import CHECKPOINT, Dependencies, EpochCallback, fit
 
 DEFAULT_DATASET = "mnist_lt"
@@ -373,9 +374,9 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _base_record(spec: RunSpec, data: LTData, device: torch.device) -> dict[str, Any]:
+def _base_record(spec: RunSpec, data: LTData, device: torch.device) -> RunRecord:
     cfg = spec.config
-    return {
+    return {  # see ltbench.record.RunRecord
         "schema": RECORD_SCHEMA,
         "run_id": spec.run_id,
         "method": cfg.method.name,

@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from .atomic import write_text_atomic
+from .record import RECORD_SCHEMA
 
 DEFAULT_OUT = Path("results")
 DEFAULT_STORE = DEFAULT_OUT / "ltbench.db"
 RECORD = "record.json"
-RECORD_SCHEMA = 1
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
