@@ -542,6 +542,10 @@ def _apply_dataset_table(
 def load_dataset(path: Path) -> DatasetSpec:
     spec = from_mapping(DatasetSpec, read_toml(path), str(path))
     _check_name(spec.name, path)
+    from .data.sources import SOURCES  # here: ltbench.data imports this module
+
+    if spec.source not in SOURCES:  # a misspelt source fails when the recipes load, not mid-sweep
+        raise RecipeError(f"{path}: source: {SOURCES.unknown_message(spec.source)}")
     if spec.file_prefix:
         _check_name(spec.file_prefix, path, "file_prefix")
     if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:

@@ -376,3 +376,12 @@ def test_a_model_family_from_a_lab_folder(lab, monkeypatch):
     with pytest.raises(RecipeError, match=r"bad_model\.toml: model: unknown model 'cnnn'\. Did you mean 'cnn'"):
         fresh(lab)
     sys.modules.pop("my_models", None)
+
+
+def test_a_dataset_recipe_with_an_unknown_source_is_refused_when_it_loads(tmp_path):
+    from ltbench.recipes import builtin_recipe_dir, load_dataset
+
+    text = (builtin_recipe_dir() / "datasets" / "digits_lt.toml").read_text()
+    (tmp_path / "digits_lt.toml").write_text(text.replace('source = "sklearn_digits"', 'source = "sklearn_digit"'))
+    with pytest.raises(RecipeError, match=r"digits_lt\.toml: source: unknown data source 'sklearn_digit'"):
+        load_dataset(tmp_path / "digits_lt.toml")
