@@ -213,6 +213,9 @@ class NeedSpec:
     role: str
     method: str
     seed: int = -1  # -1: the consuming run's seed; >= 0 pins it
+    # "run": ``method``'s own recipe; "pretrain": the MGP stage derived from the consuming
+    # run's budget (its [pretrain] table and encoder shape; `pretrain = "mgp"` in a recipe).
+    stage: Literal["run", "pretrain"] = "run"
 
 
 @dataclass(frozen=True)
@@ -266,11 +269,14 @@ class MethodConfig:
 
     @property
     def stages(self) -> tuple[NeedSpec, ...]:
-        """The runs of other methods this one consumes: ``needs``, and ``teacher`` (with
-        ``teacher_seed``) as the shorthand for a need of role ``teacher``."""
-        if not self.teacher:
-            return self.needs
-        return (*self.needs, NeedSpec("teacher", self.teacher, self.teacher_seed))
+        """The stages this run consumes: ``needs``, with the shorthands ``pretrain = "mgp"``
+        (role ``pretrained``, the derived MGP stage) and ``teacher`` (role ``teacher``)."""
+        out = self.needs
+        if self.pretrain == "mgp":
+            out = (NeedSpec("pretrained", "mgp_pretrain", self.pretrain_seed, "pretrain"), *out)
+        if self.teacher:
+            out = (*out, NeedSpec("teacher", self.teacher, self.teacher_seed))
+        return out
 
 
 @dataclass(frozen=True)

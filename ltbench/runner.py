@@ -163,11 +163,7 @@ def _add_with_stages(
     cfg: RunConfig, planned: dict[str, RunSpec], catalog: Catalog, out_dir: Path, data_root: str | None, verify: bool
 ) -> RunSpec:
     needs = []
-    if cfg.method.pretrain == "mgp":
-        needs.append(
-            ("pretrained", _add_with_stages(pretrain_config(cfg), planned, catalog, out_dir, data_root, verify))
-        )
-    stages = {need.role: consumed_config(cfg, need.method, need.seed, catalog) for need in cfg.method.stages}
+    stages = {need.role: STAGE_CONFIGS[need.stage](cfg, need, catalog) for need in cfg.method.stages}
     _check_needs(cfg, stages)
     for role, stage in stages.items():
         needs.append((role, _add_with_stages(stage, planned, catalog, out_dir, data_root, verify)))
@@ -288,10 +284,11 @@ _ENCODER_KEYS = (
 MGP_STAGE_VERSION = 2  # 2: fixed 2-D sin-cos position embeddings, as MAE
 
 
-def pretrain_config(cfg: RunConfig) -> RunConfig:
+def pretrain_config(cfg: RunConfig, seed: int | None = None) -> RunConfig:
     """The MGP stage of ``cfg``: encoder shape from the budget, the rest from its ``pretrain``
     table. Fine-tuning settings are left out, so methods sharing an encoder share the stage.
     Its seed is the fine-tuning run's unless the recipe pins ``pretrain_seed``."""
+    seed = cfg.method.pretrain_seed if seed is None else seed
     t = cfg.train
     if not t.pretrain:
         raise RecipeError(
@@ -309,7 +306,7 @@ def pretrain_config(cfg: RunConfig) -> RunConfig:
         dataclasses.replace(cfg.data, augment=aug),
         train,
         cfg.budget,
-        seed=cfg.seed if cfg.method.pretrain_seed < 0 else cfg.method.pretrain_seed,
+        seed=cfg.seed if seed < 0 else seed,
         data_seed=cfg.data_seed,
     )
 
@@ -364,6 +361,13 @@ def _check_needs(cfg: RunConfig, stages: dict[str, RunConfig]) -> None:
                 f"method {cfg.method.name} (budget {cfg.budget}) sees {input_size(cfg)} px images, its {role} "
                 f"{stage.method.name} {input_size(stage)} px; give both the same train.img_size"
             )
+
+
+# How a [[needs]] entry becomes the configuration of the stage it names, by its ``stage`` kind.
+STAGE_CONFIGS = {
+    "run": lambda cfg, need, catalog: consumed_config(cfg, need.method, need.seed, catalog),
+    "pretrain": lambda cfg, need, catalog: pretrain_config(cfg, need.seed),
+}
 
 
 def default_device() -> torch.device:

@@ -63,7 +63,7 @@ def _power(counts: torch.Tensor, present: torch.Tensor, q: float) -> torch.Tenso
     return w / w.sum()
 
 
-SAMPLERS: Registry[ClassSampling] = Registry("sampler", targets=False)
+SAMPLERS: Registry[ClassSampling] = Registry("sampler", entry_points="ltbench.samplers", targets=False)
 SAMPLERS.add("instance", ClassSampling(1.0))
 SAMPLERS.add("square_root", ClassSampling(0.5))
 SAMPLERS.add("class_balanced", ClassSampling(0.0))
