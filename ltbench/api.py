@@ -284,8 +284,10 @@ def list_recipes(kind: str = "all", pattern: str = "*", recipes: Sequence[str] =
                 "paper": d.paper,
                 "classes": d.num_classes,
                 "image_size": d.image_size,
-                "rho": d.longtail.rho,
-                "profile": d.longtail.profile,
+                "rho": d.longtail.rho if d.longtail.n_max > 0 else None,  # only a drawn long tail has one
+                "profile": d.longtail.profile if d.longtail.n_max > 0 else None,
+                "imbalance": d.stated_imbalance()[0],
+                "imbalance_from": d.stated_imbalance()[1],
                 "version": d.version,
                 "recipe": str(catalog.origins[f"datasets/{d.name}"]),
             }
@@ -464,6 +466,8 @@ def report(
     budget: str | None = None,
     baseline: str | None = None,
     runs: str | Path | None = None,
+    shift: bool = False,
+    metric: str = "accuracy",
 ) -> dict[str, Path]:
     """Write tables (LaTeX, Markdown, CSV) and figures of the finished runs in the store.
 
@@ -476,16 +480,20 @@ def report(
         baseline: mark methods whose top-1 differs from this one's (paired t-test over seeds).
         runs: a run's ``--out`` whose finished records are ingested first (default: the
             store's folder).
+        shift: also write accuracy under shifted test distributions (forward / uniform /
+            backward, :mod:`ltbench.shift`): shift.csv, .tex, .md, .png, .pdf.
+        metric: ``accuracy``, or ``error`` for error rates (100 - accuracy, the lowest best;
+            the harmonic-mean column left out), as CIFAR papers quote them.
 
     Returns:
         Paths of the written files by kind.
 
     Raises:
-        ValueError: no finished run matches, or a bad convention / selection / baseline.
+        ValueError: no finished run matches, or a bad convention / selection / metric / baseline.
     """
     from . import reporting  # pandas and matplotlib load only when reporting
 
     store = Path(store)
     out = Path(out_dir) if out_dir is not None else store.parent / "report"
     records = reporting.select_records(synced_store(store, runs).records(), methods, data, budget)
-    return reporting.write_report(records, out, convention, selection, baseline)
+    return reporting.write_report(records, out, convention, selection, baseline, shift=shift, metric=metric)

@@ -64,6 +64,8 @@ EPILOGS = {
   ltbench report                                # results/report/table.tex, table.md, per_class.png
   ltbench report --convention oltr --selection best_val --out paper/tables
   ltbench report --data cifar100_lt --budget paper --baseline ce
+  ltbench report --data cifar100_lt --metric error  # error rates (%), as CIFAR papers quote them
+  ltbench report --shift                        # also shift.tex/.md/.csv/.png: forward/uniform/backward test sets
 """,
 }
 
@@ -247,6 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=_names, default=None, help="comma-separated datasets (default: all stored)")
     p.add_argument("--budget", default=None, help="one budget (default: all, in separate column blocks)")
     p.add_argument("--baseline", default=None, help="paired t-test of every method against this one")
+    p.add_argument(
+        "--metric",
+        default="accuracy",
+        choices=("accuracy", "error"),
+        help="table cells: accuracy, or error = 100 - accuracy, lowest best, as CIFAR papers (default: %(default)s)",
+    )
+    p.add_argument(
+        "--shift",
+        action="store_true",
+        help="also write accuracy under shifted test distributions (forward-r / uniform / backward-r): shift.*",
+    )
     _add_runs(p)
     return parser
 
@@ -378,7 +391,7 @@ def _cmd_list(args, console) -> int:
                 budgets = ", ".join(f"{b} ({v['epochs']})" for b, v in m["budgets"].items())
                 table.add_row(m["name"], m["title"], m["paper"], budgets)
         else:
-            for col in ("name", "title", "classes", "size", "rho", "paper"):
+            for col in ("name", "title", "classes", "size", "imbalance", "paper"):
                 table.add_column(col)
             for d in rows:
                 table.add_row(
@@ -386,7 +399,9 @@ def _cmd_list(args, console) -> int:
                     d["title"],
                     str(d["classes"]),
                     str(d["image_size"]),
-                    f"{d['rho']:g} ({d['profile']})",
+                    "–"
+                    if d["imbalance"] is None
+                    else f"{d['imbalance']:.0f}" + (f" ({d['profile']})" if d["profile"] else " (split files)"),
                     d["paper"],
                 )
         console.print(table)
@@ -441,6 +456,8 @@ def _cmd_report(args, console) -> int:
         args.budget,
         args.baseline,
         args.runs,
+        shift=args.shift,
+        metric=args.metric,
     )
     for kind, path in paths.items():
         console.print(f"{kind:9s} {path}")
@@ -588,6 +605,7 @@ def _cmd_data(args, console) -> int:
         f"used (data seed {info['data_seed']}): train {spl['train']:,}, val {spl['val']:,}, "
         f"test {spl['test']:,}; imbalance ratio {info['imbalance_ratio']:.1f}"
     )
+    console.print(f"stated imbalance: {info['stated_imbalance_from']}; {info['imbalance_note']}", highlight=False)
     console.print(f"training images per class: {format_counts(info['train_counts'])}")
     groups = Table(title="classes per group")
     for col in ("convention", "many", "medium", "few"):

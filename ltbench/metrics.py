@@ -40,6 +40,21 @@ def group_accuracy(correct, total, classes: np.ndarray) -> float | None:
     return float(acc.mean()) if len(acc) else None
 
 
+def tail_accuracy(correct, total) -> tuple[float | None, float | None]:
+    """Worst-class accuracy and the harmonic mean of per-class accuracies (recalls).
+
+    Both run over the classes with test images only; a class with none is ignored. The
+    harmonic mean is ``C' / sum_i 1 / acc_i`` over those C' classes, and 0 when any of them
+    has accuracy 0. ``(None, None)`` when no class has a test image.
+    """
+    acc = per_class_accuracy(correct, total)
+    acc = acc[~np.isnan(acc)]
+    if not len(acc):
+        return None, None
+    hmean = 0.0 if (acc == 0).any() else float(len(acc) / (1.0 / acc).sum())
+    return float(acc.min()), hmean
+
+
 def ece_from_bins(calib: dict, classes: np.ndarray | None = None) -> float | None:
     """Expected calibration error over the test samples whose true class is in ``classes``."""
     count = np.asarray(calib["count"], dtype=np.float64)
@@ -63,10 +78,11 @@ def summarize(
     convention: str = "threshold",
     index_sizes: Sequence[int] | None = None,
 ) -> dict[str, float | None]:
-    """Top-1, many/medium/few accuracy and ECE (overall and per group) as fractions in [0, 1].
+    """Top-1, many/medium/few accuracy, tail metrics and ECE (overall and per group) as fractions in [0, 1].
 
-    Keys: ``top1``, ``many``, ``medium``, ``few``, and with ``calib`` also ``ece``,
-    ``ece_many``, ``ece_medium``, ``ece_few``. An empty group maps to None.
+    Keys: ``top1``, ``many``, ``medium``, ``few``, ``worst`` (worst-class accuracy) and
+    ``hmean`` (harmonic mean of per-class accuracies; see :func:`tail_accuracy`), and with
+    ``calib`` also ``ece``, ``ece_many``, ``ece_medium``, ``ece_few``. An empty group maps to None.
     """
     correct = np.asarray(correct)
     total = np.asarray(total)
@@ -74,6 +90,7 @@ def summarize(
     out: dict[str, float | None] = {"top1": float(correct.sum() / max(total.sum(), 1))}
     for g in GROUPS:
         out[g] = group_accuracy(correct, total, groups[g])
+    out["worst"], out["hmean"] = tail_accuracy(correct, total)
     if calib is not None:
         calib = {k: np.asarray(calib[k], dtype=np.float64) for k in ("count", "conf_sum", "correct_sum")}
         out["ece"] = ece_from_bins(calib)

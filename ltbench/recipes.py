@@ -134,6 +134,17 @@ class DatasetSpec:
     skip_unreadable: bool = False  # streamed data: drop undecodable images (counted) instead of stopping
     checksums: dict[str, str] = field(default_factory=dict)  # file name -> expected sha256
 
+    def stated_imbalance(self) -> tuple[float | None, str]:
+        """The imbalance ratio (largest / smallest class) this recipe states, and where it
+        comes from: the long-tail draw's rho, or the published split's max / min counts
+        (ImageNet-LT 1280 / 5 = 256); (None, why) when the recipe states none."""
+        if self.longtail.n_max > 0:
+            return self.longtail.rho, f"rho {self.longtail.rho:g} ({self.longtail.profile} profile)"
+        e = self.expected
+        if e.train_max and e.train_min:
+            return e.train_max / e.train_min, f"published split: {e.train_max} / {e.train_min} images"
+        return None, "as the split files give (not stated)"
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -249,6 +260,11 @@ class MethodSpec:
     # Whether `ltbench run` without --methods (the README's main job) runs it; not part of any
     # run's identity. Baselines added later stay out so the main job keeps its size and time.
     in_main_job: bool = True
+    # What the weights saw before training on the benchmark's task, shown in report tables:
+    # "none" (from scratch), "long_tailed_train" (pretrained on the long-tailed train set
+    # itself, e.g. MGP) or "external" (other data: not comparable). Descriptive: kept out of
+    # MethodConfig, so never part of a run's identity or config hash.
+    pretraining_data: Literal["none", "long_tailed_train", "external"] = "none"
 
 
 @dataclass(frozen=True)

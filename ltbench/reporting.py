@@ -7,7 +7,14 @@ and either model selection (``last`` epoch or ``best_val``) without re-running i
 
 Table cells are top-1 accuracy in percent with one decimal: ``mean ± std`` over seeds
 (sample std, ddof 1), just the mean for a single seed, a dash for a group with no class.
-The best mean of each column (compared as printed) is bold.
+The best mean of each column (compared as printed) is bold. After many / medium / few / all
+come two tail metrics: the worst-class accuracy and the harmonic mean of per-class
+accuracies. With ``metric="error"`` cells are error rates (100 - accuracy; the harmonic
+mean is left out) and the lowest mean is best.
+
+A row whose weights were pretrained before training on the benchmark's task is marked: ‡
+(LaTeX ``$^\\ddagger$``) for pretraining on the long-tailed train set itself (MGP), § for
+external data (not comparable with runs trained from scratch on the benchmark's data).
 """
 
 from __future__ import annotations
@@ -28,8 +35,23 @@ from .metrics import per_class_accuracy, summarize
 from .recipes import EXECUTION_KEYS, identity
 
 SELECTIONS = ("last", "best_val")
-METRICS = ("many", "medium", "few", "top1")  # table column order: Many, Med., Few, All
-HEADERS = {"many": "Many", "medium": "Med.", "few": "Few", "top1": "All"}
+METRICS = ("many", "medium", "few", "top1", "worst", "hmean")  # table columns: Many, Med., Few, All, Worst, H-mean
+GROUP_METRICS = METRICS[:4]  # the class groups and all, as published tables give them
+HEADERS = {"many": "Many", "medium": "Med.", "few": "Few", "top1": "All", "worst": "Worst", "hmean": "H-mean"}
+# What a table shows: accuracy (best highest) or error rate, 100 - accuracy (best lowest; CIFAR
+# papers quote these). The harmonic mean of accuracies has no error form and is left out.
+TABLE_METRICS = ("accuracy", "error")
+ERROR_METRICS = ("many", "medium", "few", "top1", "worst")
+# What a method's weights saw before training on the benchmark (MethodSpec.pretraining_data):
+# the marker after its row name, in LaTeX and in plain text, and what the caption says of it.
+PRETRAINING_MARKS = {
+    "long_tailed_train": (
+        "$^\\ddagger$",
+        "‡",
+        "weights pretrained on the long-tailed train set (masked generative pretraining) before fine-tuning",
+    ),
+    "external": ("$^\\S$", "§", "weights pretrained on external data: not comparable with the other rows, nor ranked"),
+}
 RUN_COLUMNS = ("method", "dataset", "budget", "seed", "data_seed", "run_id")
 CONVENTION_TEXT = {
     "threshold": "many $>$100, medium 20--100, few $<$20 training images",
@@ -80,12 +102,13 @@ def runs_frame(
         selection: ``last`` epoch or ``best_val`` (the epoch chosen on the validation set).
 
     Returns:
-        Columns method, dataset, budget, seed, data_seed, run_id, top1, many, medium, few, ece
-        (fractions; NaN for an empty group or a record without calibration bins), variant,
+        Columns method, dataset, budget, seed, data_seed, run_id, top1, many, medium, few,
+        worst, hmean, ece (fractions; NaN for an empty group or a record without calibration
+        bins), variant,
         label (the method and its overrides) and base_method. ``attrs`` holds the convention
         and selection, ``duplicates`` (the runs left out: dataset, budget, method, seed,
         data_seed, run_id and the run ``kept``), ``rows`` ({(dataset, budget, method): base
-        method, published setting, data verified}) and ``val_coverage`` ({dataset: [(classes
+        method, published setting, data verified, pretraining data}) and ``val_coverage`` ({dataset: [(classes
         with validation images, classes)]} for reported runs whose validation set misses classes).
 
     Raises:
@@ -116,20 +139,33 @@ def runs_frame(
             _finished=str(r.get("finished_at") or ""),
             _setting=setting_of(r),
             _covered=_val_coverage(r),
+            _pretraining=pretraining_of(r),
         )
         rows.append(row)
-    hidden = ["_verified", "_fingerprint", "_finished", "_setting", "_covered"]
+    hidden = ["_verified", "_fingerprint", "_finished", "_setting", "_covered", "_pretraining"]
     frame = pd.DataFrame(
-        rows, columns=[*RUN_COLUMNS, "top1", "many", "medium", "few", "ece", "variant", "label", *hidden]
+        rows,
+        columns=[*RUN_COLUMNS, "top1", "many", "medium", "few", "worst", "hmean", "ece", "variant", "label", *hidden],
     )
     _name_variants(frame)
     frame = _unique_seeds(frame, frame["_finished"])
     info = zip(
-        frame["dataset"], frame["budget"], frame["method"], frame["base_method"], frame["_setting"], frame["_verified"]
+        frame["dataset"],
+        frame["budget"],
+        frame["method"],
+        frame["base_method"],
+        frame["_setting"],
+        frame["_verified"],
+        frame["_pretraining"],
     )
     frame.attrs["rows"] = {
-        (dataset, budget, method): {"base_method": base, "setting": setting, "verified": bool(verified)}
-        for dataset, budget, method, base, setting, verified in info
+        (dataset, budget, method): {
+            "base_method": base,
+            "setting": setting,
+            "verified": bool(verified),
+            "pretraining": pretraining,
+        }
+        for dataset, budget, method, base, setting, verified, pretraining in info
     }
     coverage: dict[str, list[tuple[int, int]]] = {}
     for dataset, covered in zip(frame["dataset"], frame["_covered"]):
@@ -143,6 +179,27 @@ def runs_frame(
 def _verified(record: dict[str, Any]) -> bool:
     """Whether the run's data passed the recipe's checks (records without provenance: verified, the default)."""
     return (record.get("provenance") or {}).get("data_verified", True) is not False
+
+
+def pretraining_of(record: dict[str, Any]) -> str:
+    """What the run's weights saw before its training: ``none``, ``long_tailed_train`` or ``external``.
+
+    Descriptive, never part of a run's identity: the record's own ``pretraining_data`` when it
+    has one, else the method's recipe (``MethodSpec.pretraining_data``) by name, else
+    ``long_tailed_train`` for a run configured with the MGP stage and ``none`` otherwise.
+    """
+    if record.get("pretraining_data"):
+        return str(record["pretraining_data"])
+    from .recipes import RecipeError, load_catalog
+
+    try:
+        methods = load_catalog().methods
+        if record.get("method") in methods:
+            return methods.get(record["method"]).pretraining_data
+    except RecipeError:  # a broken recipe folder must not stop a report
+        pass
+    method = (record.get("config") or {}).get("method") or {}
+    return "long_tailed_train" if method.get("pretrain") == "mgp" else "none"
 
 
 def _val_coverage(record: dict[str, Any]) -> tuple[int, int] | None:
@@ -230,7 +287,7 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     Returns:
         One row per (dataset, budget, method) in order of first appearance, with
         ``{m}_mean`` and ``{m}_std`` (ddof 1, NaN for one seed) for m in many, medium, few,
-        top1, and ``n`` (runs averaged: unique (seed, data_seed)). ``attrs`` are carried over,
+        top1, worst, hmean, and ``n`` (runs averaged: unique (seed, data_seed)). ``attrs`` are carried over,
         ``duplicates`` listing the runs left out.
     """
     frame = _unique_seeds(frame)
@@ -250,22 +307,30 @@ def latex_escape(text: Any) -> str:
 
 
 class _Grid:
-    """The table laid out: methods as rows, (dataset, budget) blocks of four metrics as columns.
+    """The table laid out: methods as rows, (dataset, budget) blocks of metrics as columns.
 
     Budgets get their own blocks so runs of two budgets are never averaged or overwritten;
-    the budget is named in a block's title only when there is more than one.
+    the budget is named in a block's title only when there is more than one. With
+    ``attrs["metric"] == "error"`` cells are error rates (100 - accuracy), the lowest best.
     """
 
     def __init__(self, agg: pd.DataFrame, marks: dict[tuple, float] | None = None):
         self.marks = marks or {}  # (method, dataset, budget) -> p-value against the baseline
         self.attrs = agg.attrs  # convention, and per row its base method, setting and data
+        self.error = agg.attrs.get("metric") == "error"
+        self.metrics = ERROR_METRICS if self.error else METRICS
         self.methods = list(dict.fromkeys(agg["method"]))
+        # What each row's weights saw before training (from runs_frame; a hand-made aggregate: none).
+        self.pretraining = {
+            method: info.get("pretraining", "none") for (_, _, method), info in (agg.attrs.get("rows") or {}).items()
+        }
         self.blocks = list(dict.fromkeys(zip(agg["dataset"], agg["budget"])))
         self.several_budgets = len({b for _, b in self.blocks}) > 1
         self.cells: dict[tuple, tuple[float, float, int]] = {}
         for row in agg.itertuples(index=False):
-            for m in METRICS:
-                pct = (100 * getattr(row, f"{m}_mean"), 100 * getattr(row, f"{m}_std"), int(row.n))
+            for m in self.metrics:
+                mean = 100 * getattr(row, f"{m}_mean")
+                pct = (100 - mean if self.error else mean, 100 * getattr(row, f"{m}_std"), int(row.n))
                 self.cells[row.method, (row.dataset, row.budget), m] = pct
 
     def title(self, block: tuple) -> str:
@@ -273,9 +338,25 @@ class _Grid:
         return f"{dataset} ({budget})" if self.several_budgets else str(dataset)
 
     def ranked(self, block: tuple, metric: str) -> list[str]:
-        """Distinct printed means of a column, best first (equal printed means share a rank)."""
-        means = [self.cells[m, block, metric][0] for m in self.methods if (m, block, metric) in self.cells]
-        return sorted({f"{v:.1f}" for v in means if not np.isnan(v)}, key=float, reverse=True)
+        """Distinct printed means of a column, best first (equal printed means share a rank):
+        the highest accuracy, or the lowest error. Rows pretrained on external data do not compete."""
+        means = [
+            self.cells[m, block, metric][0]
+            for m in self.methods
+            if (m, block, metric) in self.cells and self.pretraining.get(m) != "external"
+        ]
+        return sorted({f"{v:.1f}" for v in means if not np.isnan(v)}, key=float, reverse=not self.error)
+
+    def name(self, method: str, latex: bool) -> str:
+        """The row's name with its pretraining marker (‡ long-tailed train set, § external data)."""
+        mark = PRETRAINING_MARKS.get(self.pretraining.get(method, "none"))
+        text = latex_escape(method) if latex else method
+        return text + (mark[0 if latex else 1] if mark else "")
+
+    def pretraining_notes(self) -> list[tuple[str, str, str]]:
+        """(LaTeX marker, plain marker, meaning) of each pretraining marker the table uses."""
+        used = set(self.pretraining[m] for m in self.methods if m in self.pretraining)
+        return [mark for kind, mark in PRETRAINING_MARKS.items() if kind in used]
 
     def best(self, block: tuple, metric: str) -> str | None:
         """The best mean of a column as printed, so equal printed means are all bold."""
@@ -322,11 +403,12 @@ class _Grid:
                 why.append("unverified data")
             cells = []
             for b in self.blocks:
-                for metric in METRICS:
-                    if b != block:
+                for metric in self.metrics:
+                    if b != block or metric not in GROUP_METRICS:  # papers give no tail metrics
                         cells.append(missing)
                         continue
                     value = getattr(pub, "all" if metric == "top1" else metric)
+                    value = 100 - value if self.error else value
                     mine = self.cells.get((ours, b, metric))
                     diff = "" if why or mine is None or np.isnan(mine[0]) else f" ({mine[0] - value:+.1f})"
                     cells.append(f"{value:.1f}{diff}")
@@ -354,7 +436,7 @@ class _Grid:
     ) -> list[str]:
         out = []
         for block in self.blocks:
-            for metric in METRICS:
+            for metric in self.metrics:
                 cell = self.cells.get((method, block, metric))
                 if cell is None or np.isnan(cell[0]):
                     out.append(missing)
@@ -409,8 +491,19 @@ def default_caption(agg: pd.DataFrame, published: int = 0, compared: int = 0) ->
         compared: how many of them give ltbench's difference (the comparable ones).
     """
     budgets = ", ".join(map(str, dict.fromkeys(agg["budget"])))
+    error = agg.attrs.get("metric") == "error"
+    if error:
+        what = (
+            "Top-1 error (\\%), 100 minus accuracy, per class group; Worst: the highest per-class error "
+            "(the harmonic mean of per-class accuracies has no error form and is left out)"
+        )
+    else:
+        what = (
+            "Top-1 accuracy (\\%) per class group; Worst: the lowest per-class accuracy; H-mean: the harmonic "
+            "mean of per-class accuracies (0 when a class has none right)"
+        )
     parts = [
-        f"Top-1 accuracy (\\%) per class group, budget {latex_escape(budgets)}; "
+        f"{what}; budget {latex_escape(budgets)}; "
         "mean $\\pm$ std over $n$ seeds (a single number: one seed; --: no class in the group, or no run)"
     ]
     convention, selection = agg.attrs.get("convention"), agg.attrs.get("selection")
@@ -420,7 +513,7 @@ def default_caption(agg: pd.DataFrame, published: int = 0, compared: int = 0) ->
         parts.append(f"model selection: {SELECTION_TEXT[selection]}")
     notes = _notes(agg.attrs, latex_escape)
     baseline = agg.attrs.get("baseline")
-    tail = ". Best mean per column in bold, second underlined"
+    tail = f". Best ({'lowest' if error else 'highest'}) mean per column in bold, second underlined"
     if published and compared == published:
         tail += "; published rows give the paper's number and, in parentheses, ltbench's mean minus it"
     elif published and compared:
@@ -434,6 +527,8 @@ def default_caption(agg: pd.DataFrame, published: int = 0, compared: int = 0) ->
         )
     if baseline:
         tail += f"; $^\\dagger$: All differs from {latex_escape(baseline)} with p $<$ 0.05 (paired t-test over seeds)"
+    for latex_mark, _, meaning in _Grid(agg).pretraining_notes():
+        tail += f"; {latex_mark}: {meaning}"
     return "; ".join(parts) + tail + "." + "".join(f" {note}." for note in notes)
 
 
@@ -463,17 +558,18 @@ def latex_table(
     lines = ["\\begin{table}[t]", "\\centering", "\\small"]
     if caption:
         lines.append(f"\\caption{{{caption}}}")
-    lines += [f"\\begin{{tabular}}{{l{'cccc' * len(grid.blocks)}c}}", "\\toprule"]
-    titles = [f"\\multicolumn{{4}}{{c}}{{{latex_escape(grid.title(b))}}}" for b in grid.blocks]
+    k = len(grid.metrics)
+    lines += [f"\\begin{{tabular}}{{l{'c' * k * len(grid.blocks)}c}}", "\\toprule"]
+    titles = [f"\\multicolumn{{{k}}}{{c}}{{{latex_escape(grid.title(b))}}}" for b in grid.blocks]
     lines.append(" & ".join(["", *titles, ""]) + " \\\\")
-    lines.append(" ".join(f"\\cmidrule(lr){{{2 + 4 * i}-{5 + 4 * i}}}" for i in range(len(grid.blocks))))
-    lines.append(" & ".join(["Method", *[HEADERS[m] for m in METRICS] * len(grid.blocks), "$n$"]) + " \\\\")
+    lines.append(" ".join(f"\\cmidrule(lr){{{2 + k * i}-{1 + k * (i + 1)}}}" for i in range(len(grid.blocks))))
+    lines.append(" & ".join(["Method", *[HEADERS[m] for m in grid.metrics] * len(grid.blocks), "$n$"]) + " \\\\")
     lines.append("\\midrule")
     for method in grid.methods:
         cells = grid.row(
             method, lambda t: f"\\textbf{{{t}}}", " $\\pm$ ", "--", lambda t: f"\\underline{{{t}}}", "$^\\dagger$"
         )
-        lines.append(" & ".join([latex_escape(method), *cells, grid.seeds(method)]) + " \\\\")
+        lines.append(" & ".join([grid.name(method, latex=True), *cells, grid.seeds(method)]) + " \\\\")
     if refs:
         lines.append("\\midrule")
         lines += [" & ".join([latex_escape(name), *cells, "--"]) + " \\\\" for name, cells, _ in refs]
@@ -496,14 +592,17 @@ def markdown_table(
         classes) follow the table as ``Note: ...`` lines.
     """
     grid = _Grid(agg, marks)
-    header = ["method", *(f"{grid.title(b)} {HEADERS[m]}" for b in grid.blocks for m in METRICS), "n"]
+    header = ["method", *(f"{grid.title(b)} {HEADERS[m]}" for b in grid.blocks for m in grid.metrics), "n"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method in grid.methods:
         cells = grid.row(method, lambda t: f"**{t}**", " ± ", "–", lambda t: f"<u>{t}</u>", "†")
-        lines.append("| " + " | ".join([method, *cells, grid.seeds(method)]) + " |")
+        lines.append("| " + " | ".join([grid.name(method, latex=False), *cells, grid.seeds(method)]) + " |")
     for name, cells, _ in grid.reference_rows(references, "–"):
         lines.append("| " + " | ".join([name, *cells, "–"]) + " |")
     notes = _notes(agg.attrs, str)
+    if grid.error:
+        notes.insert(0, "Cells are top-1 error (%), 100 minus accuracy; the lowest is best")
+    notes += [f"{mark}: {meaning}" for _, mark, meaning in grid.pretraining_notes()]
     if notes:  # below the table, after a blank line
         lines += ["", *(f"Note: {note}." for note in notes)]
     return "\n".join(lines) + "\n"
@@ -602,8 +701,19 @@ def paired_tests(frame: pd.DataFrame, baseline: str, metric: str = "top1") -> di
 
 
 def csv_table(agg: pd.DataFrame) -> str:
-    """The aggregated table as CSV: percent means and stds, and the number of seeds."""
+    """The aggregated table as CSV: percent means and stds, and the number of seeds.
+
+    With ``attrs["metric"] == "error"``: ``{m}_error_mean`` = 1 - ``{m}_mean`` (and its std)
+    for many, medium, few, top1 and worst, the harmonic mean left out, as in the tables.
+    """
     out = agg.copy()
+    if agg.attrs.get("metric") == "error":
+        out[[f"{m}_mean" for m in ERROR_METRICS]] = 1 - out[[f"{m}_mean" for m in ERROR_METRICS]]
+        out = out.drop(columns=["hmean_mean", "hmean_std"], errors="ignore")
+        out.columns = [
+            f"{c.rsplit('_', 1)[0]}_error_{c.rsplit('_', 1)[1]}" if c.rsplit("_", 1)[0] in ERROR_METRICS else c
+            for c in out.columns
+        ]
     for col in out.columns:
         if col.endswith(("_mean", "_std")):
             out[col] = (100 * out[col]).round(2)
@@ -632,6 +742,8 @@ def write_report(
     convention: str = "threshold",
     selection: str = "last",
     baseline: str | None = None,
+    shift: bool = False,
+    metric: str = "accuracy",
 ) -> dict[str, Path]:
     """Write the tables (LaTeX, Markdown, CSV) and the figures (PNG and PDF) into ``out_dir``.
 
@@ -642,16 +754,23 @@ def write_report(
         selection: ``last`` or ``best_val``.
         baseline: a method to test every other against (paired t-test over seeds, marked
             with a dagger in the All column when p < 0.05); None for no test.
+        metric: what the tables show: ``accuracy`` or ``error`` (100 - accuracy, the lowest
+            best, the harmonic mean left out).
+        shift: also write accuracy under shifted test distributions (:mod:`ltbench.shift`):
+            ``shift.csv``, ``shift.tex``, ``shift.md``, ``shift.png`` / ``.pdf``.
 
     Returns:
         Paths by kind: ``latex``, ``markdown``, ``csv``, ``plot`` (per-class PNG), and
-        ``groups``, ``curves``, ``reliability``, ``heads`` (PNG; a PDF lies beside each).
+        ``groups``, ``curves``, ``reliability``, ``heads`` (PNG; a PDF lies beside each),
+        with ``shift`` also ``shift_csv``, ``shift_latex``, ``shift_markdown``, ``shift_plot``.
 
     Raises:
-        ValueError: no finished run, a bad convention / selection, or an unknown baseline.
+        ValueError: no finished run, a bad convention / selection / metric, or an unknown baseline.
     """
     from . import plots
 
+    if metric not in TABLE_METRICS:
+        raise ValueError(f"unknown table metric {metric!r}; choose one of {', '.join(TABLE_METRICS)}")
     frame = runs_frame(records, convention, selection)
     if frame.empty:
         raise ValueError(NO_RUNS)
@@ -661,6 +780,7 @@ def write_report(
         )
     agg = aggregate(frame)
     agg.attrs["baseline"] = baseline
+    agg.attrs["metric"] = metric
     marks = paired_tests(frame, baseline) if baseline else {}
     out = Path(out_dir)
     paths = {
@@ -686,4 +806,8 @@ def write_report(
     heads = plots.plot_heads(done, out / "heads", selection, convention)
     if heads is not None:
         paths["heads"] = heads[0]
+    if shift:  # the same runs and rows as the table
+        from .shift import write_shift
+
+        paths.update(write_shift(done, frame, out, selection))
     return paths

@@ -175,3 +175,19 @@ def test_describe_mnist_lt_cli(capsys):
     assert main(["data", "describe", "mnist_lt"]) == 0
     out = capsys.readouterr().out
     assert "380 246 159 103 66 43 27 18 11 7" in out and "train 1,060, val 200, test 1,000" in out
+
+
+def test_list_and_describe_state_each_datasets_real_imbalance(catalog):
+    from ltbench.api import describe, list_recipes
+
+    listed = {d["name"]: d for d in list_recipes("datasets")["datasets"]}
+    for name in catalog.datasets.names():
+        spec, row = catalog.datasets.get(name), listed[name]
+        if spec.longtail.n_max > 0:  # a drawn long tail: its rho
+            assert row["imbalance"] == spec.longtail.rho and row["rho"] == spec.longtail.rho
+        elif spec.expected.train_max:  # a published long-tailed split: its max / min
+            assert row["imbalance"] == spec.expected.train_max / spec.expected.train_min and row["rho"] is None
+    assert round(listed["imagenet_lt"]["imbalance"]) == 256 and round(listed["places_lt"]["imbalance"]) == 996
+    info = describe("mnist_lt")
+    assert info["stated_imbalance"] == 50 and round(info["imbalance_ratio"], 1) == 54.3
+    assert "truncates" in info["imbalance_note"] and "7 images" in info["imbalance_note"]

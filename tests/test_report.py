@@ -63,6 +63,10 @@ RECORDS = [
 ]
 # ce over 2 seeds: many 85.0 ± 7.1, medium 50.0 ± 0.0, few 20.0 ± 14.1, all 51.7 ± 7.1
 # (std of {a, b} with ddof 1 is |a - b| / sqrt 2: 10 / 1.414 = 7.07, 20 / 1.414 = 14.14).
+# Tail metrics (per-class accuracies are the groups' here): worst = min, H-mean = 3 / sum 1/acc.
+# ce seed 0: worst 10, H-mean 3 / (1.25 + 2 + 10) = 22.64; seed 1: worst 30, H-mean
+# 3 / (1.111 + 2 + 3.333) = 46.55; so worst 20.0 ± 14.1, H-mean 34.6 ± 16.9 (23.91 / 1.414).
+# bal_bce: worst 40.0, H-mean 3 / (1.429 + 1.667 + 2.5) = 53.6.
 
 
 def line_of(text, start):
@@ -83,12 +87,16 @@ def test_frame_recomputes_groups_and_ignores_failed():
         "many",
         "medium",
         "few",
+        "worst",
+        "hmean",
         "ece",
         "variant",
         "label",
         "base_method",
     ]
     assert f.iloc[0][["many", "medium", "few"]].tolist() == pytest.approx([0.8, 0.5, 0.1])
+    # per-class 0.8, 0.5, 0.1: worst 0.1, harmonic mean 3 / (1.25 + 2 + 10)
+    assert f.iloc[0][["worst", "hmean"]].tolist() == pytest.approx([0.1, 3 / 13.25])
     assert f.iloc[1]["top1"] == pytest.approx(17 / 30)
     assert f["ece"].isna().all()  # no calibration bins in these records
 
@@ -108,20 +116,20 @@ def test_latex_cells_bold_and_mean_std():
     # the second best of each column is underlined.
     assert line_of(tex, "ce &") == (
         "ce & \\textbf{85.0} $\\pm$ 7.1 & \\underline{50.0} $\\pm$ 0.0 & \\underline{20.0} $\\pm$ 14.1 "
-        "& \\underline{51.7} $\\pm$ 7.1 & 2 \\\\"
+        "& \\underline{51.7} $\\pm$ 7.1 & \\underline{20.0} $\\pm$ 14.1 & \\underline{34.6} $\\pm$ 16.9 & 2 \\\\"
     )
-    assert (
-        line_of(tex, "bal\\_bce &")
-        == "bal\\_bce & \\underline{70.0} & \\textbf{60.0} & \\textbf{40.0} & \\textbf{56.7} & 1 \\\\"
+    assert line_of(tex, "bal\\_bce &") == (
+        "bal\\_bce & \\underline{70.0} & \\textbf{60.0} & \\textbf{40.0} & \\textbf{56.7} "
+        "& \\textbf{40.0} & \\textbf{53.6} & 1 \\\\"
     )
-    assert "Method & Many & Med. & Few & All & $n$ \\\\" in tex
+    assert "Method & Many & Med. & Few & All & Worst & H-mean & $n$ \\\\" in tex
     for piece in (
         "\\toprule",
         "\\midrule",
         "\\bottomrule",
-        "\\multicolumn{4}{c}{toy}",
-        "\\cmidrule(lr){2-5}",
-        "\\begin{tabular}{lccccc}",
+        "\\multicolumn{6}{c}{toy}",
+        "\\cmidrule(lr){2-7}",
+        "\\begin{tabular}{lccccccc}",
         "\\label{tab:ltbench}",
     ):
         assert piece in tex
@@ -130,10 +138,13 @@ def test_latex_cells_bold_and_mean_std():
 
 def test_markdown_cells_bold_and_mean_std():
     md = markdown_table(aggregate(runs_frame(RECORDS))).splitlines()
-    assert md[0] == "| method | toy Many | toy Med. | toy Few | toy All | n |"
-    assert md[1] == "|---|---|---|---|---|---|"
-    assert md[2] == "| ce | **85.0** ± 7.1 | <u>50.0</u> ± 0.0 | <u>20.0</u> ± 14.1 | <u>51.7</u> ± 7.1 | 2 |"
-    assert md[3] == "| bal_bce | <u>70.0</u> | **60.0** | **40.0** | **56.7** | 1 |"
+    assert md[0] == "| method | toy Many | toy Med. | toy Few | toy All | toy Worst | toy H-mean | n |"
+    assert md[1] == "|---|---|---|---|---|---|---|---|"
+    assert md[2] == (
+        "| ce | **85.0** ± 7.1 | <u>50.0</u> ± 0.0 | <u>20.0</u> ± 14.1 | <u>51.7</u> ± 7.1 "
+        "| <u>20.0</u> ± 14.1 | <u>34.6</u> ± 16.9 | 2 |"
+    )
+    assert md[3] == "| bal_bce | <u>70.0</u> | **60.0** | **40.0** | **56.7** | **40.0** | **53.6** | 1 |"
     assert len(md) == 4
 
 
@@ -141,16 +152,20 @@ def test_equal_printed_means_are_both_bold():
     recs = [record("a", 0, [5, 5, 5]), record("b", 0, [5, 5, 5])]
     md = markdown_table(aggregate(runs_frame(recs))).splitlines()
     assert md[2:] == [
-        "| a | **50.0** | **50.0** | **50.0** | **50.0** | 1 |",
-        "| b | **50.0** | **50.0** | **50.0** | **50.0** | 1 |",
+        "| a | **50.0** | **50.0** | **50.0** | **50.0** | **50.0** | **50.0** | 1 |",
+        "| b | **50.0** | **50.0** | **50.0** | **50.0** | **50.0** | **50.0** | 1 |",
     ]
 
 
 def test_empty_group_is_a_dash_not_zero():
     recs = [record("ce", 0, [9, 8, 5], counts=(150, 120, 50))]  # no class under 20 images
     agg = aggregate(runs_frame(recs))
-    assert "ce & \\textbf{85.0} & \\textbf{50.0} & -- & \\textbf{73.3} & 1 \\\\" in latex_table(agg).splitlines()
-    assert markdown_table(agg).splitlines()[2] == "| ce | **85.0** | **50.0** | – | **73.3** | 1 |"
+    # worst 50.0 and H-mean 3 / (1.111 + 1.25 + 2) = 68.8 still span every class
+    row = "ce & \\textbf{85.0} & \\textbf{50.0} & -- & \\textbf{73.3} & \\textbf{50.0} & \\textbf{68.8} & 1 \\\\"
+    assert row in latex_table(agg).splitlines()
+    assert (
+        markdown_table(agg).splitlines()[2] == "| ce | **85.0** | **50.0** | – | **73.3** | **50.0** | **68.8** | 1 |"
+    )
 
 
 def test_regrouping_under_each_convention():
@@ -166,7 +181,8 @@ def test_regrouping_under_each_convention():
     assert [idx["many"], idx["medium"], idx["few"]] == pytest.approx([0.9, 0.6, 0.2])
     assert thr["top1"] == oltr["top1"] == idx["top1"] == pytest.approx(17 / 30)
     md = markdown_table(aggregate(runs_frame([rec], "oltr"))).splitlines()[2]
-    assert md == "| ce | **90.0** | – | **40.0** | **56.7** | 1 |"
+    # worst 20.0 and H-mean 3 / (1.111 + 1.667 + 5) = 38.6 do not depend on the convention
+    assert md == "| ce | **90.0** | – | **40.0** | **56.7** | **20.0** | **38.6** | 1 |"
 
 
 def test_index_convention_sorts_by_frequency_and_needs_sizes():
@@ -214,15 +230,16 @@ def test_budgets_and_datasets_get_their_own_blocks():
     agg = aggregate(runs_frame(recs))
     tex = latex_table(agg)
     assert (
-        "\\multicolumn{4}{c}{toy (quick)} & \\multicolumn{4}{c}{toy (full)} & "
-        "\\multicolumn{4}{c}{big\\_lt (quick)} &  \\\\" in tex
+        "\\multicolumn{6}{c}{toy (quick)} & \\multicolumn{6}{c}{toy (full)} & "
+        "\\multicolumn{6}{c}{big\\_lt (quick)} &  \\\\" in tex
     )
-    assert "\\cmidrule(lr){2-5} \\cmidrule(lr){6-9} \\cmidrule(lr){10-13}" in tex
+    assert "\\cmidrule(lr){2-7} \\cmidrule(lr){8-13} \\cmidrule(lr){14-19}" in tex
     # One method: every present cell is the column's best; no budget overwrites another.
+    # toy (quick): worst 10, H-mean 3 / (1.25 + 2 + 10) = 22.6.
     assert line_of(tex, "ce &") == (
-        "ce & \\textbf{80.0} & \\textbf{50.0} & \\textbf{10.0} & \\textbf{46.7} & "
-        "\\textbf{20.0} & \\textbf{20.0} & \\textbf{20.0} & \\textbf{20.0} & "
-        "\\textbf{40.0} & \\textbf{40.0} & \\textbf{40.0} & \\textbf{40.0} & 1 \\\\"
+        "ce & \\textbf{80.0} & \\textbf{50.0} & \\textbf{10.0} & \\textbf{46.7} & \\textbf{10.0} & \\textbf{22.6} & "
+        "\\textbf{20.0} & \\textbf{20.0} & \\textbf{20.0} & \\textbf{20.0} & \\textbf{20.0} & \\textbf{20.0} & "
+        "\\textbf{40.0} & \\textbf{40.0} & \\textbf{40.0} & \\textbf{40.0} & \\textbf{40.0} & \\textbf{40.0} & 1 \\\\"
     )
     assert "budget quick, full;" in tex
 
@@ -236,7 +253,7 @@ def test_caption_and_escaping():
     recs = [record("a_b&c%", 0, [5, 5, 5], dataset="x_lt")]
     tex = latex_table(aggregate(runs_frame(recs, "oltr", "last")), label="tab:main")
     assert line_of(tex, "a\\_b\\&c\\% &")
-    assert "\\multicolumn{4}{c}{x\\_lt}" in tex and "\\label{tab:main}" in tex
+    assert "\\multicolumn{6}{c}{x\\_lt}" in tex and "\\label{tab:main}" in tex
     caption = line_of(tex, "\\caption{")
     assert "budget quick;" in caption and "mean $\\pm$ std over $n$ seeds" in caption
     assert "groups: many $\\geq$100, medium 21--99, few $\\leq$20" in caption
@@ -301,7 +318,8 @@ def test_paired_test_marks_all_column_against_baseline():
     agg = aggregate(frame)
     agg.attrs["baseline"] = "ce"
     tex = latex_table(agg, marks=p)
-    assert "$^\\dagger$ & 3 \\\\" in line_of(tex, "la &")
+    assert "\\textbf{71.1} $\\pm$ 1.9$^\\dagger$ & " in line_of(tex, "la &")  # on All only
+    assert line_of(tex, "la &").count("$^\\dagger$") == 1
     assert "$^\\dagger$" not in line_of(tex, "ce &")
     assert "paired t-test" in tex
 
@@ -468,8 +486,12 @@ def test_unverified_data_is_its_own_row():
 
     assert variant_of(recs[0]) == variant_of(recs[1]) != variant_of(recs[2])
     md = markdown_table(aggregate(frame))
-    assert "| ce | **85.0** ± 7.1 | **50.0** ± 0.0 | **20.0** ± 14.1 | **51.7** ± 7.1 | 2 |" in md
-    assert "| ce (unverified data) | <u>20.0</u> | <u>20.0</u> | **20.0** | <u>20.0</u> | 1 |" in md
+    row = (
+        "| ce | **85.0** ± 7.1 | **50.0** ± 0.0 | **20.0** ± 14.1 | **51.7** ± 7.1 | **20.0** ± 14.1 | **34.6** ± 16.9"
+    )
+    assert row + " | 2 |" in md
+    row = "| ce (unverified data) | <u>20.0</u> | <u>20.0</u> | **20.0** | <u>20.0</u> | **20.0** | <u>20.0</u>"
+    assert row + " | 1 |" in md
 
 
 def test_record_variant_is_used_when_present():

@@ -64,11 +64,30 @@ def describe_dataset(spec: DatasetSpec, root: str | Path | None = None, data_see
         },
         "train_counts": counts.tolist(),
         "imbalance_ratio": float(counts.max() / max(counts.min(), 1)),
+        **_imbalance_note(spec, counts),
         "groups": groups,
         "files": src.files,
         "expected": expected,
         "verified": all(e["ok"] for e in expected),
     }
+
+
+def _imbalance_note(spec: DatasetSpec, counts: np.ndarray) -> dict[str, Any]:
+    """The recipe's stated imbalance beside the measured one, and why they differ when they do."""
+    stated, source = spec.stated_imbalance()
+    measured = float(counts.max() / max(counts.min(), 1))
+    if stated is None:
+        note = "the recipe states no imbalance; the measured ratio is the files'"
+    elif abs(measured - stated) <= 0.01 * stated:
+        note = "as stated"
+    elif spec.longtail.n_max > 0:
+        note = (
+            f"n_i = int(n_max * rho^(-i/(C-1))) truncates: the smallest class keeps {int(counts.min())} "
+            f"images, so max / min is {measured:.1f}, not {stated:g}"
+        )
+    else:
+        note = "the files differ from the published split (see expected against found)"
+    return {"stated_imbalance": stated, "stated_imbalance_from": source, "imbalance_note": note}
 
 
 def format_counts(counts: list[int], width: int = 12) -> str:

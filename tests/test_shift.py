@@ -1,0 +1,180 @@
+"""Accuracy under shifted test distributions (ltbench.shift), every expected value worked out by hand."""
+
+import csv
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from ltbench import api
+from ltbench.cli import build_parser
+from ltbench.reporting import runs_frame, write_report
+from ltbench.shift import DISTRIBUTIONS, aggregate_shift, ranks, shift_frame, shift_weights, shifted_accuracy
+from ltbench.store import RECORD_SCHEMA, ResultStore
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+S = 10**-0.5  # 10^(-1/2): the middle class's forward-10 weight with 3 classes
+
+
+def acc(values, counts=(100, 10, 1), dist="uniform", total=None):
+    """Shifted accuracy of per-class accuracies ``values`` (out of 10 test images per class)."""
+    total = [10] * len(values) if total is None else total
+    correct = [round(v * t) for v, t in zip(values, total)]
+    return shifted_accuracy(correct, total, counts, dist)
+
+
+def test_forward_and_backward_by_hand():
+    # counts [100, 10, 1]: ranks 0, 1, 2; forward-10 weights 1, 10^-0.5, 10^-1.
+    assert acc([0.9, 0.5, 0.1], dist="forward10") == pytest.approx((0.9 + 0.5 * S + 0.1 * 0.1) / (1 + S + 0.1))
+    assert acc([0.9, 0.5, 0.1], dist="forward10") == pytest.approx(0.7541964, abs=1e-7)  # 1.0681139 / 1.4162278
+    # backward-10 weights 10^-1, 10^-0.5, 1.
+    assert acc([0.9, 0.5, 0.1], dist="backward10") == pytest.approx((0.09 + 0.5 * S + 0.1) / (1 + S + 0.1))
+    np.testing.assert_allclose(shift_weights([100, 10, 1], "forward50"), [1, 50**-0.5, 1 / 50])
+    np.testing.assert_allclose(shift_weights([100, 10, 1], "backward50"), [1 / 50, 50**-0.5, 1])
+
+
+def test_uniform_is_mean_per_class_accuracy_and_r1_is_uniform():
+    values = [0.9, 0.5, 0.1]
+    assert acc(values) == pytest.approx(0.5)
+    assert acc(values, dist="forward1") == pytest.approx(0.5)
+    assert acc(values, dist="backward1") == pytest.approx(0.5)
+    # Equal accuracies: every test distribution gives the same number.
+    for dist in DISTRIBUTIONS:
+        assert acc([0.7, 0.7, 0.7], dist=dist) == pytest.approx(0.7)
+
+
+def test_symmetry_forward_is_backward_of_the_reversed_ranking():
+    values = [0.9, 0.6, 0.3, 0.2]
+    for r in (2, 5, 50):
+        assert acc(values, (1000, 100, 10, 1), f"forward{r}") == pytest.approx(
+            acc(values[::-1], (1000, 100, 10, 1), f"backward{r}")
+        )
+        assert acc(values, (1, 10, 100, 1000), f"forward{r}") == pytest.approx(
+            acc(values, (1000, 100, 10, 1), f"backward{r}")
+        )
+
+
+def test_ties_in_counts_keep_class_order():
+    assert list(ranks([5, 5, 1])) == [0, 1, 2]
+    assert list(ranks([1, 5, 5, 9])) == [3, 1, 2, 0]
+    # forward-4 with 3 classes: weights 1, 1/2, 1/4 in rank order.
+    assert acc([1.0, 0.0, 0.0], (5, 5, 1), "forward4") == pytest.approx(1 / 1.75)
+    assert acc([0.0, 1.0, 0.0], (5, 5, 1), "forward4") == pytest.approx(0.5 / 1.75)
+
+
+def test_a_class_without_test_images_is_left_out():
+    # class 2 keeps its rank (2) but has no test images: its weight is dropped.
+    got = shifted_accuracy([9, 5, 0], [10, 10, 0], [100, 10, 1], "forward10")
+    assert got == pytest.approx((0.9 + 0.5 * S) / (1 + S))
+    assert shifted_accuracy([9, 5, 0], [10, 10, 0], [100, 10, 1], "uniform") == pytest.approx(0.7)
+    assert shifted_accuracy([0, 0], [0, 0], [3, 1], "forward10") is None
+
+
+def test_bad_distributions_are_refused():
+    for bad in ("sideways5", "forward0.5", "forwardx", "backward0"):
+        with pytest.raises(ValueError):
+            shift_weights([3, 2, 1], bad)
+
+
+def record(method, seed, correct, counts=(150, 50, 10), dataset="toy", budget="quick"):
+    return {
+        "schema": RECORD_SCHEMA,
+        "run_id": f"{method}-{seed}-{dataset}-{budget}",
+        "method": method,
+        "dataset": dataset,
+        "budget": budget,
+        "seed": seed,
+        "data_seed": 0,
+        "status": "done",
+        "num_classes": len(counts),
+        "class_names": [str(i) for i in range(len(counts))],
+        "train_counts": list(counts),
+        "results": {"last": {"epoch": 3, "correct": list(correct), "total": [10] * len(counts)}},
+        "history": [],
+    }
+
+
+RECORDS = [
+    record("ce", 0, [8, 5, 1]),  # uniform 46.67
+    record("ce", 1, [9, 5, 3]),  # uniform 56.67
+    record("la", 0, [7, 6, 5]),
+    record("ce", 0, [5, 5, 5], dataset="other"),
+]
+
+
+def read_csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_shift_frame_follows_the_table_rows_and_aggregates():
+    frame = runs_frame(RECORDS)
+    long = shift_frame(RECORDS, frame)
+    assert len(long) == 4 * len(DISTRIBUTIONS)
+    agg = aggregate_shift(long)
+    row = agg[(agg.method == "ce") & (agg.dataset == "toy") & (agg.distribution == "uniform")].iloc[0]
+    assert row.top1_mean == pytest.approx((7 / 15 + 17 / 30) / 2)
+    assert row.top1_std == pytest.approx(np.std([7 / 15, 17 / 30], ddof=1))
+    assert row.n == 2
+    one = agg[(agg.method == "la") & (agg.distribution == "forward50")].iloc[0]
+    w = np.array([1, 50**-0.5, 1 / 50])
+    assert one.top1_mean == pytest.approx((w * [0.7, 0.6, 0.5]).sum() / w.sum()) and np.isnan(one.top1_std)
+
+
+def test_write_report_with_shift_writes_every_file(tmp_path):
+    paths = write_report(RECORDS, tmp_path, shift=True)
+    for kind, name in [
+        ("shift_csv", "shift.csv"),
+        ("shift_latex", "shift.tex"),
+        ("shift_markdown", "shift.md"),
+        ("shift_plot", "shift.png"),
+    ]:
+        assert paths[kind] == tmp_path / name
+    assert paths["shift_plot"].read_bytes()[:8] == PNG_MAGIC
+    assert (tmp_path / "shift.pdf").read_bytes()[:4] == b"%PDF"
+    rows = read_csv(paths["shift_csv"])
+    assert {"method", "dataset", "budget", "distribution", "top1_mean", "top1_std", "n"} <= set(rows[0])
+    assert [r["distribution"] for r in rows[: len(DISTRIBUTIONS)]] == list(DISTRIBUTIONS)
+    (ce,) = [r for r in rows if (r["method"], r["dataset"], r["distribution"]) == ("ce", "toy", "uniform")]
+    assert float(ce["top1_mean"]) == pytest.approx(51.67) and ce["n"] == "2"
+    assert float(ce["top1_std"]) == pytest.approx(7.07)
+    tex = paths["shift_latex"].read_text()
+    assert (
+        "\\toprule" in tex
+        and "forward-$r$" in tex
+        and "backward-$r$" in tex
+        and "51.7 &" in tex
+        and "{\\tiny $\\pm$7.1}" in tex
+    )
+    md = paths["shift_markdown"].read_text()
+    assert "| ce | " in md and "51.7 ± 7.1" in md and "**toy**" in md and "**other**" in md
+    assert "shift_csv" not in write_report(RECORDS, tmp_path / "plain")
+
+
+def test_api_and_cli_take_shift(tmp_path):
+    store = ResultStore(tmp_path / "s.db")
+    for r in RECORDS:
+        store.ingest(r)
+    paths = api.report(tmp_path / "s.db", tmp_path / "rep", shift=True)
+    assert paths["shift_csv"].exists() and paths["shift_plot"].exists()
+    assert build_parser().parse_args(["report", "--shift"]).shift is True
+    assert build_parser().parse_args(["report"]).shift is False
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
+def test_shift_latex_compiles(tmp_path):
+    recs = [*RECORDS, record("x_$%&#", 0, [1, 2, 3], budget="paper")]
+    write_report(recs, tmp_path, shift=True)
+    (tmp_path / "doc.tex").write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n\\input{shift.tex}\n\\end{document}\n"
+    )
+    proc = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert (tmp_path / "doc.pdf").read_bytes()[:4] == b"%PDF"
