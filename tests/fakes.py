@@ -80,3 +80,23 @@ def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     data = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
     (gzip.open if compress else open)(path, "wb").write(data)
+
+
+def compile_latex(folder: Path, table: str) -> None:
+    """``\\input{table}`` in a minimal booktabs document compiled by pdflatex in ``folder``;
+    fails the test with pdflatex's log when it does not compile."""
+    import subprocess
+
+    doc = folder / "doc.tex"
+    doc.write_text(
+        f"\\documentclass{{article}}\n\\usepackage{{booktabs}}\n\\begin{{document}}\n\\input{{{table}}}\n\\end{{document}}\n"
+    )
+    proc = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert (folder / "doc.pdf").read_bytes()[:4] == b"%PDF"

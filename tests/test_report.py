@@ -3,6 +3,7 @@
 import os
 
 import pytest
+from fakes import compile_latex
 
 from ltbench.reporting import (
     aggregate,
@@ -342,23 +343,9 @@ def test_figures_of_deit_heads(tmp_path):
     reason="pdflatex is not installed (CI installs texlive-latex-base and -recommended)",
 )
 def test_latex_table_compiles_with_pdflatex(tmp_path):
-    import subprocess
-
     recs = [*RECORDS, record("bal_bce", 1, [8, 6, 3]), record("x_$%&#", 0, [1, 2, 3])]
     paths = write_report(recs, tmp_path, baseline="ce")
-    doc = tmp_path / "doc.tex"
-    doc.write_text(
-        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n\\input{table.tex}\n\\end{document}\n"
-    )
-    proc = subprocess.run(
-        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:]
-    assert (tmp_path / "doc.pdf").read_bytes()[:4] == b"%PDF"
+    compile_latex(tmp_path, "table.tex")
     assert paths["latex"].name == "table.tex"
 
 
@@ -379,7 +366,6 @@ def deit_cifar10(budget="paper", rho=100.0, method="deit_lt", overrides=()):
 
 @pytest.mark.skipif(__import__("shutil").which("pdflatex") is None, reason="pdflatex is not installed")
 def test_latex_with_notes_and_published_rows_compiles(tmp_path):
-    import subprocess
 
     recs = deit_cifar10("smoke") + deit_cifar10("smoke", method="ce")
     for r in recs:
@@ -389,17 +375,7 @@ def test_latex_with_notes_and_published_rows_compiles(tmp_path):
     recs.append({**recs[0], "run_id": "dup", "finished_at": "2026-01-01T00:00:00+00:00"})
     tex = write_report(recs, tmp_path, selection="best_val", baseline="ce")["latex"].read_text()
     assert "not comparable: budget smoke" in tex and "duplicate run" in tex and "9 of 10 classes" in tex
-    (tmp_path / "doc.tex").write_text(
-        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n\\input{table.tex}\n\\end{document}\n"
-    )
-    proc = subprocess.run(
-        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:]
+    compile_latex(tmp_path, "table.tex")
 
 
 def test_published_reference_rows_with_difference(tmp_path):

@@ -2,10 +2,10 @@
 
 import csv
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
+from fakes import compile_latex
 
 from ltbench import api
 from ltbench.cli import build_parser
@@ -166,15 +166,4 @@ def test_api_and_cli_take_shift(tmp_path):
 def test_shift_latex_compiles(tmp_path):
     recs = [*RECORDS, record("x_$%&#", 0, [1, 2, 3], budget="paper")]
     write_report(recs, tmp_path, shift=True)
-    (tmp_path / "doc.tex").write_text(
-        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n\\input{shift.tex}\n\\end{document}\n"
-    )
-    proc = subprocess.run(
-        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:]
-    assert (tmp_path / "doc.pdf").read_bytes()[:4] == b"%PDF"
+    compile_latex(tmp_path, "shift.tex")
