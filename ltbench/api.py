@@ -355,11 +355,14 @@ def results(store: str | Path = DEFAULT_STORE, runs: str | Path | None = None) -
 
 def ingest(folder: str | Path, store: str | Path = DEFAULT_STORE) -> int:
     """Ingest every ``record.json`` under ``folder`` (any depth) into ``store``, creating it if
-    needed; returns how many. Idempotent: ingesting again changes nothing."""
+    needed; returns how many. Idempotent: ingesting again changes nothing. Folders named
+    ``reproduce`` (where :func:`reproduce` writes its re-runs) are left out."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no folder {folder}; give the folder that holds run folders (e.g. results/runs)")
-    return ResultStore(store).ingest_dirs(p.parent for p in sorted(folder.rglob("record.json")))
+    # Re-runs of `ltbench reproduce` keep their original's id: never let them replace it.
+    found = [p.parent for p in sorted(folder.rglob("record.json")) if "reproduce" not in p.relative_to(folder).parts]
+    return ResultStore(store).ingest_dirs(found)
 
 
 def lineage(db: ResultStore, run_id: str, role: str = "") -> dict[str, Any]:

@@ -361,6 +361,8 @@ def _tau_norm(cfg, data, device, stages):
 @objective("posthoc_logit_adjust", roles=("backbone",))
 def _posthoc_la(cfg, data, device, stages):
     counts = torch.as_tensor(data.class_counts, dtype=torch.float32)
-    transform = logit_adjusted((counts / counts.sum()).log())
+    # A class with no training image gets no adjustment (log 0 would make it win everywhere).
+    log_prior = torch.where(counts > 0, (counts / counts.sum()).log(), torch.zeros_like(counts))
+    transform = logit_adjusted(log_prior)
     model = load_stage_model(stages, "backbone", device)
     return PosthocTransform(model, cfg.data.num_classes, transform, LOGIT_ADJUST_GRID, 1.0)

@@ -417,11 +417,15 @@ class DependencyFailed(RuntimeError):
     """A stage this run builds on did not finish."""
 
 
-def _dependencies(spec: RunSpec) -> Dependencies:
+def _dependencies(spec: RunSpec, store: ResultStore | None = None) -> Dependencies:
     found = {}
     ids = dict(spec.need_ids)
     for role, run_dir in spec.needs:
         record = read_record(run_dir)
+        stored = store.get(ids[role]) if store is not None and role in ids and record is None else None
+        if stored and stored.get("status") == "done" and stored.get("run_dir"):
+            run_dir = Path(stored["run_dir"])  # done under another --out: use it where it is
+            record = read_record(run_dir)
         if record is None or record.get("status") != "done" or not (run_dir / CHECKPOINT).is_file():
             why = record.get("error") if record else "it has not run"
             raise DependencyFailed(f"its {role} stage ({run_dir}) did not finish: {why}")
@@ -475,7 +479,7 @@ def execute_run(
     record = _base_record(spec, data, device)
     tick = time.perf_counter()
     try:
-        deps = _dependencies(spec)
+        deps = _dependencies(spec, store)
         result = fit(spec.config, data, spec.run_dir, device, on_epoch, deps)
     except (KeyboardInterrupt, RunSetupError):
         raise

@@ -254,3 +254,16 @@ def test_unverified_duplicates_never_count_as_seeds(tmp_path):
     assert len(records) == 3
     agg = reporting.aggregate(reporting.runs_frame(records))
     assert sorted(zip(agg["method"], agg["n"])) == [("ce [epochs=1]", 2), ("ce [epochs=1] (unverified data)", 1)]
+
+
+def test_a_stage_done_under_another_out_is_used_where_it_is(tmp_path):
+    first = api.run(
+        methods=["cnn_crt"], data=["digits_lt"], budget="smoke", store=tmp_path / "s.db",
+        out_dir=tmp_path / "one", console=quiet(),
+    )  # fmt: skip
+    again = api.run(
+        methods=["cnn_crt"], data=["digits_lt"], budget="smoke", overrides=["cnn_crt.lr=0.05"],
+        store=tmp_path / "s.db", out_dir=tmp_path / "two", console=quiet(),
+    )  # fmt: skip
+    assert again[0].get("skipped") and again[0]["run_id"] == first[0]["run_id"]  # the backbone, once
+    assert again[1]["status"] == "done" and again[1]["needs"] == {"backbone": first[0]["run_id"]}
