@@ -230,9 +230,10 @@ class PosthocTransform(Classify):
         first of equal scores in grid order wins. Returns the score of each tau tried."""
         self.model.eval()
         feats, labels = [], []
-        for x, y in batches.eval_batches(batch_size):
-            feats.append(self.model(x.contiguous(memory_format=self.memory_format)).float())
-            labels.append(y)
+        with _autocast(batches.device):  # the precision the test set is evaluated in
+            for x, y in batches.eval_batches(batch_size):
+                feats.append(self.model(x.contiguous(memory_format=self.memory_format)).float())
+                labels.append(y)
         f, y = torch.cat(feats), torch.cat(labels)
         present = torch.bincount(y, minlength=self.num_classes) > 0
         scores = {}

@@ -250,7 +250,8 @@ class ResultStore:
             if record.get("schema") != RECORD_SCHEMA or not record.get("finished_at"):
                 continue
             if seen is None or seen != (record.get("status"), record.get("finished_at")):
-                self.ingest(record)
+                if not self.ingest_retrying(record):
+                    raise ValueError(f"the store {self.path} stayed locked by another process; run the command again")
                 n += 1
         return n
 
