@@ -82,7 +82,7 @@ def stage_state(run_dir: Path) -> dict[str, Any]:
         import torch
 
         # mmap: read the epoch without loading the weights (a ViT-B checkpoint is about 1 GB).
-        ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False, mmap=True)
+        ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True, mmap=True)
         epoch = ckpt["epoch"]
     slurm = _slurm_state(job)
     if slurm is not None and slurm.startswith("CANCELLED"):

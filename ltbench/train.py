@@ -124,7 +124,7 @@ class Dependencies:
 
 
 def _load_model_state(path: Path, device) -> dict:
-    return torch.load(path, map_location=device, weights_only=False)["model"]
+    return torch.load(path, map_location=device, weights_only=True)["model"]
 
 
 # What an MGP encoder may lack or bring when it initialises a classifier, as in MAE's
@@ -439,7 +439,7 @@ class _Loop:
 
 def _resume(path: Path, loop: _Loop) -> FitResult:
     """Model and optimiser state from the checkpoint at ``path``; the results so far."""
-    ckpt = torch.load(path, map_location=loop.device, weights_only=False)
+    ckpt = torch.load(path, map_location=loop.device, weights_only=True)
     loop.objective.model.load_state_dict(ckpt["model"])
     loop.optimizer.load_state_dict(ckpt["optimizer"])
     return FitResult(

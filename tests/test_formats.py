@@ -244,3 +244,21 @@ def test_smoke_training_on_fashion_mnist_lt(tmp_path):
     assert sum(record["results"]["last"]["total"]) == 10000
     assert sum(record["results"]["last"]["correct"]) > 2000  # far above chance (1,000) after one epoch
     assert record["provenance"]["data_verified"] is True
+
+
+def test_a_cifar_pickle_that_would_run_code_is_refused(tmp_path):
+    import os
+    import pickle
+
+    from ltbench.data.formats.cifar import _load
+    from ltbench.errors import DataFormatError
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({b"data": Payload(), b"labels": [0]}))
+    with pytest.raises(DataFormatError, match="references posix.system|references nt.system"):
+        _load(path, (b"data", b"labels"))
+    assert not (tmp_path / "pwned").exists()

@@ -120,10 +120,35 @@ def _check_files(root: Path, num_classes: int, verify: bool) -> tuple[Path, dict
     return folder, files
 
 
+# What a CIFAR batch may reference: NumPy's array reconstruction (both module spellings) and
+# the bytes codec of protocol-2 pickles. Anything else (os.system, eval, ...) is refused, so a
+# crafted file runs no code, whatever its checksum.
+_CIFAR_GLOBALS = frozenset(
+    {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
+)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Builtin containers and NumPy arrays only."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"it references {module}.{name}, which a CIFAR batch never does")
+        return super().find_class(module, name)
+
+
 def _load(path: Path, keys: tuple[bytes, ...]) -> dict:
     try:
         with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="bytes")  # the files were written by Python 2: keys are bytes
+            entry = _CifarUnpickler(f, encoding="bytes").load()  # written by Python 2: keys are bytes
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as e:
         raise DataFormatError(f"{path} is not a CIFAR python pickle: {e}") from None
     if not isinstance(entry, dict):
