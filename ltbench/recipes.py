@@ -466,43 +466,46 @@ def load_method(path: Path) -> MethodSpec:
     return dataclasses.replace(spec, budgets=parsed, augment=augment, dataset_overrides=by_dataset)
 
 
-def _check_model(spec: MethodSpec, path: Path) -> None:
-    """The method's model family resolves when the catalog loads (see ``ltbench.models.MODELS``)."""
-    from .models import MODELS
-    from .registry import PluginImportError, UnknownNameError, add_import_dir
+def _plugin_folder(name: str, path: Path) -> None:
+    """A ``module:attr`` name in a recipe outside the package may import from its folder."""
+    from .registry import add_import_dir
 
-    if ":" in spec.model and path.parent.parent.resolve() != builtin_recipe_dir().resolve():
+    if ":" in name and path.parent.parent.resolve() != builtin_recipe_dir().resolve():
         add_import_dir(path.parent.parent)
+
+
+def _check_named(registry, name: str, path: Path, key: str) -> None:
+    """``name`` resolves in ``registry`` (registered, entry point or ``module:attr``) when the
+    catalog loads; otherwise a RecipeError naming the file, the key and the choices."""
+    from .registry import PluginImportError, UnknownNameError
+
+    _plugin_folder(name, path)
     try:
-        MODELS.get(spec.model)
+        registry.get(name)
     except (UnknownNameError, PluginImportError) as e:
-        raise RecipeError(f"{path}: model: {e}") from None
+        raise RecipeError(f"{path}: {key}: {e}") from None
+
+
+def _check_model(spec: MethodSpec, path: Path) -> None:
+    from .models import MODELS
+
+    _check_named(MODELS, spec.model, path, "model")
 
 
 def _check_objective(spec: MethodSpec, path: Path) -> None:
-    """A named objective resolves (registered, entry point of ``ltbench.objectives`` or
-    ``module:attr`` from the recipe's folder or the Python path) when the catalog loads."""
-    if not spec.objective:
-        return
-    from .objectives import OBJECTIVES
-    from .registry import PluginImportError, UnknownNameError, add_import_dir
+    if spec.objective:
+        from .objectives import OBJECTIVES
 
-    if ":" in spec.objective and path.parent.parent.resolve() != builtin_recipe_dir().resolve():
-        add_import_dir(path.parent.parent)
-    try:
-        OBJECTIVES.get(spec.objective)
-    except (UnknownNameError, PluginImportError) as e:
-        raise RecipeError(f"{path}: objective: {e}") from None
+        _check_named(OBJECTIVES, spec.objective, path, "objective")
 
 
 def _check_loss(spec: MethodSpec, path: Path) -> None:
     """The method's loss resolves (a registered name, an entry point of ``ltbench.losses`` or
     ``module:attr``) and accepts every key of its ``loss_params``: a misspelt key fails here,
     when the catalog loads, not after the data is built. Imports only the code the recipe names."""
-    from .registry import PluginImportError, UnknownNameError, add_import_dir
+    from .registry import PluginImportError, UnknownNameError
 
-    if ":" in spec.loss and path.parent.parent.resolve() != builtin_recipe_dir().resolve():
-        add_import_dir(path.parent.parent)  # module:attr code may live in the --recipes folder
+    _plugin_folder(spec.loss, path)
     from .losses import check_loss_params  # here: loads torch
 
     try:

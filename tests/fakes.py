@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ltbench.record import RECORD_SCHEMA
+
 
 def write_cifar(root: Path, num_classes: int, train_per_class: int, test_per_class: int, seed: int = 0) -> Path:
     """torchvision's layout of the CIFAR python pickles; pixel value = class index * 2 (+ noise)."""
@@ -100,3 +102,42 @@ def compile_latex(folder: Path, table: str) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert (folder / "doc.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def record(
+    method,
+    seed,
+    correct,
+    counts=(150, 50, 10),
+    *,
+    total=None,
+    status="done",
+    dataset="toy",
+    budget="quick",
+    best=None,
+    calib=None,
+    index_sizes=None,
+):
+    """A stored run record; ``correct`` out of ``total`` (10 test images per class by default)."""
+    total = list(total or [10] * len(counts))
+    results = {"last": {"epoch": 3, "correct": list(correct), "total": total}}
+    if calib is not None:
+        results["last"]["calib"] = calib
+    if best is not None:
+        results["best_val"] = {"epoch": 2, "correct": list(best), "total": total}
+    return {
+        "schema": RECORD_SCHEMA,
+        "run_id": f"{method}-{seed}-{dataset}-{budget}",
+        "method": method,
+        "dataset": dataset,
+        "budget": budget,
+        "seed": seed,
+        "data_seed": 0,
+        "status": status,
+        "num_classes": len(counts),
+        "class_names": [str(i) for i in range(len(counts))],
+        "train_counts": list(counts),
+        "index_sizes": index_sizes,
+        "results": results,
+        "history": [],
+    }

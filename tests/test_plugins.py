@@ -73,10 +73,10 @@ def test_the_walkthrough_runs_focal_loss_from_a_folder_outside_the_package(lab, 
     assert seen and set(seen) == {cls}  # training called the plugin's loss, nothing else
 
 
-def run_lab(lab, tmp_path, **kw):
-    """The lab's focal method, smoke budget, on digits_lt, into ``tmp_path``."""
+def run_lab(lab, tmp_path, method="cnn_my_focal", **kw):
+    """A lab method (the focal one by default), smoke budget, on digits_lt, into ``tmp_path``."""
     return api.run(
-        methods=["cnn_my_focal"],
+        methods=[method],
         data=["digits_lt"],
         budget="smoke",
         recipes=[str(lab)],
@@ -332,15 +332,7 @@ def test_crt_from_a_lab_folder_is_one_recipe_and_one_function(lab, tmp_path, mon
     monkeypatch.delitem(sys.modules, "my_stages", raising=False)
     (lab / "methods" / "cnn_my_crt.toml").write_text(doc_block("crt-recipe"))
     (lab / "my_stages.py").write_text(doc_block("crt-code"))
-    records = api.run(
-        methods=["cnn_my_crt"],
-        data=["digits_lt"],
-        budget="smoke",
-        recipes=[str(lab)],
-        store=tmp_path / "s.db",
-        out_dir=tmp_path / "runs",
-        console=quiet(),
-    )
+    records = run_lab(lab, tmp_path, "cnn_my_crt")
     backbone, crt = records
     assert (backbone["method"], crt["method"]) == ("cnn_ce", "cnn_my_crt")
     assert [r["status"] for r in records] == ["done", "done"]

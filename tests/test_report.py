@@ -3,7 +3,7 @@
 import os
 
 import pytest
-from fakes import compile_latex
+from fakes import compile_latex, record
 
 from ltbench.reporting import (
     aggregate,
@@ -15,44 +15,6 @@ from ltbench.reporting import (
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def record(
-    method,
-    seed,
-    correct,
-    counts=(150, 50, 10),
-    *,
-    total=None,
-    status="done",
-    dataset="toy",
-    budget="quick",
-    best=None,
-    calib=None,
-    index_sizes=None,
-):
-    """A stored run record; ``correct`` out of ``total`` (10 test images per class by default)."""
-    total = list(total or [10] * len(counts))
-    results = {"last": {"epoch": 3, "correct": list(correct), "total": total}}
-    if calib is not None:
-        results["last"]["calib"] = calib
-    if best is not None:
-        results["best_val"] = {"epoch": 2, "correct": list(best), "total": total}
-    return {
-        "run_id": f"{method}-{seed}-{dataset}-{budget}",
-        "method": method,
-        "dataset": dataset,
-        "budget": budget,
-        "seed": seed,
-        "data_seed": 0,
-        "status": status,
-        "num_classes": len(counts),
-        "class_names": [str(i) for i in range(len(counts))],
-        "train_counts": list(counts),
-        "index_sizes": index_sizes,
-        "results": results,
-        "history": [],
-    }
 
 
 # counts (150, 50, 10): one class per group under the default threshold convention.

@@ -5,13 +5,13 @@ import shutil
 
 import numpy as np
 import pytest
-from fakes import compile_latex
+from fakes import compile_latex, record
 
 from ltbench import api
 from ltbench.cli import build_parser
 from ltbench.reporting import runs_frame, write_report
 from ltbench.shift import DISTRIBUTIONS, aggregate_shift, ranks, shift_frame, shift_weights, shifted_accuracy
-from ltbench.store import RECORD_SCHEMA, ResultStore
+from ltbench.store import ResultStore
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 S = 10**-0.5  # 10^(-1/2): the middle class's forward-10 weight with 3 classes
@@ -75,24 +75,6 @@ def test_bad_distributions_are_refused():
     for bad in ("sideways5", "forward0.5", "forwardx", "backward0"):
         with pytest.raises(ValueError):
             shift_weights([3, 2, 1], bad)
-
-
-def record(method, seed, correct, counts=(150, 50, 10), dataset="toy", budget="quick"):
-    return {
-        "schema": RECORD_SCHEMA,
-        "run_id": f"{method}-{seed}-{dataset}-{budget}",
-        "method": method,
-        "dataset": dataset,
-        "budget": budget,
-        "seed": seed,
-        "data_seed": 0,
-        "status": "done",
-        "num_classes": len(counts),
-        "class_names": [str(i) for i in range(len(counts))],
-        "train_counts": list(counts),
-        "results": {"last": {"epoch": 3, "correct": list(correct), "total": [10] * len(counts)}},
-        "history": [],
-    }
 
 
 RECORDS = [
