@@ -486,7 +486,8 @@ def _cmd_show(args, console) -> int:
         f"[bold]{r['method']}[/bold] on {r['dataset']}, budget {r['budget']}, "
         f"seed {r['seed']}, data seed {r['data_seed']}"
     )
-    console.print(f"run {r['run_id']}  status {r['status']}  variant {(r.get('variant') or '')[:10]}", highlight=False)
+    console.print(f"run {r['run_id']}", highlight=False)  # 64 characters: a line of its own
+    console.print(f"status {r['status']}, variant {(r.get('variant') or '')[:10]}", highlight=False)
     console.print(f"folder {r.get('run_dir')}", highlight=False)
     if r.get("overrides"):
         console.print(f"overrides: {' '.join(r['overrides'])}", highlight=False)
