@@ -14,13 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import Progress
 from rich.table import Table
 
 from .recipes import load_catalog
@@ -45,6 +39,10 @@ def run(
     executor: str = "inline",
     slurm: Any = None,
     wait: bool = True,
+    allow_large_sweep: bool = False,
+    jobs: int | None = 1,
+    threads: int | None = None,
+    log: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Run methods x datasets x seeds under one budget; store and return their records.
 
@@ -68,6 +66,15 @@ def run(
         slurm: :class:`ltbench.launch.SlurmOptions` (resources; also used by ``local``).
         wait: with ``local``/``slurm``, follow the jobs until they end; False returns once
             they are submitted (their records reach the store by themselves).
+        allow_large_sweep: allow more than :data:`ltbench.sweep.MAX_SWEEP_RUNS` runs.
+        jobs: with ``inline``, how many runs train at once, each in a worker process
+            (:mod:`ltbench.pool`); 1 trains them one after another in this process; None
+            one per core on a CPU (:func:`ltbench.pool.default_jobs`).
+        threads: intra-op threads per run (None: torch's default in this process, 1 in
+            workers). A speed setting, not part of a run's identity: 1 and 2 threads agree to
+            float32 noise, not bit for bit.
+        log: trackers that also get every run's curves and results: ``tensorboard``,
+            ``wandb`` (:mod:`ltbench.trackers`; files under ``out_dir``).
 
     Returns:
         One record per run, in plan order (none when not waiting). Failed runs have
@@ -77,17 +84,40 @@ def run(
         UnknownNameError, RecipeError: bad names or overrides; nothing runs.
         RunSetupError: a run's data could not be built; runs before it are stored.
     """
-    specs = _sweep(locals()).plan()
-    from .sweep import save_sweep
+    from .sweep import check_device, check_writable_dir, save_sweep
 
-    save_sweep(specs, Path(out_dir))
+    check_device(device)
+    specs = _sweep(locals()).plan()
+    # Everything checked before the first byte is written: the store (an ltbench store, or
+    # none yet, on a writable disk) and --out.
+    db = ResultStore(store)
+    save_sweep(specs, check_writable_dir(out_dir))
     console = console or Console(stderr=True)
-    if executor == "inline":
-        records = _run_inline(specs, ResultStore(store), device, force, console)
-    else:
-        records = _run_submitit(specs, store, executor, Path(out_dir) / "jobs", slurm, device, force, wait, console)
+    from .progress import make_reporter, print_summary
+    from .trackers import Fanout, check_trackers, make_trackers
+
+    check_trackers(log)
+    if jobs is None:
+        from .pool import default_jobs
+
+        jobs = default_jobs(len(specs), device, threads)
+    if jobs < 1 or (threads is not None and threads < 1):
+        raise ValueError(f"jobs and threads must be >= 1 (got jobs={jobs}, threads={threads})")
+    trackers = make_trackers(log, out_dir)
+    try:
+        with make_reporter(console, len(specs)) as shown:
+            reporter = Fanout(shown, *trackers)
+            if executor == "inline":
+                records = _run_inline(specs, db, device, force, reporter, jobs, threads)
+            else:
+                records = _run_submitit(
+                    specs, store, executor, Path(out_dir) / "jobs", slurm, device, force, wait, console, reporter
+                )
+    finally:
+        for tracker in trackers:
+            tracker.close()
     if records:
-        console.print(summary_table(records))
+        print_summary(console, records)
     return records
 
 
@@ -103,7 +133,9 @@ def _sweep(args: dict[str, Any]):
     import dataclasses
 
     from .runner import Sweep  # loads torch
+    from .sweep import check_plan_args
 
+    check_plan_args(args)
     names = {f.name for f in dataclasses.fields(Sweep)}
     return Sweep.of(**{k: v for k, v in args.items() if k in names})
 
@@ -120,13 +152,14 @@ def plan(
     recipes: Sequence[str] = (),
     root: str | Path | None = None,
     verify: bool = True,
+    allow_large_sweep: bool = False,
 ) -> list[dict[str, Any]]:
     """What ``run`` with the same arguments would do (``ltbench run --dry-run``): each stage,
     what it needs, and whether it would run, resume or be skipped. Runs nothing."""
     from .sweep import plan_rows
 
     specs = _sweep(locals()).plan()
-    return plan_rows(specs, synced_store(store, out_dir) if Path(store).is_file() else None)
+    return plan_rows(specs, synced_store(store, out_dir) if Path(store).exists() else None)
 
 
 def status(out_dir: str | Path = DEFAULT_OUT) -> list[dict[str, Any]]:
@@ -138,39 +171,43 @@ def status(out_dir: str | Path = DEFAULT_OUT) -> list[dict[str, Any]]:
 
 
 def _progress(console: Console) -> Progress:
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[info]}"),
-    )
-    return Progress(*columns, console=console, transient=False)
+    from .progress import bar_columns
+
+    return Progress(*bar_columns(), console=console, transient=False)
 
 
-def _run_inline(specs, db: ResultStore, device, force: bool, console: Console) -> list[dict[str, Any]]:
+def _run_inline(specs, db: ResultStore, device, force: bool, reporter, jobs: int, threads: int | None):
+    """The runs one after another in this process (``jobs == 1``), or side by side in workers."""
+    if jobs > 1 and len(specs) > 1:
+        from .pool import run_side_by_side
+
+        return run_side_by_side(specs, str(db.path), device, force, reporter, jobs, threads or 1)
+    import torch
+
     from .runner import execute_run
 
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
     records = []
-    with _progress(console) as progress:
-        runs_task = progress.add_task("runs", total=len(specs), info="")
+    try:
         for spec in specs:
-            epochs = progress.add_task(f"  {spec.label}", total=spec.config.train.epochs, info="")
+            if force or db.status(spec.run_id) != "done":
+                reporter.run_started(spec)
 
-            def on_epoch(epoch: int, total: int, row: dict, task=epochs) -> None:
-                val = "" if row["val_top1"] is None else f"  val {100 * row['val_top1']:.1f}%"
-                progress.update(task, completed=epoch, info=f"loss {row['train_loss']:.3f}{val}")
+            def on_epoch(epoch: int, total: int, row: dict, spec=spec) -> None:
+                reporter.epoch(spec, epoch, total, row)
 
             record = execute_run(spec, db, device, force, on_epoch)
-            status = "skipped (done)" if record.get("skipped") else record["status"]
-            progress.update(epochs, completed=spec.config.train.epochs, info=status)
-            progress.advance(runs_task)
+            reporter.run_finished(spec, record)
             records.append(record)
+    finally:
+        torch.set_num_threads(before)
     return records
 
 
 def _run_submitit(
-    specs, store, executor: str, folder: Path, slurm, device, force: bool, wait: bool, console: Console
+    specs, store, executor: str, folder: Path, slurm, device, force: bool, wait: bool, console: Console, reporter
 ) -> list[dict[str, Any]]:
     from .launch import submit
     from .record import placeholder
@@ -180,16 +217,16 @@ def _run_submitit(
         s.run_id: {**db.get(s.run_id), "skipped": True} for s in specs if not force and db.status(s.run_id) == "done"
     }
     finished: dict[str, dict] = dict(done_before)
-    with _progress(console) as progress:
-        task = progress.add_task(f"runs ({executor})", total=len(specs), completed=len(done_before), info="")
+    for s in specs:
+        if s.run_id in done_before:
+            reporter.run_finished(s, done_before[s.run_id])
 
-        def on_done(spec, record) -> None:
-            # A job that died without a record still gets a named row.
-            finished[spec.run_id] = {**placeholder(spec, record.get("status", "failed")), **record}
-            progress.update(task, completed=len(finished), info=f"{spec.label}: {record['status']}")
+    def on_done(spec, record) -> None:
+        # A job that died without a record still gets a named row.
+        finished[spec.run_id] = {**placeholder(spec, record.get("status", "failed")), **record}
+        reporter.run_finished(spec, finished[spec.run_id])
 
-        jobs = submit(specs, store, executor, folder, slurm, device, force, wait, on_done)
-        progress.update(task, info=f"{len(jobs)} jobs submitted")
+    jobs = submit(specs, store, executor, folder, slurm, device, force, wait, on_done)
     if not wait:
         console.print(f"submitted {len(jobs)} jobs; `ltbench status` follows them, results reach the store as they end")
         return []
@@ -201,15 +238,14 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
-def summary_table(records: Sequence[dict[str, Any]]) -> Table:
-    """A rich table of runs: test accuracy by group (last epoch), best-on-val, ECE, time."""
+def summary_rows(records: Sequence[dict[str, Any]]) -> tuple[str, list[str], list[list[str]], str]:
+    """The summary of runs as plain cells: ``(title, header, rows, caption)``; test accuracy by
+    group (last epoch), best-on-val, ECE, time."""
     datasets = sorted({r["dataset"] for r in records})
     budgets = sorted({r["budget"] for r in records})
-    table = Table(
-        title=f"test top-1 % on {', '.join(datasets)} ({', '.join(budgets)} budget)",
-        caption="groups: >100 / 20-100 / <20 training images; last epoch unless noted",
-    )
-    columns = [
+    title = f"test top-1 % on {', '.join(datasets)} ({', '.join(budgets)} budget)"
+    caption = "groups: >100 / 20-100 / <20 training images; last epoch unless noted"
+    header = [
         "method",
         *(["dataset"] if len(datasets) > 1 else []),
         *(["budget"] if len(budgets) > 1 else []),
@@ -223,28 +259,39 @@ def summary_table(records: Sequence[dict[str, Any]]) -> Table:
         "train s",
         "status",
     ]
-    for col in columns:
+    rows = []
+    for r in records:
+        m = r.get("metrics") or {}
+        last, best = m.get("last") or {}, m.get("best_val") or {}
+        secs = (r.get("timings") or {}).get("train_seconds")
+        status = "skipped" if r.get("skipped") else r["status"]
+        rows.append(
+            [
+                r["method"],
+                *([r["dataset"]] if len(datasets) > 1 else []),
+                *([r["budget"]] if len(budgets) > 1 else []),
+                str(r["seed"]),
+                _pct(last.get("many")),
+                _pct(last.get("medium")),
+                _pct(last.get("few")),
+                _pct(last.get("top1")),
+                _pct(best.get("top1")),
+                _pct(last.get("ece")),
+                "–" if secs is None else f"{secs:.0f}",
+                status,
+            ]
+        )
+    return title, header, rows, caption
+
+
+def summary_table(records: Sequence[dict[str, Any]]) -> Table:
+    """A rich table of runs (the cells of :func:`summary_rows`)."""
+    title, header, rows, caption = summary_rows(records)
+    table = Table(title=title, caption=caption)
+    for col in header:
         left = col in ("method", "dataset", "budget", "status")
         table.add_column(col, justify="left" if left else "right", no_wrap=left)
-    for r in records:
-        m = r.get("metrics", {})
-        last, best = m.get("last", {}), m.get("best_val", {})
-        secs = r.get("timings", {}).get("train_seconds")
-        status = "skipped" if r.get("skipped") else r["status"]
-        row = [
-            r["method"],
-            *([r["dataset"]] if len(datasets) > 1 else []),
-            *([r["budget"]] if len(budgets) > 1 else []),
-            str(r["seed"]),
-            _pct(last.get("many")),
-            _pct(last.get("medium")),
-            _pct(last.get("few")),
-            _pct(last.get("top1")),
-            _pct(best.get("top1")),
-            _pct(last.get("ece")),
-            "–" if secs is None else f"{secs:.0f}",
-            status,
-        ]
+    for row in rows:
         table.add_row(*row)
     return table
 
@@ -331,17 +378,23 @@ def download(name: str, root: str | Path | None = None, recipes: Sequence[str] =
 
 
 def open_store(store: str | Path) -> ResultStore:
-    """An existing results store; a missing one is an error (reading never creates it)."""
-    if not Path(store).is_file():
+    """An existing results store, opened read-only (``mode=ro``: it works on a read-only disk
+    and is never changed); a missing one is an error (reading never creates it), and so is a
+    file that is not an ltbench store (:class:`ltbench.errors.StoreError`)."""
+    if not Path(store).exists():
         raise FileNotFoundError(f"no results store at {store}; run `ltbench run` first or pass --store PATH")
-    return ResultStore(store)
+    return ResultStore(store, readonly=True)
 
 
 def synced_store(store: str | Path, runs: str | Path | None = None) -> ResultStore:
     """An existing store, first brought up to date with the finished ``record.json`` files
     under ``runs`` (default: the store's own folder, where ``ltbench run`` puts them)."""
+    import sys
+
     db = open_store(store)
     db.sync(Path(store).parent if runs is None else runs)
+    for note in db.notes:  # a sync that could not write: say so in one line and go on
+        print(f"note: {note}", file=sys.stderr)
     return db
 
 
@@ -471,6 +524,7 @@ def report(
     runs: str | Path | None = None,
     shift: bool = False,
     metric: str = "accuracy",
+    posthoc: bool = False,
 ) -> dict[str, Path]:
     """Write tables (LaTeX, Markdown, CSV) and figures of the finished runs in the store.
 
@@ -487,6 +541,9 @@ def report(
             backward, :mod:`ltbench.shift`): shift.csv, .tex, .md, .png, .pdf.
         metric: ``accuracy``, or ``error`` for error rates (100 - accuracy, the lowest best;
             the harmonic-mean column left out), as CIFAR papers quote them.
+        posthoc: also write post-hoc logit adjustment (tau chosen on validation) from the
+            runs' stored logits, posthoc.csv, .tex, .md, and with ``shift`` a ``+ known prior``
+            row per method in the shifted tables (:mod:`ltbench.posthoc`).
 
     Returns:
         Paths of the written files by kind.
@@ -499,4 +556,6 @@ def report(
     store = Path(store)
     out = Path(out_dir) if out_dir is not None else store.parent / "report"
     records = reporting.select_records(synced_store(store, runs).records(), methods, data, budget)
-    return reporting.write_report(records, out, convention, selection, baseline, shift=shift, metric=metric)
+    return reporting.write_report(
+        records, out, convention, selection, baseline, shift=shift, metric=metric, posthoc=posthoc
+    )

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
+import sqlite3
 import sys
 from collections.abc import Sequence
 
@@ -66,29 +68,67 @@ EPILOGS = {
   ltbench report --data cifar100_lt --budget paper --baseline ce
   ltbench report --data cifar100_lt --metric error  # error rates (%), as CIFAR papers quote them
   ltbench report --shift                        # also shift.tex/.md/.csv/.png: forward/uniform/backward test sets
+  ltbench report --shift --posthoc              # also posthoc.*: post-hoc LA; shift.* gain '+ known prior' rows
+""",
+    "analyze": """examples:
+  ltbench analyze dc11e2 5256d8 c3be6f          # deit_lt, ce, cnn_ce side by side: results/analysis/
+  ltbench analyze dc11e2 --images 0 --device cuda --out /tmp/analysis   # every test image
 """,
 }
 
 
-def parse_seeds(text: str) -> list[int]:
-    """``"0,1,2"`` or ``"0-4"`` (inclusive) or a mix: ``"0-2,7"``."""
-    seeds: list[int] = []
+def parse_seeds(text: str, limit: int | None = None) -> list[int]:
+    """``"0,1,2"`` or ``"0-4"`` (inclusive) or a mix: ``"0-2,7"``; seeds are >= 0.
+
+    The ranges are counted before any list is made, so ``0-100000000`` fails at once: more
+    than ``limit`` seeds (default :data:`ltbench.sweep.MAX_SWEEP_RUNS`) is an error.
+    """
+    from .sweep import MAX_SWEEP_RUNS
+
+    limit = MAX_SWEEP_RUNS if limit is None else limit
+    ranges: list[tuple[int, int]] = []
     try:
         for part in filter(None, (p.strip() for p in text.split(","))):
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                seeds.extend(range(int(lo), int(hi) + 1))
-            else:
-                seeds.append(int(part))
+            lo, dash, hi = part.partition("-") if "-" in part[1:] else (part, "", part)
+            if part.startswith("-") or (dash and hi.startswith("-")):
+                raise argparse.ArgumentTypeError(f"bad seed list {text!r}: seeds are >= 0; use e.g. 0,1,2 or 0-4")
+            ranges.append((int(lo), int(hi)))
     except ValueError:
         raise argparse.ArgumentTypeError(f"bad seed list {text!r}; use e.g. 0,1,2 or 0-4") from None
-    if not seeds:
+    for lo, hi in ranges:
+        if hi < lo:
+            raise argparse.ArgumentTypeError(f"bad seed range {lo}-{hi} in {text!r}: it is empty; write {hi}-{lo}")
+    count = sum(hi - lo + 1 for lo, hi in ranges)
+    if not count:
         raise argparse.ArgumentTypeError("empty seed list; use e.g. 0,1,2 or 0-4")
-    return seeds
+    if count > limit:
+        raise argparse.ArgumentTypeError(
+            f"--seeds {text!r} is {count:,} seeds, more than {limit:,}; pass --allow-large-sweep if you mean it"
+        )
+    return [seed for lo, hi in ranges for seed in range(lo, hi + 1)]
+
+
+def _at_least(low: int):
+    """An argparse type: an integer >= ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is less than {low}; give an integer >= {low}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
 
 
 def _names(text: str) -> list[str]:
-    return [n.strip() for n in text.split(",") if n.strip()]
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r} names nothing; give comma-separated names, or leave the option out")
+    return names
 
 
 def _add_store(p: argparse.ArgumentParser) -> None:
@@ -129,8 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", type=_names, default=None, help="comma-separated (default: all)")
     p.add_argument("--data", type=_names, default=None, help="comma-separated datasets (default: mnist_lt)")
     p.add_argument("--budget", default="quick", help="smoke | quick | paper (default: %(default)s)")
-    p.add_argument("--seeds", type=parse_seeds, default=[0], help="training seeds: 0,1,2 or 0-4 (default: 0)")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the long-tail draw (default: 0)")
+    # Parsed by _cmd_run, which knows --allow-large-sweep: 0-100000000 is refused before any list is made.
+    p.add_argument("--seeds", default="0", help="training seeds: 0,1,2 or 0-4 (default: 0)")
+    p.add_argument(
+        "--allow-large-sweep", action="store_true", help="allow more than 10,000 runs in one sweep (seeds x methods)"
+    )
+    p.add_argument("--data-seed", type=_at_least(0), default=0, help="seed of the long-tail draw (default: 0)")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -155,6 +199,27 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("inline", "local", "slurm"),
         help="inline: this process; local: submitit subprocesses; slurm: job arrays (default: %(default)s)",
     )
+    p.add_argument(
+        "--jobs",
+        type=_at_least(1),
+        default=None,
+        help="inline: runs trained at once, each in a worker process (default: $LTBENCH_JOBS, else one per "
+        "CPU core, one on a GPU)",
+    )
+    p.add_argument(
+        "--threads",
+        type=_at_least(1),
+        default=None,
+        help="intra-op threads per run on a CPU (default: 1, so numbers do not depend on the core count; "
+        "not part of a run's identity)",
+    )
+    p.add_argument(
+        "--log",
+        type=_names,
+        default=[],
+        metavar="TRACKERS",
+        help="also log curves and results to tensorboard and/or wandb (comma-separated; files under --out)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan (stages, dependencies, done) and run nothing")
     p.add_argument("--no-wait", action="store_true", help="local/slurm: exit once the jobs are submitted")
     g = p.add_argument_group("job resources (local and slurm executors; a profile's [slurm] table, then these)")
@@ -162,14 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--cluster-profile", default=None, metavar="TOML", help="file with a [slurm] table of the options below"
     )
     g.add_argument("--partition")
-    g.add_argument("--gpus-per-job", type=int)
-    g.add_argument("--cpus-per-job", type=int)
-    g.add_argument("--mem-gb", type=int)
-    g.add_argument("--time-min", type=int)
+    g.add_argument("--gpus-per-job", type=_at_least(0))
+    g.add_argument("--cpus-per-job", type=_at_least(1))
+    g.add_argument("--mem-gb", type=_at_least(0))
+    g.add_argument("--time-min", type=_at_least(1))
     g.add_argument("--account")
     g.add_argument("--qos")
     g.add_argument("--constraint")
-    g.add_argument("--array-parallelism", type=int)
+    g.add_argument("--array-parallelism", type=_at_least(1))
 
     p = add("status", "Show each stage of the latest sweep: queued, running, done, failed.")
     p.add_argument("--out", default="results", help="the run's --out folder (default: %(default)s)")
@@ -184,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("describe", "download"))
     p.add_argument("name", help="a dataset name (see `ltbench list datasets`)")
     p.add_argument("--root", default=None, help="folder with the dataset's files (default: the recipe's)")
-    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--data-seed", type=_at_least(0), default=0)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--json", action="store_true")
 
@@ -192,15 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="ce")
     p.add_argument("--data", default="mnist_lt")
     p.add_argument("--budget", default="quick")
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--epochs", type=_at_least(1), default=5)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--device", default=None)
-    p.add_argument("--reference-workers", type=int, default=2, help="DataLoader workers of the reference loop")
+    p.add_argument("--reference-workers", type=_at_least(0), default=2, help="DataLoader workers of the reference loop")
     p.add_argument("--root", default=None, help="folder with the dataset's files (streamed datasets)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the numbers here")
     p.add_argument(
         "--report-runs",
-        type=int,
+        type=_at_least(0),
         default=0,
         metavar="N",
         help="instead: time ingesting N synthetic runs and writing their report",
@@ -260,19 +325,62 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write accuracy under shifted test distributions (forward-r / uniform / backward-r): shift.*",
     )
+    p.add_argument(
+        "--posthoc",
+        action="store_true",
+        help="also write post-hoc logit adjustment from stored logits (tau chosen on validation): posthoc.*; "
+        "with --shift, a '+ known prior' row per method in shift.*",
+    )
     _add_runs(p)
+
+    p = add("analyze", "Attention distance per block and effective rank of CLS/DIST features, from a run's weights.")
+    p.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="run ids, or unique prefixes of them")
+    _add_store(p)
+    p.add_argument("--out", default=None, help="output folder (default: analysis/ next to the store)")
+    p.add_argument(
+        "--images", type=int, default=500, metavar="N", help="test images per run, 0 for all (default: %(default)s)"
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--root", default=None, help="the dataset's files, if they moved since the run")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
     return parser
+
+
+def _jobs_and_threads(args) -> tuple[int | None, int | None]:
+    """``--jobs`` and ``--threads`` resolved: on a CPU one thread per run and, unless set (or
+    ``LTBENCH_JOBS``), one run per core; on a GPU one run at a time with torch's threads."""
+    import os
+
+    jobs = args.jobs
+    if jobs is None and os.environ.get("LTBENCH_JOBS"):
+        jobs = _at_least(1)(os.environ["LTBENCH_JOBS"])
+    cpu = args.device == "cpu" or (args.device is None and not _cuda_available())
+    threads = args.threads or (1 if cpu else None)
+    return jobs, threads  # jobs None: one per core (ltbench.pool.default_jobs)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _cmd_run(args, console) -> int:
     from . import api
+    from .errors import UserError
+    from .sweep import check_device
 
+    try:
+        seeds = parse_seeds(args.seeds, limit=2**62 if args.allow_large_sweep else None)
+    except argparse.ArgumentTypeError as e:
+        raise UserError(str(e)) from None
+    check_device(args.device)  # before anything is planned or written
     # The arguments that define the plan, shared by --dry-run and the run itself.
     common = dict(
         methods=args.methods,
         data=args.data,
         budget=args.budget,
-        seeds=args.seeds,
+        seeds=seeds,
         data_seed=args.data_seed,
         overrides=args.overrides,
         store=args.store,
@@ -280,6 +388,7 @@ def _cmd_run(args, console) -> int:
         recipes=args.recipes,
         root=args.root,
         verify=not args.no_verify,
+        allow_large_sweep=args.allow_large_sweep,
     )
     if args.dry_run:
         rows = api.plan(**common)
@@ -296,8 +405,12 @@ def _cmd_run(args, console) -> int:
 
         resources = {f.name: getattr(args, f.name) for f in dataclasses.fields(SlurmOptions) if hasattr(args, f.name)}
         slurm = load_profile(args.cluster_profile, **resources)
+    jobs, threads = _jobs_and_threads(args)
     records = api.run(
         **common,
+        jobs=jobs,
+        threads=threads,
+        log=args.log,
         device=args.device,
         force=args.force,
         console=console,
@@ -331,7 +444,9 @@ def _cmd_bench(args, console) -> int:
     from pathlib import Path
 
     from .bench import bench_report, benchmark, write_json
+    from .sweep import check_device
 
+    check_device(args.device)
     if args.report_runs:
         result = bench_report(args.report_runs)
         _print_rows(
@@ -370,7 +485,7 @@ def _cmd_status(args, console) -> int:
         print(json.dumps(rows, indent=2))
     else:
         _print_rows(console, f"latest sweep in {args.out}", rows, ("label", "state", "detail", "log"))
-    return 1 if any(r["state"] in ("failed", "cancelled") for r in rows) else 0
+    return 1 if any(r["state"] in ("failed", "cancelled", "damaged") for r in rows) else 0
 
 
 def _cmd_list(args, console) -> int:
@@ -458,6 +573,7 @@ def _cmd_report(args, console) -> int:
         args.runs,
         shift=args.shift,
         metric=args.metric,
+        posthoc=args.posthoc,
     )
     for kind, path in paths.items():
         console.print(f"{kind:9s} {path}")
@@ -544,6 +660,9 @@ def _cmd_show(args, console) -> int:
 
 def _cmd_reproduce(args, console) -> int:
     from . import api
+    from .sweep import check_device
+
+    check_device(args.device)
 
     out = api.reproduce(args.run_id, args.store, args.out, args.device, console)
     if args.json:
@@ -570,6 +689,26 @@ def _cmd_reproduce(args, console) -> int:
         "identical per-class results" if out["identical"] else "[yellow]the per-class results differ[/yellow]"
     )
     return 0 if out["identical"] else 1
+
+
+def _cmd_analyze(args, console) -> int:
+    from .analyze import analyze_runs
+
+    out = analyze_runs(args.store, args.run_ids, args.out, args.images, args.device, args.root)
+    if args.json:
+        print(json.dumps(out["results"], indent=1))
+        return 0
+    for r in out["results"]:
+        att = r["attention_distance"]
+        where = r["attention_note"] if att is None else "attention distance (px) by block: " + ", ".join(
+            f"{d:.1f}" for d in att
+        )
+        ranks = ", ".join(f"{k} {v:.2f}" for k, v in r["effective_rank"].items())
+        head = f"[bold]{r['method']}[/bold] {r['run_id'][:10]}"
+        console.print(f"{head}: {where}; effective rank {ranks}", highlight=False)
+    for kind, path in out["files"].items():
+        console.print(f"{kind:16s} {path}", highlight=False)
+    return 0
 
 
 def _cmd_ingest(args, console) -> int:
@@ -623,6 +762,15 @@ def _cmd_data(args, console) -> int:
         console.print(check)
     for name, digest in info["files"].items():
         console.print(f"  {name}  {digest}")
+    differ = info.get("differing_files") or []
+    if differ:
+        console.print(
+            f"[red]{len(differ)} file(s) differ from the official ones:[/red] {', '.join(differ)} "
+            "(a custom copy: `ltbench run --no-verify` records its runs as unverified)",
+            highlight=False,
+        )
+    else:
+        console.print(f"verified: {str(info['verified']).lower()}", highlight=False)
     return status
 
 
@@ -637,14 +785,29 @@ COMMANDS = {
     "show": _cmd_show,
     "reproduce": _cmd_reproduce,
     "ingest": _cmd_ingest,
+    "analyze": _cmd_analyze,
 }
+
+
+def _raised_by_ltbench(e: BaseException) -> bool:
+    """Whether ``e`` was raised by ltbench's own code (a message meant for the user), not by a
+    library it calls (a bug in how ltbench called it, which keeps its traceback)."""
+    from pathlib import Path
+
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    package = Path(__file__).resolve().parent
+    return package in Path(tb.tb_frame.f_code.co_filename).resolve().parents
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ltbench`` console script; returns the exit status."""
     from rich.console import Console
 
-    from .errors import RunSetupError
+    from .errors import DataError, RunSetupError, UserError
     from .recipes import RecipeError
     from .registry import UnknownNameError
 
@@ -655,14 +818,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     console = Console(stderr=args.command == "run")
     err = Console(stderr=True)
+
+    def say(e: BaseException) -> None:  # one line, never wrapped, brackets shown as they are
+        from rich.markup import escape
+
+        err.print(f"[red]error:[/red] {escape(' '.join(str(e).split()))}", highlight=False, soft_wrap=True)
+
     try:
         return COMMANDS[args.command](args, console)
-    except (UnknownNameError, RecipeError, FileNotFoundError, ValueError) as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False)
+    except (UserError, UnknownNameError, RecipeError, DataError, FileNotFoundError) as e:
+        say(e)
+        return 2
+    except ValueError as e:
+        if not _raised_by_ltbench(e):  # e.g. NumPy's or json's: a bug, shown with its traceback
+            raise
+        say(e)
         return 2
     except RunSetupError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False)
+        say(e)
         return 1
+    except sqlite3.DatabaseError as e:
+        if type(e) is not sqlite3.DatabaseError:  # OperationalError and co.: ltbench's bug, or a lock
+            raise
+        say(f"the results store {getattr(args, 'store', '')} is damaged ({e}); restore it from a copy, or "
+            "`ltbench ingest` the run folders into a new store")
+        return 2
+    except OSError as e:
+        where = e.filename or getattr(args, "out", None) or "a file"
+        if e.errno in (errno.EEXIST, errno.ENOTDIR):  # a file where a folder goes
+            say(f"cannot make the folder {where}: a file is in the way ({e.strerror}); pass --out DIR")
+            return 2
+        if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT):
+            raise
+        say(f"cannot write {where} ({e.strerror}); pass a folder on a writable disk with room (--out / --store)")
+        return 2
     except KeyboardInterrupt:
         err.print("interrupted: finished runs are stored; the same command resumes from the last epoch")
         return 130

@@ -19,3 +19,20 @@ class DataFormatError(DataError):
 
 class DataIntegrityError(DataError):
     """Found figures or checksums disagree with the recipe's expected ones."""
+
+
+class UserError(ValueError):
+    """A mistake in what the user gave (a value, a file, a folder), not a bug in ltbench.
+
+    The command line prints its message as one line and exits with status 2; the message
+    names the input, the file it came from and the fix. A subclass of ValueError so that
+    library callers that catch ValueError keep working.
+    """
+
+
+class StoreError(UserError):
+    """A results store that cannot be used: not an ltbench store, unreadable or not writable."""
+
+
+class RunLockedError(UserError):
+    """Another process is running the same run (its lock file names the process and host)."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ import submitit
 import tomllib
 
 from .atomic import write_text_atomic
-from .recipes import RecipeError, from_mapping
+from .recipes import RecipeError, check_ranges, from_mapping
 from .runner import RunSpec, execute_run
 from .store import ResultStore, read_record
 
@@ -62,10 +63,20 @@ def load_profile(path: str | Path | None, **cli: Any) -> SlurmOptions:
         path = Path(path)
         if not path.is_file():
             raise RecipeError(f"cluster profile {path} not found")
-        doc = tomllib.loads(path.read_text())
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise RecipeError(f"cluster profile {path}: not valid TOML ({e}); see docs/scheduling.md") from None
         table = doc.get("slurm", doc)
+        if not isinstance(table, dict):
+            raise RecipeError(f"cluster profile {path}: [slurm] must be a table of options, got {table!r}")
     table = {**table, **{k: v for k, v in cli.items() if v is not None}}
-    return from_mapping(SlurmOptions, table, str(path) if path else "slurm options")
+    where = f"cluster profile {path}" if path else "slurm options"
+    options = from_mapping(SlurmOptions, table, where)
+    count, nonneg = (1, None, True, True), (0, None, True, True)
+    ranges = {"gpus_per_job": nonneg, "mem_gb": nonneg, "cpus_per_job": count, "time_min": count}
+    check_ranges(options, {**ranges, "array_parallelism": count}, where, "")
+    return options
 
 
 class RunJob(submitit.helpers.Checkpointable):
@@ -84,7 +95,15 @@ class RunJob(submitit.helpers.Checkpointable):
             torch.set_num_threads(self.threads)
         # Never forced here: the driver clears forced runs before submitting, so a requeued
         # job resumes from its checkpoint instead of starting over.
-        record = execute_run(self.spec, ResultStore(self.store), self.device)
+        # The job's log is a file: one plain line per epoch and one at the end, naming the run.
+        from .progress import PlainReporter
+
+        log = PlainReporter(sys.stderr)
+        log.run_started(self.spec)
+        record = execute_run(
+            self.spec, ResultStore(self.store), self.device, on_epoch=lambda e, n, row: log.epoch(self.spec, e, n, row)
+        )
+        log.run_finished(self.spec, record)
         return {"run_id": record["run_id"], "status": record.get("status"), "error": record.get("error")}
 
 

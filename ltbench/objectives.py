@@ -74,14 +74,23 @@ class Classify:
         return {"main": calibrated(z) if calibrated is not None else z}
 
     @torch.inference_mode()
-    def evaluate(self, batches, batch_size: int) -> dict:
-        """Per-class correct/total and calibration bins; extra heads under ``heads``."""
+    def evaluate(self, batches, batch_size: int, logits_out: dict | None = None) -> dict:
+        """Per-class correct/total and calibration bins; extra heads under ``heads``.
+
+        With ``logits_out``, the main prediction's logits (``[N, C]``, float16, on the device)
+        and labels are put there as ``logits`` and ``labels`` (stored by :mod:`ltbench.posthoc`)."""
         self.model.eval()
         stats: dict[str, ClassStats] = {}
+        kept: list[tuple[torch.Tensor, torch.Tensor]] = []
         with _autocast(batches.device):
             for x, y in batches.eval_batches(batch_size):
                 for name, z in self.logits(x).items():
                     stats.setdefault(name, ClassStats(self.num_classes, batches.device)).update(z, y)
+                    if name == "main" and logits_out is not None:  # float16 clipped to its range, not inf
+                        kept.append((z.float().clamp(-65504, 65504).half(), y))
+        if logits_out is not None and kept:
+            logits_out["logits"] = torch.cat([z for z, _ in kept])
+            logits_out["labels"] = torch.cat([y for _, y in kept])
         out = stats.pop("main").as_dict()
         if stats:
             out["heads"] = {name: s.as_dict() for name, s in stats.items()}

@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 import types
@@ -407,8 +408,8 @@ def read_toml(path: Path) -> dict[str, Any]:
     """Read a recipe, resolving one level of ``include``: next to the file first, then the
     built-in bases of its kind (``methods/_vit.toml``, ``_cnn.toml``, ``_mgp.toml``)."""
     try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise RecipeError(f"{path}: not valid TOML: {e}") from None
     inc = data.pop("include", None)
     if inc is None:
@@ -417,8 +418,8 @@ def read_toml(path: Path) -> dict[str, Any]:
     for name in [inc] if isinstance(inc, str) else inc:  # later bases override earlier ones
         base_path = _include_path(path, name)
         try:
-            base = tomllib.loads(base_path.read_text())
-        except tomllib.TOMLDecodeError as e:
+            base = tomllib.loads(base_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise RecipeError(f"{base_path}: not valid TOML: {e}") from None
         if "include" in base:
             raise RecipeError(f"{base_path}: included files may not include others (one level only)")
@@ -528,9 +529,109 @@ def _check_loss(spec: MethodSpec, path: Path) -> None:
         raise RecipeError(f"{path}: loss {spec.loss!r} distils from a teacher; set teacher = '<method>'")
 
 
+# Valid ranges of numeric settings, checked when a recipe loads and again after --set
+# overrides: (low, high, whether low is allowed, whether high is allowed); None: unbounded.
+_COUNT = (1, None, True, True)  # an integer >= 1
+_NONNEG = (0, None, True, True)
+_POSITIVE = (0, None, False, True)
+_PROB = (0, 1, True, True)
+_TRAIN_RANGES: dict[str, tuple] = {
+    **dict.fromkeys(
+        (
+            "epochs",
+            "batch_size",
+            "patch_size",
+            "embed_dim",
+            "depth",
+            "num_heads",
+            "lr_base_batch",
+            "eval_batch_size",
+            "cnn_depth",
+            "decoder_dim",
+            "decoder_depth",
+            "decoder_heads",
+        ),
+        _COUNT,
+    ),
+    **dict.fromkeys(
+        (
+            "warmup_epochs",
+            "img_size",
+            "micro_batch",
+            "num_workers",
+            "checkpoint_minutes",
+            "drw_epoch",
+            "mixup_off_epoch",
+            "grad_clip",
+            "weight_decay",
+            "mixup",
+            "cutmix",
+            "sam_rho",
+            "min_lr",
+        ),
+        _NONNEG,
+    ),
+    "lr": _POSITIVE,
+    "mlp_ratio": _POSITIVE,
+    **dict.fromkeys(("label_smoothing", "drop_path", "momentum", "layer_decay"), _PROB),
+    "mask_ratio": (0, 1, True, False),
+}
+_DATA_RANGES: dict[str, tuple] = {
+    "num_classes": _COUNT,
+    "image_size": _COUNT,
+    "channels": _COUNT,
+    "split.test_per_class": _NONNEG,
+    "split.val_per_class": _NONNEG,
+    "longtail.n_max": _NONNEG,
+    "longtail.rho": (1, None, True, True),
+    "augment.crop_pad": _NONNEG,
+    "augment.color_jitter": _NONNEG,
+    "augment.re_prob": _PROB,
+    "augment.rrc_scale_min": (0, 1, False, True),
+}
+
+
+def _range_text(low, high, low_ok: bool, high_ok: bool, integer: bool) -> str:
+    kind = "an integer" if integer else "a finite number"
+    if high is None:
+        return f"{kind} {'>=' if low_ok else '>'} {low}"
+    return f"{kind} in {'[' if low_ok else '('}{low}, {high}{']' if high_ok else ')'}"
+
+
+def check_ranges(obj: Any, ranges: dict[str, tuple], where: str, prefix: str) -> None:
+    """Each dotted field of ``obj`` named in ``ranges`` is finite and within its range.
+
+    Raises:
+        RecipeError: naming ``where`` (the recipe file, or the method, budget and --set
+            overrides), the key, the value and the valid range.
+    """
+    for key, (low, high, low_ok, high_ok) in ranges.items():
+        value = obj
+        for part in key.split("."):
+            value = getattr(value, part)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue  # the types are checked by from_mapping
+        ok = math.isfinite(value)
+        ok = ok and (value >= low if low_ok else value > low)
+        ok = ok and (high is None or (value <= high if high_ok else value < high))
+        if not ok:
+            valid = _range_text(low, high, low_ok, high_ok, isinstance(value, int))
+            raise RecipeError(f"{where}: {prefix}{key} = {value!r} is out of range; it must be {valid}")
+
+
 def _check_train(t: TrainConfig, where: str) -> None:
-    """Value checks that types alone do not catch."""
-    bad = [r for r in t.sam_rho_schedule if not r > 0]
+    """Value checks that types alone do not catch: counts >= 1, the learning rate finite and
+    > 0, probabilities in [0, 1] (:data:`_TRAIN_RANGES`), SAM radii > 0, a known sampler."""
+    check_ranges(t, _TRAIN_RANGES, where, "train.")
+    if t.pretrain:  # the MGP stage's own values (--set pretrain.epochs=0 too)
+        own = {k: v for k, v in t.pretrain.items() if k in _TRAIN_RANGES}
+        check_ranges(types.SimpleNamespace(**own), {k: _TRAIN_RANGES[k] for k in own}, where, "train.pretrain.")
+    bad_betas = [b for b in t.betas if not (math.isfinite(b) and 0 <= b < 1)]
+    if bad_betas or len(t.betas) not in (0, 2):
+        raise RecipeError(f"{where}: train.betas = {list(t.betas)}; give two numbers in [0, 1), e.g. [0.9, 0.95]")
+    if t.min_lr > t.lr:
+        raise RecipeError(f"{where}: train.min_lr = {t.min_lr} is above train.lr = {t.lr}; lower min_lr")
+    bad = [r for r in t.sam_rho_schedule if not (math.isfinite(r) and r > 0)]
     if bad:
         raise RecipeError(f"{where}: sam_rho_schedule values must be > 0, got {list(t.sam_rho_schedule)}")
     from .data.samplers import SAMPLERS  # here: ltbench.data imports this module
@@ -577,7 +678,16 @@ def load_dataset(path: Path) -> DatasetSpec:
         raise RecipeError(f"{path}: mean and std need {spec.channels} values (one per channel)")
     if spec.groups.index_sizes and sum(spec.groups.index_sizes) != spec.num_classes:
         raise RecipeError(f"{path}: groups.index_sizes must sum to num_classes ({spec.num_classes})")
+    _check_data(spec, str(path))
     return spec
+
+
+def _check_data(spec: DatasetSpec, where: str) -> None:
+    """Value checks of a dataset recipe (:data:`_DATA_RANGES`): counts, rho >= 1, probabilities."""
+    check_ranges(spec, _DATA_RANGES, where, "data.")
+    bad = [v for v in (*spec.mean, *spec.std) if not math.isfinite(v)] or [v for v in spec.std if v <= 0]
+    if bad:
+        raise RecipeError(f"{where}: mean and std must be finite and std > 0, got {bad[0]!r}")
 
 
 # Names become folder names of run folders: letters, digits, '_', '-', '.' and no '..'.
@@ -679,7 +789,10 @@ def resolve(
         dataset = dataclasses.replace(dataset, augment=dataclasses.replace(dataset.augment, **own))
     cfg = RunConfig(mcfg, dataset, train, budget, seed, data_seed)
     cfg = apply_overrides(cfg, overrides) if overrides else cfg
-    _check_train(cfg.train, f"method {method.name}, budget {budget}")
+    where = f"method {method.name}, budget {budget}" + (f" (with --set {' '.join(overrides)})" if overrides else "")
+    _check_train(cfg.train, where)
+    if overrides:  # the dataset recipe was checked when it loaded
+        _check_data(cfg.data, f"dataset {dataset.name} (with --set {' '.join(overrides)})")
     _check_auto_augment(cfg.data)
     return cfg
 

@@ -47,6 +47,10 @@ class RunRecord(TypedDict, total=False):
     timings: dict[str, float]
     skipped_images: int
     unreadable_images: list[str]
+    # The stored logits (ltbench.posthoc): {file: name in run_dir, sha256 of the file, bytes,
+    # dtype "float16", selections: {last | best_val: key prefix in the file}, write_seconds}.
+    # An output, never part of the run id; absent on runs recorded before logits were stored.
+    logits: dict[str, Any]
     skipped: bool  # not stored: set on records of runs found done instead of run
 
 

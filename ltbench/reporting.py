@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,9 +28,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .atomic import write_atomic, write_text_atomic
+from .atomic import write_text_atomic
 from .groups import CONVENTIONS
-from .metrics import per_class_accuracy, summarize
+from .metrics import summarize
+from .plots import plot_per_class  # noqa: F401  (public here since before plots.py had it)
 from .recipes import EXECUTION_KEYS, identity
 
 SELECTIONS = ("last", "best_val")
@@ -608,76 +608,6 @@ def markdown_table(
     return "\n".join(lines) + "\n"
 
 
-def _series(runs: list[dict[str, Any]], selection: str) -> tuple[np.ndarray, np.ndarray]:
-    """Training count and per-class accuracy (%) of one method, averaged over its runs."""
-    counts = np.mean([r["train_counts"] for r in runs], axis=0)
-    accs = [per_class_accuracy(r["results"][selection]["correct"], r["results"][selection]["total"]) for r in runs]
-    with warnings.catch_warnings():  # a class no run tested stays NaN and is not drawn
-        warnings.simplefilter("ignore", RuntimeWarning)
-        acc = 100 * np.nanmean(accs, axis=0)
-    keep = (counts > 0) & ~np.isnan(acc)  # a log axis cannot show a class with no images
-    return counts[keep], acc[keep]
-
-
-def plot_per_class(
-    records: Sequence[dict[str, Any]],
-    path: str | Path,
-    selection: str = "last",
-    names: dict[str, str] | None = None,
-) -> Path:
-    """PNG (and a PDF beside it) of per-class test accuracy against training count, a subplot per dataset.
-
-    Args:
-        records: run records as stored; only finished runs with ``selection`` are drawn.
-        path: the PNG to write (atomically; its folder is created).
-        selection: ``last`` or ``best_val``.
-        names: the table row of each run id (``method`` of :func:`runs_frame`), so runs of
-            different rows are never averaged into one series; None: the records' methods.
-
-    Returns:
-        ``path``.
-
-    Raises:
-        ValueError: bad selection, or no finished run.
-    """
-    # Figure + Agg canvas rather than pyplot: no global state, no GUI backend in a library.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-    _check("threshold", selection)
-    done = _finished(records, selection)
-    if not done:
-        raise ValueError(NO_RUNS)
-    datasets = list(dict.fromkeys(r["dataset"] for r in done))
-    several_budgets = len({r.get("budget") for r in done}) > 1
-    fig = Figure(figsize=(5.5 * len(datasets), 4.2), layout="constrained")
-    FigureCanvasAgg(fig)
-    for ax, dataset in zip(fig.subplots(1, len(datasets), squeeze=False)[0], datasets):
-        runs = [r for r in done if r["dataset"] == dataset]
-        name_of = (lambda r: names.get(r["run_id"], r["method"])) if names else (lambda r: r["method"])
-        for method, budget in dict.fromkeys((name_of(r), r.get("budget")) for r in runs):
-            mine = [r for r in runs if name_of(r) == method and r.get("budget") == budget]
-            counts, acc = _series(mine, selection)
-            name = f"{method} ({budget})" if several_budgets else method
-            ax.plot(counts, acc, marker="o", ms=4, ls="none", alpha=0.8, label=f"{name}, n={len(mine)}")
-        ax.set_xscale("log")
-        # Plain numbers at powers of ten; minor labels overlap when counts span under a decade.
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_ylim(-2, 102)
-        ax.set_xlabel("training images of the class (log scale)")
-        ax.set_ylabel("test accuracy of the class (%)")
-        ax.set_title(f"{dataset}: per-class accuracy ({SELECTION_TEXT[selection]})")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    path = Path(path)
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    # A PDF beside the PNG, for papers.
-    write_atomic(path.with_suffix(".pdf"), lambda tmp: fig.savefig(tmp, format="pdf"))
-    return path
-
-
 def paired_tests(frame: pd.DataFrame, baseline: str, metric: str = "top1") -> dict[tuple, float]:
     """p-values of a paired t-test of each method against ``baseline`` on ``metric``.
 
@@ -736,6 +666,24 @@ def select_records(
     ]
 
 
+def in_report_order(frame: pd.DataFrame, records: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """``frame``'s rows with each (dataset, budget) block's methods in the report's order
+    (model family, then name: :func:`ltbench.plot_style.method_order`), as every figure has them."""
+    from .plot_style import method_order
+
+    by_id = {r["run_id"]: r for r in records}
+    names = dict(zip(frame["run_id"], frame["method"]))
+    rank = {m: i for i, m in enumerate(method_order([by_id[i] for i in names if i in by_id], names))}
+    blocks = {k: i for i, k in enumerate(dict.fromkeys(zip(frame["dataset"], frame["budget"].astype(str))))}
+    keys = [
+        (blocks[(d, str(b))], rank.get(m, len(rank)))
+        for d, b, m in zip(frame["dataset"], frame["budget"], frame["method"])
+    ]
+    out = frame.iloc[sorted(range(len(frame)), key=keys.__getitem__)].reset_index(drop=True)
+    out.attrs = dict(frame.attrs)
+    return out
+
+
 def write_report(
     records: Sequence[dict[str, Any]],
     out_dir: str | Path,
@@ -744,6 +692,7 @@ def write_report(
     baseline: str | None = None,
     shift: bool = False,
     metric: str = "accuracy",
+    posthoc: bool = False,
 ) -> dict[str, Path]:
     """Write the tables (LaTeX, Markdown, CSV) and the figures (PNG and PDF) into ``out_dir``.
 
@@ -758,11 +707,18 @@ def write_report(
             best, the harmonic mean left out).
         shift: also write accuracy under shifted test distributions (:mod:`ltbench.shift`):
             ``shift.csv``, ``shift.tex``, ``shift.md``, ``shift.png`` / ``.pdf``.
+        posthoc: also write post-hoc logit adjustment from the runs' stored logits
+            (:mod:`ltbench.posthoc`): ``posthoc.csv``, ``posthoc.tex``, ``posthoc.md``, each
+            method as trained and ``+ post-hoc LA (tau=...)``; with ``shift``, the shifted
+            tables get a ``+ known prior`` row per method. Runs without stored logits (older
+            records) are named in one warning and left out of those rows.
 
     Returns:
         Paths by kind: ``latex``, ``markdown``, ``csv``, ``plot`` (per-class PNG), and
         ``groups``, ``curves``, ``reliability``, ``heads`` (PNG; a PDF lies beside each),
-        with ``shift`` also ``shift_csv``, ``shift_latex``, ``shift_markdown``, ``shift_plot``.
+        with ``shift`` also ``shift_csv``, ``shift_latex``, ``shift_markdown``, ``shift_plot``,
+        with ``posthoc`` also ``posthoc_csv``, ``posthoc_latex``, ``posthoc_markdown`` (where
+        some run stored logits).
 
     Raises:
         ValueError: no finished run, a bad convention / selection / metric, or an unknown baseline.
@@ -778,6 +734,7 @@ def write_report(
         raise ValueError(
             f"baseline {baseline!r} has no finished run here; methods: {', '.join(dict.fromkeys(frame['method']))}"
         )
+    frame = in_report_order(frame, records)
     agg = aggregate(frame)
     agg.attrs["baseline"] = baseline
     agg.attrs["metric"] = metric
@@ -799,15 +756,22 @@ def write_report(
     write_text_atomic(paths["latex"], tex)
     write_text_atomic(paths["markdown"], md)
     write_text_atomic(paths["csv"], csv)
-    plot_per_class(done, paths["plot"], selection, dict(zip(frame["run_id"], frame["method"])))
-    paths["groups"] = plots.plot_groups(frame, out / "groups")[0]
-    paths["curves"] = plots.plot_curves(done, out / "curves")[0]
-    paths["reliability"] = plots.plot_reliability(done, out / "reliability", selection, convention)[0]
-    heads = plots.plot_heads(done, out / "heads", selection, convention)
+    # One style for every figure: a method keeps its colour and place (family, then name).
+    names = dict(zip(frame["run_id"], frame["method"]))
+    style = plots.MethodStyle.from_records(done, names)
+    plot_per_class(done, paths["plot"], selection, names, convention, style)
+    paths["groups"] = plots.plot_groups(frame, out / "groups", style)[0]
+    paths["curves"] = plots.plot_curves(done, out / "curves", names, style)[0]
+    paths["reliability"] = plots.plot_reliability(done, out / "reliability", selection, convention, names, style)[0]
+    heads = plots.plot_heads(done, out / "heads", selection, convention, names, style)
     if heads is not None:
         paths["heads"] = heads[0]
     if shift:  # the same runs and rows as the table
         from .shift import write_shift
 
-        paths.update(write_shift(done, frame, out, selection))
+        paths.update(write_shift(done, frame, out, selection, known_prior=posthoc))
+    if posthoc:
+        from .posthoc import write_posthoc
+
+        paths.update(write_posthoc(done, frame, out, selection, metric))
     return paths

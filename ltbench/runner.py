@@ -26,7 +26,7 @@ import torch
 
 from .data import LTData, build_data
 from .distributed import is_main, rank_world
-from .errors import DataError, RunSetupError
+from .errors import DataError, RunSetupError, UserError
 from .metrics import summarize
 from .provenance import provenance
 from .recipes import (
@@ -45,6 +45,7 @@ from .recipes import (
     run_config_from_dict,
 )
 from .record import RECORD_SCHEMA, RunRecord
+from .runlock import RunLock
 from .store import DEFAULT_OUT, ResultStore, read_record, write_record
 from .train import CHECKPOINT, Dependencies, EpochCallback, fit
 
@@ -462,7 +463,45 @@ def execute_run(
 
     Raises:
         RunSetupError: the run could not start; nothing was written to the store.
+        UserError: the run's checkpoint is damaged (truncated); nothing was written.
     """
+    if not force and store.status(spec.run_id) == "done":
+        return {**store.get(spec.run_id), "skipped": True}
+    if rank_world()[1] > 1:  # data-parallel ranks run it together: no lock among them
+        return _execute_run(spec, store, device, force, on_epoch)
+    # One process per run: a second one started at once waits here, then finds it done.
+    with RunLock(spec.run_dir, on_wait=_say_waiting) as lock:
+        return _execute_run(spec, store, device, force and not lock.waited, on_epoch)
+
+
+def _say_waiting(owner: dict[str, Any], path: Path) -> None:
+    import sys
+
+    print(f"waiting: pid {owner.get('pid')} on {owner.get('host')} is running this run ({path})", file=sys.stderr)
+
+
+def _check_checkpoint(run_dir: Path) -> None:
+    """A checkpoint to resume from must load (weights only, memory-mapped: cheap)."""
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        return
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"]
+    except Exception as e:  # noqa: BLE001 - truncated, garbled or not ltbench's: one answer
+        raise UserError(
+            f"the checkpoint {path} cannot be read ({type(e).__name__}: {' '.join(str(e).split())[:120]}); "
+            "delete it to start the run from epoch 0"
+        ) from None
+
+
+def _execute_run(
+    spec: RunSpec,
+    store: ResultStore,
+    device: str | torch.device | None,
+    force: bool,
+    on_epoch: EpochCallback | None,
+) -> dict[str, Any]:
+    """:func:`execute_run` under the run's lock (the store is asked again: done meanwhile?)."""
     if not force and store.status(spec.run_id) == "done":
         return {**store.get(spec.run_id), "skipped": True}
     on_disk = None if force else read_record(spec.run_dir)
@@ -472,6 +511,7 @@ def execute_run(
     if force and spec.run_dir.exists():
         shutil.rmtree(spec.run_dir)
     device = torch.device(device) if device is not None else default_device()
+    _check_checkpoint(spec.run_dir)
     try:
         data = build_data(spec.config.data, spec.config.data_seed, spec.data_root, spec.verify)
     except (ValueError, ImportError, OSError) as e:
@@ -514,6 +554,8 @@ def execute_run(
         unreadable_images=result.unreadable,
         finished_at=_now(),
     )
+    if result.logits is not None:  # an output: never part of the run's identity
+        record["logits"] = result.logits
     write_record(record, spec.run_dir)
     return _ingest(store, record)
 

@@ -116,24 +116,31 @@ def shift_frame(records: Sequence[dict[str, Any]], frame: pd.DataFrame, selectio
         NaN for a run with no test image).
     """
     by_id = {r["run_id"]: r for r in records}
-    rows = []
-    for run in frame.itertuples(index=False):
-        values = shifted_accuracies(by_id[run.run_id], selection)
-        for dist, value in values.items():
-            rows.append(
-                {
-                    "method": run.method,
-                    "dataset": run.dataset,
-                    "budget": run.budget,
-                    "seed": run.seed,
-                    "data_seed": run.data_seed,
-                    "run_id": run.run_id,
-                    "distribution": dist,
-                    "top1": np.nan if value is None else value,
-                }
-            )
-    cols = ["method", "dataset", "budget", "seed", "data_seed", "run_id", "distribution", "top1"]
-    return pd.DataFrame(rows, columns=cols)
+    runs = frame.itertuples(index=False)
+    return distribution_rows([(run, shifted_accuracies(by_id[run.run_id], selection)) for run in runs])
+
+
+SHIFT_COLUMNS = ("method", "dataset", "budget", "seed", "data_seed", "run_id", "distribution", "top1")
+
+
+def distribution_rows(values_by_run, suffix: str = "") -> pd.DataFrame:
+    """The long frame of :func:`shift_frame` from ``(frame row, {distribution: accuracy or
+    None})`` pairs; ``suffix`` is appended to each method name (e.g. `` + known prior``)."""
+    rows = [
+        {
+            "method": f"{run.method}{suffix}",
+            "dataset": run.dataset,
+            "budget": run.budget,
+            "seed": run.seed,
+            "data_seed": run.data_seed,
+            "run_id": run.run_id,
+            "distribution": dist,
+            "top1": np.nan if value is None else value,
+        }
+        for run, values in values_by_run
+        for dist, value in values.items()
+    ]
+    return pd.DataFrame(rows, columns=list(SHIFT_COLUMNS))
 
 
 def aggregate_shift(long: pd.DataFrame) -> pd.DataFrame:
@@ -198,6 +205,10 @@ def caption(agg: pd.DataFrame, selection: str | None = None) -> str:
         "backward-$r$ (B$r$) by $r^{-(C-1-k)/(C-1)}$ (reversed); Uni.: mean per-class accuracy. "
         "Mean over $n$ seeds, $\\pm$ std below it; best mean per column in bold"
     )
+    if _has_known_prior(agg):
+        from .posthoc import KNOWN_PRIOR_TEXT
+
+        text += "; " + latex_escape(KNOWN_PRIOR_TEXT)
     if selection in SELECTION_TEXT:
         text += f"; model selection: {SELECTION_TEXT[selection]}"
     return text + "."
@@ -251,6 +262,10 @@ def markdown_table(agg: pd.DataFrame) -> str:
         "best mean per column in bold.",
         "",
     ]
+    if _has_known_prior(agg):
+        from .posthoc import KNOWN_PRIOR_TEXT
+
+        out[0] += f" {KNOWN_PRIOR_TEXT[0].upper()}{KNOWN_PRIOR_TEXT[1:]}."
     for (dataset, budget), methods, cells in _blocks(agg):
         title = f"{dataset} ({budget})" if several_budgets else str(dataset)
         header = ["method", *DISTRIBUTIONS, "n"]
@@ -263,18 +278,26 @@ def markdown_table(agg: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
+def _has_known_prior(agg: pd.DataFrame) -> bool:
+    from .posthoc import KNOWN_PRIOR_SUFFIX
+
+    return bool(agg["method"].astype(str).str.endswith(KNOWN_PRIOR_SUFFIX).any())
+
+
 def _legend_label(method: str, ns: list[int]) -> str:
     if not ns:
         return method
     return f"{method} (n={ns[0]})" if len(ns) == 1 else f"{method} (n={ns[0]}–{ns[-1]})"
 
 
-def plot_shift(agg: pd.DataFrame, path: Path, selection: str | None = None) -> list[Path]:
+def plot_shift(agg: pd.DataFrame, path: Path, selection: str | None = None, style=None) -> list[Path]:
     """Expected top-1 against the test distribution, a line per method (mean over seeds, a
-    band of ± std where n > 1), a panel per (dataset, budget); PNG and PDF."""
+    band of ± std where n > 1), a panel per (dataset, budget); PNG and PDF. ``style``: the
+    report's :class:`~ltbench.plot_style.MethodStyle` (None: methods ordered by name)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from .plot_style import MethodStyle
     from .plots import _save
     from .reporting import SELECTION_TEXT
 
@@ -283,25 +306,22 @@ def plot_shift(agg: pd.DataFrame, path: Path, selection: str | None = None) -> l
     fig = Figure(figsize=(5.0 * panels + 2.6, 4.2), layout="constrained")  # room for the legend
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, panels, squeeze=False, sharey=True)[0]
-    methods = list(dict.fromkeys(agg["method"]))
-    colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
-    styles = ("-", "--", "-.", ":")
+    style = style if style is not None else MethodStyle({m: "" for m in agg["method"]})
     x = np.arange(len(DISTRIBUTIONS))
     handles: dict[str, Any] = {}
     seeds: dict[str, set[int]] = {}  # n of a method over all panels, for its legend entry
     grouped = agg.groupby(["dataset", "budget"], sort=False, dropna=False)
     for ax, ((dataset, budget), sub) in zip(axes, grouped):
-        for m in dict.fromkeys(sub["method"]):
+        for m in style.sorted(sub["method"]):
             rows = sub[sub["method"] == m].set_index("distribution").reindex(list(DISTRIBUTIONS))
             mean = 100 * rows["top1_mean"].to_numpy(dtype=float)
             std = 100 * rows["top1_std"].to_numpy(dtype=float)
             n = rows["n"].fillna(0).to_numpy(dtype=int)
-            i = methods.index(m)
-            (line,) = ax.plot(x, mean, color=colors[m], ls=styles[(i // 10) % len(styles)], marker="o", ms=3, lw=1.3)
+            (line,) = ax.plot(x, mean, **style(m).line(), ms=3, lw=1.3)
             band = n > 1
             if band.any():
                 ax.fill_between(
-                    x, mean - std, mean + std, where=band, color=colors[m], alpha=0.18, lw=0, interpolate=False
+                    x, mean - std, mean + std, where=band, color=style(m).colour, alpha=0.18, lw=0, interpolate=False
                 )
             seeds.setdefault(m, set()).update(int(k) for k in n[n > 0])
             handles.setdefault(m, line)
@@ -326,7 +346,11 @@ def plot_shift(agg: pd.DataFrame, path: Path, selection: str | None = None) -> l
 
 
 def write_shift(
-    records: Sequence[dict[str, Any]], frame: pd.DataFrame, out_dir: str | Path, selection: str = "last"
+    records: Sequence[dict[str, Any]],
+    frame: pd.DataFrame,
+    out_dir: str | Path,
+    selection: str = "last",
+    known_prior: bool = False,
 ) -> dict[str, Path]:
     """Write ``shift.csv``, ``shift.tex``, ``shift.md`` and ``shift.png`` / ``shift.pdf``.
 
@@ -335,6 +359,8 @@ def write_shift(
         frame: :func:`ltbench.reporting.runs_frame` of them: the main table's runs and rows.
         out_dir: output folder.
         selection: ``last`` or ``best_val``.
+        known_prior: add a row ``<method> + known prior`` to the tables (not the plot) after
+            each method whose runs stored logits (:func:`ltbench.posthoc.with_known_prior`).
 
     Returns:
         Paths by kind: ``shift_csv``, ``shift_latex``, ``shift_markdown``, ``shift_plot`` (PNG).
@@ -346,8 +372,16 @@ def write_shift(
         "shift_latex": out / "shift.tex",
         "shift_markdown": out / "shift.md",
     }
-    write_text_atomic(paths["shift_csv"], csv_text(agg))
-    write_text_atomic(paths["shift_latex"], latex_table(agg, selection))
-    write_text_atomic(paths["shift_markdown"], markdown_table(agg))
-    paths["shift_plot"] = plot_shift(agg, out / "shift", selection)[0]
+    table = agg
+    if known_prior:
+        from .posthoc import with_known_prior
+
+        table = with_known_prior(records, frame, agg, selection)
+    write_text_atomic(paths["shift_csv"], csv_text(table))
+    write_text_atomic(paths["shift_latex"], latex_table(table, selection))
+    write_text_atomic(paths["shift_markdown"], markdown_table(table))
+    from .plot_style import MethodStyle  # the colours of the report's other figures
+
+    style = MethodStyle.from_records(records, dict(zip(frame["run_id"], frame["method"])))
+    paths["shift_plot"] = plot_shift(agg, out / "shift", selection, style)[0]
     return paths

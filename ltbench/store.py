@@ -18,6 +18,7 @@ Tables (see :data:`SCHEMA`):
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import sqlite3
@@ -25,10 +26,12 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
 from .atomic import write_text_atomic
+from .errors import StoreError
 from .record import RECORD_SCHEMA
 
 DEFAULT_OUT = Path("results")
@@ -145,27 +148,82 @@ class ResultStore:
 
     busy_timeout = 60.0  # seconds a statement waits for another process's write lock
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, readonly: bool = False):
+        """Open the store at ``path``; a file that is not an ltbench store is refused untouched.
+
+        ``readonly``: open it with SQLite's ``mode=ro`` (nothing is created or changed; a store
+        on a read-only disk can be read); it must exist. Otherwise it is created if absent.
+
+        Raises:
+            StoreError: not an ltbench store (the message says what it is), absent when
+                reading, or not writable when writing.
+        """
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.readonly = readonly
+        self.notes: list[str] = []  # one-line notes for the user (a sync that could not write)
+        self._immutable = False
+        has_tables = check_store_file(self.path)
+        if readonly:
+            if not self.path.is_file():
+                raise StoreError(f"no results store at {self.path}; run `ltbench run` first or pass --store PATH")
+            self._has_vectors = self._vectors_column() if has_tables else True
+            self._empty = not has_tables
+            return
+        self._empty = False
+        self._has_vectors = True
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as db:
+                db.executescript(SCHEMA)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+                if "vectors" not in columns:  # a store written before vectors moved out of the JSON
+                    try:
+                        db.execute("ALTER TABLE runs ADD COLUMN vectors BLOB")
+                    except sqlite3.OperationalError as e:  # another process added it first
+                        if "duplicate column" not in str(e):
+                            raise
+        except (sqlite3.OperationalError, OSError) as e:
+            if isinstance(e, sqlite3.OperationalError) and not _cannot_write(e):
+                raise
+            raise StoreError(
+                f"cannot write the results store {self.path} ({_why(e)}); pass --store PATH on a writable disk"
+            ) from None
+
+    def _vectors_column(self) -> bool:
         with self._connect() as db:
-            db.executescript(SCHEMA)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
-            if "vectors" not in columns:  # a store written before vectors moved out of the JSON
-                try:
-                    db.execute("ALTER TABLE runs ADD COLUMN vectors BLOB")
-                except sqlite3.OperationalError as e:  # another process added it first
-                    if "duplicate column" not in str(e):
-                        raise
+            return "vectors" in {row[1] for row in db.execute("PRAGMA table_info(runs)")}
 
     def _connect(self) -> sqlite3.Connection:
+        if self.readonly:
+            return self._connect_readonly()
         db = sqlite3.connect(self.path, timeout=self.busy_timeout)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA foreign_keys=ON")
         return db
 
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """SQLite's ``mode=ro``; on a read-only disk (where nobody can be writing it, and the
+        shared-memory file of WAL cannot be made) ``immutable=1``."""
+        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro" + ("&immutable=1" if self._immutable else "")
+        db = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout)
+        if not self._immutable:
+            try:
+                db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            except sqlite3.OperationalError as e:
+                if not _cannot_write(e):
+                    raise
+                db.close()
+                self._immutable = True
+                return self._connect_readonly()
+        return db
+
+    def _require_writable(self) -> None:
+        if self.readonly:
+            raise StoreError(f"the results store {self.path} was opened read-only; open it without readonly=True")
+
     def ingest(self, record: dict[str, Any]) -> None:
         """Insert or replace one record and its metrics, atomically."""
+        self._require_writable()
         if record.get("schema") != RECORD_SCHEMA:
             raise ValueError(
                 f"record {record.get('run_id')} has schema {record.get('schema')}, expected {RECORD_SCHEMA}"
@@ -228,9 +286,13 @@ class ResultStore:
     def sync(self, out_dir: str | Path) -> int:
         """Ingest the ``record.json`` files under ``out_dir/runs`` that the store lacks or holds
         in an older state (a run killed between writing its record and ingesting it, a store
-        that was locked). Records are the truth; the store is their index. Returns how many."""
+        that was locked). Records are the truth; the store is their index. Returns how many.
+
+        A store opened read-only is written through a second, writable connection, only when
+        there is something to ingest; where that cannot write (a read-only disk), a line in
+        :attr:`notes` says so and the store is read as it is."""
         runs = Path(out_dir) / "runs"
-        if not runs.is_dir():
+        if not runs.is_dir() or self._empty:
             return 0
         with self._connect() as db:
             known = {
@@ -238,7 +300,7 @@ class ResultStore:
                 for run_dir, status, finished in db.execute("SELECT run_dir, status, finished_at FROM runs")
                 if run_dir
             }
-        n = 0
+        pending = []
         for path in sorted(runs.glob(f"*/*/*/{RECORD}")):
             seen = known.get(_folder_key(path.parent))
             if seen is not None and seen[0] == "done":
@@ -247,13 +309,26 @@ class ResultStore:
                 record = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue  # being replaced this instant, or not a record: the next sync sees it
-            if record.get("schema") != RECORD_SCHEMA or not record.get("finished_at"):
+            if not isinstance(record, dict) or record.get("schema") != RECORD_SCHEMA or not record.get("finished_at"):
                 continue
             if seen is None or seen != (record.get("status"), record.get("finished_at")):
-                if not self.ingest_retrying(record):
-                    raise ValueError(f"the store {self.path} stayed locked by another process; run the command again")
-                n += 1
-        return n
+                pending.append(record)
+        if not pending:
+            return 0
+        writer = self
+        if self.readonly:
+            try:
+                writer = ResultStore(self.path)
+            except StoreError:
+                self.notes.append(
+                    f"{len(pending)} finished runs under {runs} are not in the store {self.path}, which is "
+                    "read-only here; showing the store as it is (`ltbench ingest` them where it is writable)"
+                )
+                return 0
+        for record in pending:
+            if not writer.ingest_retrying(record):
+                raise StoreError(f"the store {self.path} stayed locked by another process; run the command again")
+        return len(pending)
 
     def find(self, prefix: str) -> str:
         """The one run id that starts with ``prefix``.
@@ -263,6 +338,8 @@ class ResultStore:
         """
         if not prefix or not all(c in "0123456789abcdef" for c in prefix.lower()):
             raise ValueError(f"{prefix!r} is not a run id (hexadecimal); `ltbench results` lists them")
+        if self._empty:
+            raise ValueError(f"no run id starts with {prefix!r} in {self.path} (it holds no runs)")
         with self._connect() as db:
             ids = [
                 row[0]
@@ -278,6 +355,7 @@ class ResultStore:
 
     def forget(self, run_id: str) -> None:
         """Remove a run (``--force`` redoes it); its metrics go with it."""
+        self._require_writable()
         with self._connect() as db:
             db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
 
@@ -292,11 +370,18 @@ class ResultStore:
         return n
 
     def get(self, run_id: str) -> dict[str, Any] | None:
+        """The record of ``run_id`` (per-class vectors as read-only arrays), or None."""
+        if self._empty:
+            return None
+        vectors = "vectors" if self._has_vectors else "NULL"
         with self._connect() as db:
-            row = db.execute("SELECT record, vectors FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            row = db.execute(f"SELECT record, {vectors} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return _decode(*row) if row else None
 
     def status(self, run_id: str) -> str | None:
+        """``done`` or ``failed`` for a stored run, None for one the store lacks."""
+        if self._empty:
+            return None
         with self._connect() as db:
             row = db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return row[0] if row else None
@@ -312,7 +397,10 @@ class ResultStore:
             raise ValueError(f"cannot filter records by {sorted(bad)}; use {sorted(allowed)}")
         clauses = [f"{k} = ?" for k in where] + (["status = ?"] if status else [])
         params = [*where.values(), *([status] if status else [])]
-        sql = "SELECT record, vectors FROM runs" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        vectors = "vectors" if self._has_vectors else "NULL"
+        if self._empty:
+            return []
+        sql = f"SELECT record, {vectors} FROM runs" + (" WHERE " + " AND ".join(clauses) if clauses else "")
         with self._connect() as db:
             rows = db.execute(sql + " ORDER BY started_at, run_id", params).fetchall()
         return [_decode(text, blob) for text, blob in rows]
@@ -325,6 +413,8 @@ class ResultStore:
             FROM runs r LEFT JOIN metrics m ON m.run_id = r.run_id
             ORDER BY r.dataset, r.method, r.budget, r.seed"""
         rows: dict[str, dict[str, Any]] = {}
+        if self._empty:
+            return []
         with self._connect() as db:
             for (
                 run_id,
@@ -359,3 +449,138 @@ class ResultStore:
                 if metric is not None:
                     row[f"{sel}.{metric}"] = value
         return list(rows.values())
+
+
+# ------------------------------------------------------------------ what a file is
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_LTBENCH_TABLES = {"runs", "metrics"}
+_RUNS_COLUMNS = {"run_id", "method", "dataset", "budget", "seed", "data_seed", "status", "record"}
+_QUICK_CHECK_BYTES = 32 << 20  # a store up to this size is fully checked before use
+
+
+def _cannot_write(e: BaseException) -> bool:
+    """Whether ``e`` says the place is read-only or not openable (not a bug, not a lock)."""
+    if isinstance(e, OSError):
+        return e.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+    text = str(e).lower()
+    return "readonly" in text or "read-only" in text or "unable to open" in text
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
+    return str(e)
+
+
+def describe_file(path: Path, head: bytes) -> str:
+    """What a file that is not a SQLite database looks like, for a message."""
+    if not head:
+        return "an empty file"
+    if b"\x00" not in head:
+        try:
+            first = head.decode("utf-8").strip().splitlines()[0][:40] if head.strip() else ""
+            return f"a text file (it starts {first!r})"
+        except UnicodeDecodeError:
+            pass
+    return f"binary data (it starts {head[:8].hex()}), not a SQLite database"
+
+
+def _probe(path: Path, size: int, immutable: bool) -> tuple[set[str], set[str]]:
+    """The tables of a SQLite file (``sqlite_*`` left out) and the columns of its ``runs``,
+    after SQLite's quick check (files up to :data:`_QUICK_CHECK_BYTES`), read-only."""
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("&immutable=1" if immutable else "")
+    db = sqlite3.connect(uri, uri=True, timeout=ResultStore.busy_timeout)
+    try:
+        tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")} if "runs" in tables else set()
+        if size <= _QUICK_CHECK_BYTES:
+            (verdict,) = db.execute("PRAGMA quick_check(1)").fetchone()
+            if verdict != "ok":
+                raise sqlite3.DatabaseError(verdict)
+    finally:
+        db.close()
+    return {t for t in tables if not t.startswith("sqlite_")}, columns
+
+
+def check_store_file(path: str | Path) -> bool:
+    """Check, without changing anything, that ``path`` is absent or an ltbench store.
+
+    The file is read with plain reads and SQLite's ``immutable`` mode (no lock, no journal,
+    no shared-memory file), so a file that is refused is left exactly as it was.
+
+    Returns:
+        True if it holds ltbench's tables; False if it is absent, empty (0 bytes) or a SQLite
+        database without tables (a new store).
+
+    Raises:
+        StoreError: a folder, a text file, binary data, a truncated or damaged SQLite file,
+            or another program's SQLite database (its tables named).
+    """
+    path = Path(path)
+    fix = "pass --store PATH to an ltbench store (a new file is created by `ltbench run`)"
+    if not path.exists():
+        if path.is_symlink():
+            raise StoreError(f"the results store {path} is a broken symbolic link; {fix}")
+        return False
+    if path.is_dir():
+        raise StoreError(f"the results store {path} is a folder, not an ltbench store; {fix}")
+    if not path.is_file():
+        raise StoreError(f"the results store {path} is not a regular file; {fix}")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+        size = path.stat().st_size
+    except OSError as e:
+        raise StoreError(f"cannot read the results store {path} ({_why(e)}); {fix}") from None
+    if not head:
+        return False
+    if not head.startswith(_SQLITE_MAGIC):
+        raise StoreError(f"{path} is {describe_file(path, head)}, not an ltbench store; {fix}")
+    if len(head) < 100:
+        raise StoreError(f"{path} is a truncated SQLite file ({size} bytes, less than its header); {fix}")
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(head[28:32], "big")
+    counter_ok = head[24:28] == head[92:96]
+    # With a WAL file beside it a checkpoint may be under way (page 1 written before the pages
+    # past the old end): the figures are then left to SQLite, which reads under its locks.
+    wal = path.with_name(path.name + "-wal").exists()
+    sizes_ok = wal or not (size % page or (counter_ok and pages and size < pages * page))
+    if page < 512 or page & (page - 1) or not sizes_ok:
+        raise StoreError(
+            f"{path} is a truncated or damaged SQLite file ({size:,} bytes; its header says "
+            f"{pages} pages of {page} bytes); restore it from a copy, or `ltbench ingest` the run folders "
+            "into a new store"
+        )
+    # immutable: no lock, no journal, no shared-memory file: nothing is created beside a file
+    # that may be another program's. A WAL-mode file (ltbench's stores are) that fails this
+    # quick look is looked at again under SQLite's locks, in case a writer was checkpointing.
+    looks = [False] if wal else [True, False] if head[18:20] == b"\x02\x02" else [True]
+    for immutable in looks:
+        try:
+            tables, columns = _probe(path, size, immutable)
+        except sqlite3.OperationalError as e:
+            if _cannot_write(e):  # WAL files present on a read-only disk: leave the judgement to the reader
+                return True
+            if immutable and len(looks) > 1:
+                continue
+            raise StoreError(f"{path} is a SQLite file that cannot be read ({e}); {fix}") from None
+        except sqlite3.DatabaseError as e:
+            if immutable and len(looks) > 1:
+                continue
+            raise StoreError(
+                f"{path} is a damaged SQLite file ({e}); restore it from a copy, or `ltbench ingest` the run "
+                "folders into a new store"
+            ) from None
+        ours = not (tables - _LTBENCH_TABLES) and (not tables or _RUNS_COLUMNS <= columns)
+        if ours or not immutable or len(looks) == 1:
+            break
+    if not tables:
+        return False
+    if tables - _LTBENCH_TABLES or not _RUNS_COLUMNS <= columns:
+        raise StoreError(
+            f"{path} is a SQLite database of another program (tables: {', '.join(sorted(tables))}), "
+            f"not an ltbench store; ltbench leaves it untouched; {fix}"
+        )
+    return True

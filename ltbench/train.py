@@ -30,6 +30,7 @@ from .data import LTData, Split
 from .data.memory import DeviceBatches
 from .distributed import all_mean, rank_world
 from .objectives import OBJECTIVES
+from .posthoc import LogitKeeper
 from .recipes import RunConfig
 from .sam import SAM
 
@@ -48,6 +49,7 @@ class FitResult:
     eval_seconds: float = 0.0
     resumed_from_epoch: int = 0
     unreadable: list[str] = field(default_factory=list)  # files dropped (streamed, skip_unreadable)
+    logits: dict | None = None  # the record's ``logits`` entry: the stored logits file (ltbench.posthoc)
 
     @property
     def skipped_images(self) -> int:
@@ -207,9 +209,25 @@ def sam_rho(cfg: RunConfig, epoch: int) -> float:
     return t.sam_rho_schedule[min(n - 1, (epoch - 1) * n // t.epochs)]
 
 
-def _evaluate_only(objective, cfg: RunConfig, data: LTData, device: torch.device) -> FitResult:
+def stores_logits(objective) -> bool:
+    """Whether ``objective.evaluate`` can hand back its logits (``logits_out``; a plugin's own
+    ``evaluate`` may not take it, and its runs then store no logits)."""
+    import inspect
+
+    evaluate = getattr(objective, "evaluate", None)  # a pretraining stage evaluates nothing
+    try:
+        return evaluate is not None and "logits_out" in inspect.signature(evaluate).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _evaluate_only(
+    objective, cfg: RunConfig, data: LTData, device: torch.device, run_dir: Path | None = None
+) -> FitResult:
     """An evaluation-only stage: its parameter chosen on validation, then the test set once.
-    Both selections hold that one evaluation (there is no epoch to choose)."""
+    Both selections hold that one evaluation (there is no epoch to choose). With ``run_dir``
+    its test and validation logits at the chosen parameter are stored there (one more pass
+    over the validation set)."""
     if data.val is None:
         raise ValueError(
             f"method {cfg.method.name} chooses tau on a validation set, and dataset {cfg.data.name} has none "
@@ -217,10 +235,21 @@ def _evaluate_only(objective, cfg: RunConfig, data: LTData, device: torch.device
         )
     tick = time.perf_counter()
     t = cfg.train
-    scores = objective.choose_tau(make_batches(data, data.val, cfg, device), t.eval_batch_size)
-    stats = objective.evaluate(make_batches(data, data.test, cfg, device), t.eval_batch_size)
+    val = make_batches(data, data.val, cfg, device)
+    scores = objective.choose_tau(val, t.eval_batch_size)
+    keep = run_dir is not None and rank_world()[0] == 0 and stores_logits(objective)
+    keeper = LogitKeeper(run_dir) if keep else None
+    test_logits: dict | None = {} if keeper is not None else None
+    stats = objective.evaluate(make_batches(data, data.test, cfg, device), t.eval_batch_size, test_logits)
     chosen = {"epoch": 0, "tau": objective.tau, "val_top1": scores[objective.tau], "val_scores": scores, **stats}
-    return FitResult({"last": chosen, "best_val": dict(chosen)}, eval_seconds=time.perf_counter() - tick)
+    result = FitResult({"last": chosen, "best_val": dict(chosen)})
+    if keeper is not None:
+        val_logits: dict = {}
+        objective.evaluate(val, t.eval_batch_size, val_logits)
+        keeper.keep(0, test_logits, val_logits)
+        result.logits = keeper.finish(result.results)
+    result.eval_seconds = time.perf_counter() - tick
+    return result
 
 
 def fit(
@@ -259,8 +288,10 @@ def fit(
     run_dir.mkdir(parents=True, exist_ok=True)
     objective = build_objective(cfg, data, device, deps or Dependencies())
     if not objective.trains:
-        return _evaluate_only(objective, cfg, data, device)
+        return _evaluate_only(objective, cfg, data, device, run_dir)
     loop = _Loop.build(cfg, objective, data, device)
+    # Stores the selections' logits (ltbench.posthoc); one process writes.
+    loop.keeper = LogitKeeper(run_dir, loop.rank == 0 and stores_logits(objective))
     ckpt_path = run_dir / CHECKPOINT
     result = _resume(ckpt_path, loop) if ckpt_path.exists() else FitResult(results={})
     t = cfg.train
@@ -294,6 +325,8 @@ def fit(
             _save(ckpt_path, epoch, loop, result)
         if on_epoch is not None:
             on_epoch(epoch, t.epochs, row)
+    if loop.rank == 0:
+        result.logits = loop.keeper.finish(result.results)
     return result
 
 
@@ -314,6 +347,7 @@ class _Loop:
     device: torch.device
     rank: int
     world: int
+    keeper: LogitKeeper | None = None  # set by fit: keeps each selection's logits
 
     @classmethod
     def build(cls, cfg: RunConfig, objective, data: LTData, device: torch.device) -> _Loop:
@@ -424,16 +458,24 @@ class _Loop:
         picks this epoch (``best_val``) and after the last epoch (``last``), never to choose."""
         t = self.cfg.train
         val_top1 = None
+        keep = self.keeper is not None and self.keeper.enabled
+        val_logits: dict | None = {} if keep else None  # kept if this epoch is selected
         if self.val is not None:
-            val_stats = self.objective.evaluate(self.val, t.eval_batch_size)
+            val_stats = self.objective.evaluate(self.val, t.eval_batch_size, val_logits)
             val_top1 = sum(val_stats["correct"]) / max(sum(val_stats["total"]), 1)
         if val_top1 is not None and val_top1 > best_val:
             best_val = val_top1
-            stats = self.objective.evaluate(self.test, t.eval_batch_size)
+            test_logits: dict | None = {} if keep else None
+            stats = self.objective.evaluate(self.test, t.eval_batch_size, test_logits)
             results["best_val"] = {"epoch": epoch, "val_top1": val_top1, **stats}
+            if keep:  # written now: a run resumed after this epoch still has them
+                self.keeper.keep(epoch, test_logits, val_logits, best=True, persist=epoch < t.epochs)
         if epoch == t.epochs and self.test is not None:
-            stats = self.objective.evaluate(self.test, t.eval_batch_size)
+            test_logits = {} if keep and epoch not in self.keeper.entries else None
+            stats = self.objective.evaluate(self.test, t.eval_batch_size, test_logits)
             results["last"] = {"epoch": epoch, "val_top1": val_top1, **stats}
+            if test_logits is not None:
+                self.keeper.keep(epoch, test_logits, val_logits)
         return val_top1, best_val
 
 

@@ -1,8 +1,15 @@
+import os
+
 import pytest
 import torch
 
 from ltbench.data import build_data
 from ltbench.recipes import load_catalog, resolve
+
+# `ltbench run` trains runs side by side in worker processes by default; tests that go
+# through the CLI keep them in this process (where fixtures and monkeypatches apply), and
+# the pool's own tests ask for workers explicitly.
+os.environ.setdefault("LTBENCH_JOBS", "1")
 
 
 @pytest.fixture(autouse=True, scope="session")

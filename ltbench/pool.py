@@ -1,0 +1,230 @@
+"""Runs side by side in worker processes on one machine: the inline executor's speed.
+
+On a CPU a small model cannot keep several cores busy: on the main job's ViT, two threads
+train one run only 1.36x faster than one thread (docs/performance.md). Running
+``jobs`` independent runs at once, each with ``threads`` intra-op threads (default: one run
+per core, one thread each), uses the cores fully and never has threads of one run spin
+against another's.
+
+Scheduling: a run starts once every stage it consumes has finished (stages of other sweeps
+are read from their folders as always). Among the runs that may start, the ones that head
+the longest chain of work go first (the DeiT-LT teacher before its student), except that one
+worker starts with the cheapest run, so that a first result shows within a minute. The cost
+of a run is a rough guess from its recipe (epochs, two passes per step with SAM), used only
+for this order.
+
+Thread count is a speed setting, kept out of every run's identity on purpose: the same run
+with 1 and 2 threads agrees to the usual float32 noise, not bit for bit (a reduction splits
+differently). With the default of one thread per run the numbers do not depend on how many
+cores a machine has.
+
+Workers are started with ``spawn`` (never ``fork`` after torch has started its threads); each
+loads torch once and keeps it for the runs it is given.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue as queue_module
+from collections.abc import Sequence
+from typing import Any
+
+
+def default_jobs(n_runs: int, device: str | None, threads: int | None = None) -> int:
+    """How many runs train at once by default: one per core (or per ``threads`` cores) on a
+    CPU, one on a GPU (its data pipeline wants the cores); never more than there are runs."""
+    if device is not None and device != "cpu" and not device.startswith("cpu"):
+        return 1
+    if device is None:
+        import torch
+
+        if torch.cuda.is_available():
+            return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(n_runs, cores // max(1, threads or 1)))
+
+
+def run_cost(spec) -> float:
+    """A rough guess of a run's work, for ordering only: epochs, doubled for SAM's two passes,
+    near zero for a stage that only evaluates."""
+    t = spec.config.train
+    passes = 2 if (t.sam_rho > 0 or t.sam_rho_schedule) else 1
+    return max(t.epochs, 1) * passes
+
+
+def schedule_order(specs: Sequence) -> list:
+    """``specs`` by priority: longest chain of dependent work first (a run's cost plus the
+    longest chain of runs that consume it)."""
+    users: dict[Any, list] = {s.run_dir: [] for s in specs}
+    for s in specs:
+        for _, d in s.needs:
+            if d in users:
+                users[d].append(s)
+    chain: dict[Any, float] = {}
+    for s in reversed(list(specs)):  # plan order puts stages before their users
+        chain[s.run_dir] = run_cost(s) + max((chain[u.run_dir] for u in users[s.run_dir]), default=0.0)
+    order = sorted(range(len(specs)), key=lambda i: (-chain[specs[i].run_dir], i))
+    return [specs[i] for i in order]
+
+
+def _worker(threads: int, tasks, events) -> None:
+    """A worker process: runs the specs it is sent until it gets None, then leaves at once
+    (``os._exit``: tearing torch down takes seconds and nothing is left to flush)."""
+    import torch
+
+    from .runner import execute_run
+    from .store import ResultStore
+
+    torch.set_num_threads(threads)
+    while True:
+        item = tasks.get()
+        if item is None:
+            break
+        spec, store, device, force = item
+
+        def on_epoch(epoch: int, total: int, row: dict, spec=spec) -> None:
+            events.put(("epoch", spec.run_id, (epoch, total, row)))
+
+        events.put(("started", spec.run_id, None))
+        try:
+            record = execute_run(spec, ResultStore(store), device, force, on_epoch)
+        except BaseException as e:  # noqa: BLE001 - handed to the driver, which decides
+            events.put(("error", spec.run_id, _picklable(e)))
+            if isinstance(e, KeyboardInterrupt):
+                break
+            continue
+        events.put(("finished", spec.run_id, record))
+    events.close()
+    events.join_thread()
+    os._exit(0)
+
+
+def _picklable(error: BaseException) -> BaseException:
+    import pickle
+
+    try:
+        pickle.dumps(error)
+        return error
+    except Exception:  # noqa: BLE001 - whatever it was, its text survives
+        return RuntimeError(f"{type(error).__name__}: {error}")
+
+
+def run_side_by_side(
+    specs: Sequence,
+    store: str,
+    device: str | None,
+    force: bool,
+    reporter,
+    jobs: int,
+    threads: int = 1,
+) -> list[dict[str, Any]]:
+    """Execute ``specs`` in ``jobs`` worker processes, each run with ``threads`` threads.
+
+    From a script, call this (or ``ltbench.run(jobs=...)``) under ``if __name__ == "__main__":``,
+    as any code that starts processes with ``spawn``.
+
+    Args:
+        specs: planned runs (stages before their users, as :func:`ltbench.runner.plan_runs` gives).
+        store: the results store's path; workers ingest their own records.
+        reporter: receives ``run_started`` / ``epoch`` / ``run_finished`` in this process
+            (:mod:`ltbench.progress`).
+
+    Returns:
+        One record per spec, in the order of ``specs``.
+
+    Raises:
+        RunSetupError: a run's data could not be built; the runs already going are finished
+            and stored first, no new one starts.
+        KeyboardInterrupt: Ctrl-C; every running run keeps its latest checkpoint.
+    """
+    from .errors import RunSetupError
+    from .record import placeholder
+    from .store import ResultStore
+
+    db = ResultStore(store)
+    records: dict[str, dict[str, Any]] = {}
+    todo = []
+    for s in specs:
+        if not force and db.status(s.run_id) == "done":
+            records[s.run_id] = {**db.get(s.run_id), "skipped": True}
+            reporter.run_finished(s, records[s.run_id])
+        else:
+            todo.append(s)
+    waiting_on = {s.run_id: {rid for _, rid in s.need_ids} & {t.run_id for t in todo} for s in todo}
+    order = schedule_order(todo)
+    by_id = {s.run_id: s for s in todo}
+    ctx = multiprocessing.get_context("spawn")
+    events = ctx.Queue()
+    workers = []
+    for _ in range(min(jobs, len(todo))):
+        tasks = ctx.SimpleQueue()
+        process = ctx.Process(target=_worker, args=(threads, tasks, events), daemon=True)
+        process.start()
+        workers.append([process, tasks, None])  # process, its task queue, the run it has
+    setup_error: BaseException | None = None
+    first = True
+    try:
+        while True:
+            idle = [w for w in workers if w[2] is None]
+            ready = [s for s in order if not waiting_on[s.run_id]] if setup_error is None else []
+            if first and len(ready) > 1 and len(idle) > 1:
+                # One worker starts with the cheapest run: a first result within a minute.
+                cheapest = min(ready, key=run_cost)
+                ready = [*[s for s in ready if s is not cheapest][: len(idle) - 1], cheapest]
+            first = False
+            for worker, spec in zip(idle, ready):
+                order.remove(spec)
+                worker[2] = spec.run_id
+                worker[1].put((spec, str(store), device, force))
+            if not any(w[2] for w in workers):
+                break
+            try:
+                kind, run_id, payload = events.get(timeout=1.0)
+            except queue_module.Empty:
+                for w in workers:
+                    if w[2] is not None and not w[0].is_alive():  # killed (OOM, signal): no record
+                        spec = by_id[w[2]]
+                        records[spec.run_id] = placeholder(
+                            spec, "failed", f"its worker died (exit code {w[0].exitcode})"
+                        )
+                        reporter.run_finished(spec, records[spec.run_id])
+                        w[2] = None
+                        for other in waiting_on.values():
+                            other.discard(spec.run_id)
+                continue
+            spec = by_id[run_id]
+            if kind == "started":
+                reporter.run_started(spec)
+            elif kind == "epoch":
+                reporter.epoch(spec, *payload)
+            else:
+                for w in workers:
+                    if w[2] == run_id:
+                        w[2] = None
+                for other in waiting_on.values():
+                    other.discard(run_id)
+                if kind == "finished":
+                    records[run_id] = payload
+                    reporter.run_finished(spec, payload)
+                elif isinstance(payload, KeyboardInterrupt):
+                    raise KeyboardInterrupt
+                elif isinstance(payload, RunSetupError):
+                    setup_error = setup_error or payload
+                else:
+                    raise payload
+    finally:
+        for process, tasks, _ in workers:
+            if process.is_alive():
+                tasks.put(None)
+        for process, _, _ in workers:
+            process.join(timeout=5)
+            if process.is_alive():  # interrupted mid-run: its checkpoint is on disk
+                process.terminate()
+                process.join()
+    if setup_error is not None:
+        raise setup_error
+    return [records.get(s.run_id) or placeholder(s, "failed", "did not run") for s in specs]
+
+
+__all__ = ["default_jobs", "run_cost", "run_side_by_side", "schedule_order"]

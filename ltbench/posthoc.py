@@ -1,0 +1,572 @@
+"""Post-hoc prior correction from a run's stored logits: no retraining.
+
+Every run stores, beside its record, the test and validation logits of the selections its
+record reports (``last``, and ``best_val`` where there is one): ``logits.npz`` in the run
+folder, float16 ``[N, C]`` logits of the prediction the record's top-1 counts (DeiT-LT: the
+averaged CLS/DIST head; LDAM: the scaled logits) and the int16 (int32 past 32,767 classes)
+labels. The file is plain NumPy arrays, read with ``allow_pickle=False`` (nothing on load runs
+code), written atomically; the record names it with its SHA-256 (``record["logits"]``), and a
+file that does not match is refused.
+
+From the logits and the record's training counts ``n_j`` (``p_train = n / sum n``):
+
+- **Post-hoc logit adjustment** (Menon et al., "Long-tail learning via logit adjustment", ICLR
+  2021, arXiv:2007.07314): predict ``argmax_j z_j - tau * log p_train(j)``, ``tau`` from
+  :data:`ltbench.objectives.LOGIT_ADJUST_GRID` chosen by mean per-class accuracy on the
+  VALIDATION logits (the first of equal scores in grid order, as the ``posthoc_logit_adjust``
+  objective chooses), never on test.
+- **Known-prior correction**: for a test set whose class prior ``p_test`` is known (the shifted
+  distributions of :mod:`ltbench.shift`), predict ``argmax_j z_j - log p_train(j) + log
+  p_test(j)``, the Bayes-optimal correction under pure label shift and the best-case baseline
+  of the shifted tables. Its expected accuracy is ``sum_i w_i acc_i / sum_i w_i`` with the
+  corrected per-class accuracies, as :func:`ltbench.shift.shifted_accuracy` computes it.
+
+A class with no training image gets no adjustment (``log 0`` would make it win everywhere),
+as in the objective.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import write_atomic
+
+LOGITS_FILE = "logits.npz"
+SPLITS = ("test", "val")
+_F16_MAX = 65504.0  # the largest float16; logits beyond it are clipped, not made infinite
+_CHUNK = 8192  # rows per argmax: bounds the float32 copy (8,192 x 8,142 x 4 B = 267 MB on iNat18)
+
+
+class LogitsError(ValueError):
+    """A run's stored logits are missing, unreadable or not the file its record names."""
+
+
+class MissingLogits(LogitsError):
+    """The run stored none of the logits asked for (a record from before they were stored, a
+    file not here, no validation set); reports skip such a run and say why (``reason``)."""
+
+    def __init__(self, message: str, reason: str = "no stored logits"):
+        super().__init__(message)
+        self.reason = reason
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def _host(kept: dict | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(float16 logits, labels) on the host from ``Classify.evaluate``'s ``logits_out``."""
+    if not kept:
+        return None
+    z = kept["logits"].float().clamp(-_F16_MAX, _F16_MAX).half().cpu().numpy()
+    y = kept["labels"].cpu().numpy()
+    return z, y.astype(np.int16 if z.shape[1] <= np.iinfo(np.int16).max + 1 else np.int32)
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 (hex) of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    # Uncompressed: float16 logits barely compress, and np.load then reads without inflating.
+    write_atomic(path, lambda tmp: _savez(tmp, arrays))
+
+
+def _savez(tmp: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(tmp, "wb") as f:  # a file object: savez would add ".npz" to a bare name
+        np.savez(f, **arrays)
+
+
+def _read_all(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+class LogitKeeper:
+    """Collects a run's test and validation logits per epoch while it trains, and writes its
+    logits file when it ends (:meth:`finish`).
+
+    Contract: :meth:`keep` is called with the logits of an epoch whose test set was evaluated
+    for a selection (``best_val`` when the validation set picks it, ``last`` after the last
+    epoch). A ``best_val`` epoch is also written at once (``persist``), so a run resumed after
+    it still has that epoch's logits. Only one process of a data-parallel run writes
+    (``enabled``).
+    """
+
+    def __init__(self, run_dir: Path, enabled: bool = True):
+        self.path = Path(run_dir) / LOGITS_FILE
+        self.enabled = enabled
+        self.entries: dict[int, dict[str, np.ndarray]] = {}
+        self.write_seconds = 0.0
+
+    def keep(
+        self, epoch: int, test: dict | None, val: dict | None = None, best: bool = False, persist: bool = False
+    ) -> None:
+        """Keep ``epoch``'s logits (``Classify.evaluate``'s ``logits_out`` of test and validation).
+
+        ``best``: the validation set picked this epoch, so the previous pick's logits go;
+        ``persist``: write them to the run folder now."""
+        if not self.enabled:
+            return
+        entry = {}
+        for split, kept in (("test", test), ("val", val)):
+            arrays = _host(kept)
+            if arrays is not None:
+                entry[f"e{epoch}_{split}_logits"], entry[f"e{epoch}_{split}_labels"] = arrays
+        if not entry:
+            return
+        if best:  # the best epoch so far replaces the previous one
+            self.entries = {e: v for e, v in self.entries.items() if e > epoch}
+        self.entries[epoch] = entry
+        if persist:
+            tick = time.perf_counter()
+            _write(self.path, entry)
+            self.write_seconds += time.perf_counter() - tick
+
+    def finish(self, results: dict[str, dict]) -> dict[str, Any] | None:
+        """Write the logits file of the selections in ``results`` and return the record's
+        ``logits`` entry (None when no selection has logits: a pretraining stage).
+
+        A selection whose epoch's logits are neither kept in this process nor in the file on
+        disk (a run resumed from a checkpoint older than its logits) is left out; the entry's
+        ``selections`` lists those stored.
+        """
+        if not self.enabled:
+            return None
+        tick = time.perf_counter()
+        on_disk: dict[str, np.ndarray] = {}
+        wanted = {sel: int(res["epoch"]) for sel, res in results.items() if "epoch" in res}
+        if self.path.is_file() and any(e not in self.entries for e in wanted.values()):
+            try:
+                on_disk = _read_all(self.path)
+            except (OSError, ValueError):
+                on_disk = {}  # a torn or foreign file: nothing usable
+        arrays: dict[str, np.ndarray] = {}
+        selections = {}
+        for sel, epoch in wanted.items():
+            prefix = f"e{epoch}_"
+            entry = self.entries.get(epoch) or {k: v for k, v in on_disk.items() if k.startswith(prefix)}
+            if f"{prefix}test_logits" in entry:
+                arrays.update(entry)
+                selections[sel] = f"e{epoch}"  # best_val at the last epoch shares last's arrays
+        if not selections:
+            self.path.unlink(missing_ok=True)
+            return None
+        _write(self.path, arrays)
+        self.write_seconds += time.perf_counter() - tick
+        return {
+            "file": LOGITS_FILE,
+            "sha256": sha256_of(self.path),
+            "bytes": self.path.stat().st_size,
+            "dtype": "float16",
+            "selections": selections,
+            "write_seconds": round(self.write_seconds, 4),
+        }
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def logits_path(record: dict[str, Any]) -> Path:
+    """Where a record's logits file lies (its run folder).
+
+    Raises:
+        MissingLogits: the record names no logits file (a run from before they were stored).
+        LogitsError: the record names something other than a file in its run folder.
+    """
+    entry = record.get("logits")
+    if not entry:
+        raise MissingLogits(f"run {record.get('run_id', '?')[:10]} stored no logits (recorded before they were)")
+    name = str(entry.get("file", ""))
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise LogitsError(f"run {record.get('run_id', '?')[:10]}: logits file {name!r} is not a name in its run folder")
+    return Path(record["run_dir"]) / name
+
+
+def load_logits(record: dict[str, Any], selection: str = "last") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A run's stored logits of one selection, checked against the record's SHA-256.
+
+    Args:
+        record: the run's record (its ``run_dir`` and ``logits`` entry).
+        selection: ``last`` or ``best_val``.
+
+    Returns:
+        ``{split: (logits float16 [N, C], labels [N])}`` for ``test`` and, where stored, ``val``.
+
+    Raises:
+        MissingLogits: no logits stored, the file is not in the run folder, or the selection
+            was not stored.
+        LogitsError: the file's SHA-256 differs from the record's (changed or swapped), or it
+            cannot be read as plain arrays.
+    """
+    path = logits_path(record)
+    run = record.get("run_id", "?")[:10]
+    if not path.is_file():
+        raise MissingLogits(
+            f"run {run}: logits file {path} is missing (the run folder moved or was cleaned)", "logits file missing"
+        )
+    entry = record["logits"]
+    key = (entry.get("selections") or {}).get(selection)
+    if key is None:
+        raise MissingLogits(f"run {run} stored no logits for selection {selection!r}", f"no {selection} logits")
+    digest = sha256_of(path)
+    if digest != entry.get("sha256"):
+        raise LogitsError(
+            f"run {run}: {path} does not match its record (sha256 {digest[:16]}..., record says "
+            f"{str(entry.get('sha256'))[:16]}...): the file was changed or swapped; restore it, or re-run "
+            "the run with --force to store it afresh"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            out = {
+                split: (f[f"{key}_{split}_logits"], f[f"{key}_{split}_labels"])
+                for split in SPLITS
+                if f"{key}_{split}_logits" in f.files
+            }
+    except (OSError, ValueError, KeyError) as e:
+        raise LogitsError(f"run {run}: cannot read {path} as plain arrays: {e}") from e
+    if "test" not in out:
+        raise LogitsError(f"run {run}: {path} holds no test logits for selection {selection!r}")
+    return out
+
+
+# ---------------------------------------------------------------------------- corrections
+
+
+def log_prior(train_counts: Sequence[float]) -> np.ndarray:
+    """``log p_train`` per class; 0 (no adjustment) for a class with no training image."""
+    counts = np.asarray(train_counts, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return np.where(counts > 0, np.log(counts / max(counts.sum(), 1.0)), 0.0)
+
+
+def predict(logits: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray:
+    """``argmax_j logits_j + offset_j`` per row, in float32, a chunk of rows at a time."""
+    add = None if offset is None else np.asarray(offset, dtype=np.float32)
+    out = np.empty(len(logits), dtype=np.int64)
+    for start in range(0, len(logits), _CHUNK):
+        z = logits[start : start + _CHUNK].astype(np.float32)
+        out[start : start + _CHUNK] = (z if add is None else z + add).argmax(1)
+    return out
+
+
+def class_counts(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class correct and total, as a record stores them."""
+    labels = np.asarray(labels, dtype=np.int64)
+    total = np.bincount(labels, minlength=num_classes)
+    correct = np.bincount(labels[pred == labels], minlength=num_classes)
+    return correct, total
+
+
+def balanced_accuracy(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
+    """Mean per-class accuracy over the classes present in ``labels`` (the objective's tau score)."""
+    correct, total = class_counts(pred, labels, num_classes)
+    present = total > 0
+    return float((correct[present] / total[present]).mean()) if present.any() else 0.0
+
+
+def choose_tau(
+    val_logits: np.ndarray, val_labels: np.ndarray, train_counts: Sequence[float], grid: Sequence[float] | None = None
+) -> tuple[float, dict[float, float]]:
+    """Pick post-hoc LA's ``tau`` on the validation logits.
+
+    Args:
+        val_logits, val_labels: the validation set's logits ``[N, C]`` and labels.
+        train_counts: training images per class.
+        grid: taus to try (default :data:`ltbench.objectives.LOGIT_ADJUST_GRID`, 0 to 3 by
+            0.25, the ``posthoc_logit_adjust`` objective's).
+
+    Returns:
+        (tau, {tau: mean per-class validation accuracy}); the first of equal scores in grid
+        order wins, as the objective chooses.
+    """
+    if grid is None:
+        from .objectives import LOGIT_ADJUST_GRID as grid
+    lp = log_prior(train_counts)
+    c = len(lp)
+    scores = {float(t): balanced_accuracy(predict(val_logits, -t * lp), val_labels, c) for t in grid}
+    return max(scores, key=scores.get), scores  # max keeps the first of ties
+
+
+def logit_adjusted(record: dict[str, Any], selection: str = "last", convention: str | None = None) -> dict[str, Any]:
+    """Post-hoc LA of one stored run: tau chosen on its validation logits, applied to test.
+
+    Args:
+        record: the run's record.
+        selection: ``last`` or ``best_val``.
+        convention: many/medium/few convention (default: the record's).
+
+    Returns:
+        ``tau``, ``val_scores`` ({tau: mean per-class validation accuracy}), the test's
+        ``correct`` / ``total`` per class and ``metrics`` (:func:`ltbench.metrics.summarize`).
+
+    Raises:
+        MissingLogits: no logits, or no validation logits to choose tau on.
+        LogitsError: see :func:`load_logits`.
+    """
+    from .metrics import summarize
+
+    logits = load_logits(record, selection)
+    if "val" not in logits:
+        raise MissingLogits(
+            f"run {record['run_id'][:10]} has no validation logits: post-hoc LA chooses tau on validation, "
+            "never on test (give the dataset a validation split: split.val_per_class)",
+            "no validation logits to choose tau on",
+        )
+    counts = record["train_counts"]
+    tau, scores = choose_tau(*logits["val"], counts)
+    z, y = logits["test"]
+    correct, total = class_counts(predict(z, -tau * log_prior(counts)), y, len(counts))
+    conv = convention or record.get("group_convention") or "threshold"
+    metrics = summarize(correct, total, counts, None, conv, record.get("index_sizes"))
+    return {"tau": tau, "val_scores": scores, "correct": correct, "total": total, "metrics": metrics}
+
+
+def known_prior_counts(
+    logits: np.ndarray, labels: np.ndarray, train_counts: Sequence[float], distribution: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class correct/total of ``argmax(z - log p_train + log p_test)``, p_test ∝ the
+    :func:`ltbench.shift.shift_weights` of ``distribution``."""
+    from .shift import shift_weights
+
+    w = shift_weights(train_counts, distribution)
+    offset = np.log(w / w.sum()) - log_prior(train_counts)
+    return class_counts(predict(logits, offset), labels, len(w))
+
+
+def known_prior_accuracies(
+    record: dict[str, Any], selection: str = "last", distributions: Sequence[str] | None = None
+) -> dict[str, float | None]:
+    """Expected top-1 of the known-prior correction on every shifted test distribution.
+
+    Raises:
+        MissingLogits, LogitsError: see :func:`load_logits`.
+    """
+    from .shift import DISTRIBUTIONS, shifted_accuracy
+
+    z, y = load_logits(record, selection)["test"]
+    counts = record["train_counts"]
+    out = {}
+    for d in distributions or DISTRIBUTIONS:
+        correct, total = known_prior_counts(z, y, counts, d)
+        out[d] = shifted_accuracy(correct, total, counts, d)
+    return out
+
+
+# ---------------------------------------------------------------------------- report rows
+
+LA_SUFFIX = " + post-hoc LA"
+KNOWN_PRIOR_SUFFIX = " + known prior"
+
+
+def _skip_note(skipped: list[str]) -> str:
+    return f"{len(skipped)} run(s) skipped for want of stored logits: " + "; ".join(skipped)
+
+
+def _warn_skipped(skipped: list[str]) -> None:
+    # One place: the post-hoc and shifted tables name the same runs in one warning, shown once.
+    warnings.warn(_skip_note(skipped), stacklevel=1)
+
+
+def _tau_text(taus: Sequence[float]) -> str:
+    lo, hi = min(taus), max(taus)
+    return f"tau={lo:g}" if lo == hi else f"tau={lo:g}-{hi:g}"
+
+
+def posthoc_frame(records: Sequence[dict[str, Any]], frame, selection: str = "last"):
+    """The main table's runs that stored logits, each twice: as recorded, and with post-hoc LA.
+
+    Args:
+        records: run records as stored.
+        frame: :func:`ltbench.reporting.runs_frame` of them (it picks the runs and names rows).
+        selection: ``last`` or ``best_val``, as the frame.
+
+    Returns:
+        (frame, skipped): ``frame`` has runs_frame's columns plus ``tau`` (NaN on the rows as
+        recorded); an adjusted row is named ``<method> + post-hoc LA (tau=...)`` (the range over
+        its seeds). ``skipped`` names each run left out and why, one string per run.
+
+    Raises:
+        LogitsError: a stored file does not match its record (a missing one is skipped).
+    """
+    import pandas as pd
+
+    by_id = {r["run_id"]: r for r in records}
+    convention = frame.attrs.get("convention", "threshold")
+    base, adjusted, skipped = [], [], []
+    for row in frame.to_dict("records"):
+        record = by_id[row["run_id"]]
+        try:
+            la = logit_adjusted(record, selection, convention)
+        except MissingLogits as e:  # a file that does not match its record is an error, not a skip
+            skipped.append(f"{row['method']} seed {row['seed']} ({row['run_id'][:10]}: {e.reason})")
+            continue
+        base.append({**row, "tau": np.nan})
+        m = la["metrics"]
+        adjusted.append({**row, **{k: np.nan if m.get(k) is None else m[k] for k in m}, "tau": la["tau"]})
+    cols = [*frame.columns, "tau"]
+    out = pd.DataFrame(base, columns=cols)
+    adj = pd.DataFrame(adjusted, columns=cols)
+    if len(adj):
+        keys = ["dataset", "budget", "method"]
+        names = {k: f"{k[2]}{LA_SUFFIX} ({_tau_text(g['tau'])})" for k, g in adj.groupby(keys, sort=False)}
+        adj["method"] = [names[k] for k in zip(adj["dataset"], adj["budget"], adj["method"])]
+        adj["ece"] = np.nan  # no calibration bins for the adjusted predictions
+    # Each method's adjusted row right after its own.
+    order = {m: i for i, m in enumerate(dict.fromkeys(frame["method"]))}
+    both = pd.concat([out.assign(_o=0), adj.assign(_o=1)], ignore_index=True)
+    both["_base"] = [order.get(m.split(LA_SUFFIX)[0], len(order)) for m in both["method"]]
+    both = both.sort_values(["dataset", "budget", "_base", "_o"], kind="stable", key=_keep_order(both))
+    both = both.drop(columns=["_base", "_o"]).reset_index(drop=True)
+    rows = dict(frame.attrs.get("rows") or {})
+    for d, b, m in zip(both["dataset"], both["budget"], both["method"]):
+        base_name = m.split(LA_SUFFIX)[0]
+        if (d, b, base_name) in rows:
+            rows[d, b, m] = {**rows[d, b, base_name], "setting": None}  # no published row compares
+    both.attrs = {**frame.attrs, "rows": rows, "duplicates": []}
+    return both, skipped
+
+
+def known_prior_frame(records: Sequence[dict[str, Any]], frame, selection: str = "last"):
+    """Rows ``<method> + known prior`` for :func:`ltbench.shift.shift_frame`: each run of
+    ``frame`` with stored logits, corrected with each distribution's known test prior.
+
+    Returns:
+        (long frame with shift_frame's columns, skipped runs as in :func:`posthoc_frame`).
+
+    Raises:
+        LogitsError: a stored file does not match its record (a missing one is skipped).
+    """
+
+    from .shift import distribution_rows
+
+    by_id = {r["run_id"]: r for r in records}
+    values, skipped = [], []
+    for run in frame.itertuples(index=False):
+        try:
+            values.append((run, known_prior_accuracies(by_id[run.run_id], selection)))
+        except MissingLogits as e:
+            skipped.append(f"{run.method} seed {run.seed} ({run.run_id[:10]}: {e.reason})")
+    return distribution_rows(values, KNOWN_PRIOR_SUFFIX), skipped
+
+
+def caption(agg) -> str:
+    """What the post-hoc table shows, in LaTeX."""
+    from .reporting import default_caption
+
+    return (
+        "Post-hoc logit adjustment from stored logits (Menon et al., ICLR 2021): each method as trained, and "
+        "below it with logits $z_j - \\tau \\log p_{\\mathrm{train}}(j)$, $\\tau$ chosen per run on the "
+        "validation set (mean per-class accuracy), never on test; the row gives the range of $\\tau$ over "
+        "seeds. " + default_caption(agg)
+    )
+
+
+def write_posthoc(
+    records: Sequence[dict[str, Any]], frame, out_dir: str | Path, selection: str = "last", metric: str = "accuracy"
+) -> dict[str, Path]:
+    """Write ``posthoc.csv``, ``posthoc.tex`` and ``posthoc.md``: the main table's runs with
+    stored logits, as recorded and with post-hoc LA (:func:`posthoc_frame`).
+
+    Runs without stored logits are named in one warning (and a note under the Markdown
+    table) and left out; with none at all, nothing is written.
+
+    Args:
+        records: run records as stored.
+        frame: :func:`ltbench.reporting.runs_frame` of them (the main table's runs and rows).
+        out_dir: output folder.
+        selection: ``last`` or ``best_val``, as the frame.
+        metric: ``accuracy`` or ``error``, as the main table.
+
+    Returns:
+        Paths by kind: ``posthoc_csv``, ``posthoc_latex``, ``posthoc_markdown`` (empty if no run
+        stored logits).
+
+    Raises:
+        LogitsError: a stored file does not match its record.
+    """
+    from .atomic import write_text_atomic
+    from .reporting import aggregate, csv_table, latex_table, markdown_table
+
+    both, skipped = posthoc_frame(records, frame, selection)
+    if skipped:
+        _warn_skipped(skipped)
+    if both.empty:
+        return {}
+    taus = both.groupby(["dataset", "budget", "method"], sort=False)["tau"]
+    agg = aggregate(both.drop(columns=["tau"]))
+    agg.attrs.update(both.attrs)
+    tau_mean = taus.mean().reset_index(name="tau_mean")
+    agg = agg.merge(tau_mean, on=["dataset", "budget", "method"], how="left")
+    agg.attrs.update(both.attrs, metric=metric)
+    out = Path(out_dir)
+    paths = {
+        "posthoc_csv": out / "posthoc.csv",
+        "posthoc_latex": out / "posthoc.tex",
+        "posthoc_markdown": out / "posthoc.md",
+    }
+    csv = csv_table(agg.drop(columns=["tau_mean"])).splitlines()
+    tau_col = ["" if np.isnan(t) else f"{t:g}" for t in agg["tau_mean"]]
+    csv = [csv[0] + ",tau_mean", *(line + "," + t for line, t in zip(csv[1:], tau_col))]
+    write_text_atomic(paths["posthoc_csv"], "\n".join(csv) + "\n")
+    plain = agg.drop(columns=["tau_mean"])
+    plain.attrs = agg.attrs
+    write_text_atomic(paths["posthoc_latex"], latex_table(plain, caption=caption(plain), label="tab:ltbench-posthoc"))
+    md = markdown_table(plain)
+    md = (
+        "Post-hoc logit adjustment (Menon et al.) from stored logits: z - tau * log p_train, tau chosen per run "
+        "on the validation set (mean per-class accuracy), never on test.\n\n" + md
+    )
+    if skipped:
+        md += f"\nNote: {_skip_note(skipped)}.\n"
+    write_text_atomic(paths["posthoc_markdown"], md)
+    return paths
+
+
+KNOWN_PRIOR_TEXT = (
+    "+ known prior: the same runs' stored logits corrected with the test set's class prior, "
+    "argmax(z - log p_train + log p_test), the best-case baseline under label shift"
+)
+
+
+def with_known_prior(records: Sequence[dict[str, Any]], frame, agg, selection: str = "last"):
+    """The shifted table ``agg`` (:func:`ltbench.shift.aggregate_shift`) with a row
+    ``<method> + known prior`` after each method whose runs stored logits.
+
+    Runs without stored logits are named in one warning and left out of those rows.
+    """
+    import pandas as pd
+
+    from .shift import aggregate_shift
+
+    long, skipped = known_prior_frame(records, frame, selection)
+    if skipped:
+        _warn_skipped(skipped)
+    if long.empty:
+        return agg
+    both = pd.concat([agg.assign(_o=0), aggregate_shift(long).assign(_o=1)], ignore_index=True)
+    order = {m: i for i, m in enumerate(dict.fromkeys(agg["method"]))}
+    both["_base"] = [order.get(m.removesuffix(KNOWN_PRIOR_SUFFIX), len(order)) for m in both["method"]]
+    both = both.sort_values(["dataset", "budget", "_base", "_o"], kind="stable", key=_keep_order(both))
+    return both.drop(columns=["_base", "_o"]).reset_index(drop=True)
+
+
+def _keep_order(frame):
+    """A sort key that keeps (dataset, budget) blocks in their order of first appearance."""
+    first = {col: {v: i for i, v in enumerate(dict.fromkeys(frame[col]))} for col in ("dataset", "budget")}
+
+    def key(column):
+        return column.map(first[column.name]) if column.name in first else column
+
+    return key
