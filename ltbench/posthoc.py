@@ -21,8 +21,9 @@ From the logits and the record's training counts ``n_j`` (``p_train = n / sum n`
   of the shifted tables. Its expected accuracy is ``sum_i w_i acc_i / sum_i w_i`` with the
   corrected per-class accuracies, as :func:`ltbench.shift.shifted_accuracy` computes it.
 
-A class with no training image gets no adjustment (``log 0`` would make it win everywhere),
-as in the objective.
+A class with no training image gets no ``- log p_train`` term (``log 0`` would make it win
+everywhere), as in the objective: post-hoc LA leaves its logit as it is; the known-prior
+correction adds only its ``log p_test``.
 """
 
 from __future__ import annotations
@@ -99,9 +100,9 @@ class LogitKeeper:
 
     Contract: :meth:`keep` is called with the logits of an epoch whose test set was evaluated
     for a selection (``best_val`` when the validation set picks it, ``last`` after the last
-    epoch). A ``best_val`` epoch is also written at once (``persist``), so a run resumed after
-    it still has that epoch's logits. Only one process of a data-parallel run writes
-    (``enabled``).
+    epoch). A ``persist`` keep writes every epoch kept so far (the best one, and the last once
+    kept) at once, so a run resumed after it still has those epochs' logits. Only one process
+    of a data-parallel run writes (``enabled``).
     """
 
     def __init__(self, run_dir: Path, enabled: bool = True):
@@ -116,7 +117,7 @@ class LogitKeeper:
         """Keep ``epoch``'s logits (``Classify.evaluate``'s ``logits_out`` of test and validation).
 
         ``best``: the validation set picked this epoch, so the previous pick's logits go;
-        ``persist``: write them to the run folder now."""
+        ``persist``: write every epoch kept so far to the run folder now."""
         if not self.enabled:
             return
         entry = {}
@@ -129,10 +130,24 @@ class LogitKeeper:
         if best:  # the best epoch so far replaces the previous one
             self.entries = {e: v for e, v in self.entries.items() if e > epoch}
         self.entries[epoch] = entry
-        if persist:
+        if persist:  # every epoch kept so far (the best one, and the last once kept): a resumed run finds them
             tick = time.perf_counter()
-            _write(self.path, entry)
+            _write(self.path, {k: v for kept_entry in self.entries.values() for k, v in kept_entry.items()})
             self.write_seconds += time.perf_counter() - tick
+
+    def restore(self, results: dict[str, dict]) -> None:
+        """After a resume: take back from the file on disk the logits of the epochs that
+        ``results`` (the checkpoint's selections) already picked, so that the next write keeps them."""
+        if not self.enabled or not self.path.is_file():
+            return
+        try:
+            on_disk = _read_all(self.path)
+        except (OSError, ValueError):
+            return  # a torn or foreign file: nothing usable
+        for epoch in {int(r["epoch"]) for r in results.values() if "epoch" in r}:
+            entry = {k: v for k, v in on_disk.items() if k.startswith(f"e{epoch}_")}
+            if entry:
+                self.entries[epoch] = entry
 
     def finish(self, results: dict[str, dict]) -> dict[str, Any] | None:
         """Write the logits file of the selections in ``results`` and return the record's

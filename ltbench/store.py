@@ -18,12 +18,13 @@ Tables (see :data:`SCHEMA`):
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -193,13 +194,23 @@ class ResultStore:
         with self._connect() as db:
             return "vectors" in {row[1] for row in db.execute("PRAGMA table_info(runs)")}
 
-    def _connect(self) -> sqlite3.Connection:
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one transaction (committed on success, rolled back on error), closed
+        at the end: a connection left open for the garbage collector keeps its locks and WAL in
+        an unknown state, and another process's checkpoint can pull the WAL from under it."""
         if self.readonly:
-            return self._connect_readonly()
-        db = sqlite3.connect(self.path, timeout=self.busy_timeout)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA foreign_keys=ON")
-        return db
+            db = self._connect_readonly()
+        else:
+            db = sqlite3.connect(self.path, timeout=self.busy_timeout)
+        try:
+            if not self.readonly:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA foreign_keys=ON")
+            with db:
+                yield db
+        finally:
+            db.close()
 
     def _connect_readonly(self) -> sqlite3.Connection:
         """SQLite's ``mode=ro``; on a read-only disk (where nobody can be writing it, and the

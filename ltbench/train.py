@@ -294,6 +294,7 @@ def fit(
     loop.keeper = LogitKeeper(run_dir, loop.rank == 0 and stores_logits(objective))
     ckpt_path = run_dir / CHECKPOINT
     result = _resume(ckpt_path, loop) if ckpt_path.exists() else FitResult(results={})
+    loop.keeper.restore(result.results)  # a resumed run's best epoch so far keeps its logits
     t = cfg.train
     best_val = max((h["val_top1"] for h in result.history if h.get("val_top1") is not None), default=-1.0)
     last_save = time.monotonic()
@@ -469,13 +470,13 @@ class _Loop:
             stats = self.objective.evaluate(self.test, t.eval_batch_size, test_logits)
             results["best_val"] = {"epoch": epoch, "val_top1": val_top1, **stats}
             if keep:  # written now: a run resumed after this epoch still has them
-                self.keeper.keep(epoch, test_logits, val_logits, best=True, persist=epoch < t.epochs)
+                self.keeper.keep(epoch, test_logits, val_logits, best=True, persist=True)
         if epoch == t.epochs and self.test is not None:
             test_logits = {} if keep and epoch not in self.keeper.entries else None
             stats = self.objective.evaluate(self.test, t.eval_batch_size, test_logits)
             results["last"] = {"epoch": epoch, "val_top1": val_top1, **stats}
-            if test_logits is not None:
-                self.keeper.keep(epoch, test_logits, val_logits)
+            if test_logits is not None:  # on disk before the last checkpoint, as the best epoch's
+                self.keeper.keep(epoch, test_logits, val_logits, persist=True)
         return val_top1, best_val
 
 

@@ -117,6 +117,19 @@ def test_known_prior_correction_on_three_classes_by_hand(tmp_path):
     assert 2 * LN10 > 4.6  # the uniform case's margins above hold
 
 
+def test_known_prior_correction_backward_by_hand():
+    # counts (3, 1): p_train = (3/4, 1/4); backward-2 ranks them 0, 1, so w = (2^-1, 2^0) and
+    # p_test = (1/3, 2/3). Offset log p_test - log p_train puts class 1 ahead of class 0 by
+    # ln 2 + ln 3 = ln 6 = 1.792: [2, 0] -> 0 (right), [1.5, 0] -> 1 (wrong), [0, 1] -> 1 (right).
+    z, y = np.array([[2, 0], [1.5, 0], [0, 1]], np.float16), np.array([0, 0, 1])
+    correct, total = known_prior_counts(z, y, [3, 1], "backward2")
+    assert correct.tolist() == [1, 1] and total.tolist() == [2, 1]
+    from ltbench.shift import shifted_accuracy
+
+    # sum_i w_i acc_i / sum_i w_i = (0.5 * 0.5 + 1 * 1) / 1.5
+    assert shifted_accuracy(correct, total, [3, 1], "backward2") == pytest.approx(1.25 / 1.5)
+
+
 # ----------------------------------------------------------------------- the file
 
 
@@ -146,6 +159,16 @@ def test_a_swapped_file_is_refused(tmp_path):
         load_logits(rec)
     with pytest.raises(MissingLogits, match="stored no logits"):
         load_logits({"run_id": "old", "run_dir": str(tmp_path)})
+
+
+def test_a_persisted_keep_writes_every_kept_epoch(tmp_path):
+    # The best epoch (2) and the last (3) both persisted: a keeper of a resumed run, holding
+    # nothing in memory, still finds both in the file (a persist must not drop the best epoch).
+    keeper = LogitKeeper(tmp_path)
+    keeper.keep(2, kept(*TEST), kept(*VAL), best=True, persist=True)
+    keeper.keep(3, kept(*TEST), kept(*VAL), persist=True)
+    entry = LogitKeeper(tmp_path).finish({"best_val": {"epoch": 2}, "last": {"epoch": 3}})
+    assert entry is not None and entry["selections"] == {"best_val": "e2", "last": "e3"}
 
 
 # ----------------------------------------------------------------------- a real run
@@ -231,3 +254,18 @@ def test_posthoc_la_from_stored_logits_agrees_with_the_objective(tmp_path):
     assert mine["val_scores"] == pytest.approx({float(t): v for t, v in theirs["val_scores"].items()})
     # float16 storage may flip a near-tie on test: at most one image in 500 here.
     assert np.abs(mine["correct"] - np.asarray(theirs["correct"])).sum() <= 1
+
+
+def test_a_run_stopped_after_its_last_checkpoint_keeps_its_logits(smoke_config, digits, tmp_path):
+    cfg = smoke_config("ce", "epochs=3")
+    full = fit(cfg, digits, tmp_path / "full")
+
+    def interrupt(epoch, total, row):
+        if epoch == 3:  # after the last epoch's checkpoint is written
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, digits, tmp_path / "cut", on_epoch=interrupt)
+    resumed = fit(cfg, digits, tmp_path / "cut")
+    assert resumed.resumed_from_epoch == 3
+    assert resumed.logits is not None and resumed.logits["selections"] == full.logits["selections"]

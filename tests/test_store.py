@@ -164,3 +164,15 @@ def test_concurrent_writers_lose_nothing(tmp_path):
         p.join(60)
     assert all(p.exitcode == 0 for p in procs)
     assert len(ResultStore(path).records()) == 75
+
+
+def test_the_store_keeps_no_connection_open_between_calls(tmp_path):
+    """Every call closes its connection: at rest SQLite has folded its WAL back and removed it.
+    (A connection left to the garbage collector kept its locks in an unknown state, and another
+    process's checkpoint could pull the WAL from under it: "database disk image is malformed".)"""
+    from ltbench.store import ResultStore
+
+    store = ResultStore(tmp_path / "s.db")
+    store.status("nothing")
+    store.records()
+    assert not (tmp_path / "s.db-wal").exists()
