@@ -24,7 +24,7 @@ EPILOGS = {
   ltbench run --methods la --seeds 0-2 --set tau=1.5 --set rho=100
   ltbench run --methods bal_bce,deit_lt --data cifar10_lt --root ~/data/cifar --seeds 0-4 \
       --executor slurm --partition gpu --gpus-per-job 1 --time-min 720
-  ltbench run --executor local --dry-run
+  ltbench run --jobs 1 --threads 2 --log tensorboard   # one run at a time; curves in TensorBoard
 """,
     "status": """examples:
   ltbench status
@@ -700,8 +700,10 @@ def _cmd_analyze(args, console) -> int:
         return 0
     for r in out["results"]:
         att = r["attention_distance"]
-        where = r["attention_note"] if att is None else "attention distance (px) by block: " + ", ".join(
-            f"{d:.1f}" for d in att
+        where = (
+            r["attention_note"]
+            if att is None
+            else "attention distance (px) by block: " + ", ".join(f"{d:.1f}" for d in att)
         )
         ranks = ", ".join(f"{k} {v:.2f}" for k, v in r["effective_rank"].items())
         head = f"[bold]{r['method']}[/bold] {r['run_id'][:10]}"
@@ -840,8 +842,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except sqlite3.DatabaseError as e:
         if type(e) is not sqlite3.DatabaseError:  # OperationalError and co.: ltbench's bug, or a lock
             raise
-        say(f"the results store {getattr(args, 'store', '')} is damaged ({e}); restore it from a copy, or "
-            "`ltbench ingest` the run folders into a new store")
+        say(
+            f"the results store {getattr(args, 'store', '')} is damaged ({e}); restore it from a copy, or "
+            "`ltbench ingest` the run folders into a new store"
+        )
         return 2
     except OSError as e:
         where = e.filename or getattr(args, "out", None) or "a file"

@@ -71,12 +71,36 @@ def schedule_order(specs: Sequence) -> list:
 def _worker(threads: int, tasks, events) -> None:
     """A worker process: runs the specs it is sent until it gets None, then leaves at once
     (``os._exit``: tearing torch down takes seconds and nothing is left to flush)."""
+    import threading
+
     import torch
 
+    threading.Thread(target=_follow_driver, args=(os.getppid(),), daemon=True).start()
+    torch.set_num_threads(threads)
+    try:
+        _serve(tasks, events)
+    except KeyboardInterrupt:  # Ctrl-C while waiting for work: the driver says what happened
+        pass
+    events.close()
+    events.join_thread()
+    os._exit(0)
+
+
+def _follow_driver(driver: int) -> None:
+    """End this worker within a second of its driver's death (kill -9 leaves no one to send it
+    None): the run in hand keeps its last checkpoint, and its lock is then stale and reclaimed."""
+    import time
+
+    while os.getppid() == driver:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _serve(tasks, events) -> None:
+    """A worker's loop: run each spec sent until None, reporting events to the driver."""
     from .runner import execute_run
     from .store import ResultStore
 
-    torch.set_num_threads(threads)
     while True:
         item = tasks.get()
         if item is None:
@@ -95,9 +119,6 @@ def _worker(threads: int, tasks, events) -> None:
                 break
             continue
         events.put(("finished", spec.run_id, record))
-    events.close()
-    events.join_thread()
-    os._exit(0)
 
 
 def _picklable(error: BaseException) -> BaseException:

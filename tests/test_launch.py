@@ -3,6 +3,7 @@ and a real SLURM (skipped only where none runs; CI starts one with scripts/slurm
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -213,3 +214,12 @@ def test_force_reruns_under_the_local_executor(tmp_path, capsys):
     assert main([*args, "--force"]) == 0
     second = json.loads(next((tmp_path / "out").rglob("record.json")).read_text())["started_at"]
     assert second != first
+
+
+def test_local_jobs_log_a_plain_line_per_epoch(tmp_path):
+    args = _args(tmp_path, "--methods", "ce", "--set", "epochs=2", "--executor", "local", "--cpus-per-job", "1")
+    assert main(args) == 0
+    (log,) = (tmp_path / "out" / "jobs").rglob("*_log.err")
+    lines = [line for line in log.read_text().splitlines() if line.startswith("[ce on digits_lt smoke s0]")]
+    assert [line.split("] ")[1].split(" loss")[0] for line in lines if " epoch " in line] == ["epoch 1/2", "epoch 2/2"]
+    assert re.match(r"\[ce on digits_lt smoke s0\] done in \d+ s: all \d+\.\d%", lines[-1])

@@ -290,3 +290,33 @@ def test_wandb_offline_gets_every_epoch_the_config_and_the_lineage(tmp_path, mon
     assert config["lineage"] == {"teacher": student["needs"]["teacher"]}
     assert summary["test/top1"] == pytest.approx(100 * student["metrics"]["last"]["top1"])
     assert not any(Path.cwd().glob("wandb"))  # nothing outside --out
+
+
+def test_workers_end_when_their_driver_is_killed(tmp_path):
+    """kill -9 of `ltbench run` leaves no worker training on: each follows its driver."""
+    proc, err, _ = _cli(
+        ["run", "--methods", "ce,la", "--data", "digits_lt", "--budget", "smoke", "--set", "epochs=500"]
+        + ["--out", str(tmp_path / "out"), "--store", str(tmp_path / "s.db"), "--jobs", "2"],
+        tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and err.read_text().count(" epoch ") < 2:
+            time.sleep(0.5)
+        workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(workers) >= 2, err.read_text()
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+        time.sleep(0.2)
+    alive = [pid for pid in workers if Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid)]
+    assert alive == []
+
+
+def _state(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].splitlines()[0].lower()
+    except (OSError, IndexError):
+        return "gone"
