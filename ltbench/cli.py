@@ -351,9 +351,14 @@ def _jobs_and_threads(args) -> tuple[int | None, int | None]:
     ``LTBENCH_JOBS``), one run per core; on a GPU one run at a time with torch's threads."""
     import os
 
+    from .errors import UserError
+
     jobs = args.jobs
     if jobs is None and os.environ.get("LTBENCH_JOBS"):
-        jobs = _at_least(1)(os.environ["LTBENCH_JOBS"])
+        try:
+            jobs = _at_least(1)(os.environ["LTBENCH_JOBS"])
+        except argparse.ArgumentTypeError as e:
+            raise UserError(f"LTBENCH_JOBS: {e}; set it to how many runs train at once, or unset it") from None
     cpu = args.device == "cpu" or (args.device is None and not _cuda_available())
     threads = args.threads or (1 if cpu else None)
     return jobs, threads  # jobs None: one per core (ltbench.pool.default_jobs)
@@ -375,6 +380,10 @@ def _cmd_run(args, console) -> int:
     except argparse.ArgumentTypeError as e:
         raise UserError(str(e)) from None
     check_device(args.device)  # before anything is planned or written
+    from .trackers import check_trackers
+
+    check_trackers(args.log)  # an unknown or missing tracker stops a dry run too
+    jobs, threads = _jobs_and_threads(args)
     # The arguments that define the plan, shared by --dry-run and the run itself.
     common = dict(
         methods=args.methods,
@@ -405,7 +414,6 @@ def _cmd_run(args, console) -> int:
 
         resources = {f.name: getattr(args, f.name) for f in dataclasses.fields(SlurmOptions) if hasattr(args, f.name)}
         slurm = load_profile(args.cluster_profile, **resources)
-    jobs, threads = _jobs_and_threads(args)
     records = api.run(
         **common,
         jobs=jobs,

@@ -310,6 +310,10 @@ CASES = [
     ("run-device-nogpu", [*RUN, *ST, *OUT, "--device", "cuda"], "nogpu", 2, ["--device cuda", "no cuda gpu"]),
     ("run-device-index", [*RUN, *ST, *OUT, "--device", "cuda:99"], "nogpu", 2, ["cuda:99"]),
     ("run-executor", [*DRY, *ST, *OUT, "--executor", "k8s"], None, 2, ["--executor", "k8s"]),
+    ("run-tracker-typo", [*DRY, *ST, *OUT, "--log", "tensorbored"], None, 2, ["tensorbored", "tensorboard, wandb"]),
+    ("run-jobs-zero", [*DRY, *ST, *OUT, "--jobs", "0"], None, 2, ["--jobs", ">= 1"]),
+    ("run-threads-zero", [*DRY, *ST, *OUT, "--threads", "0"], None, 2, ["--threads", ">= 1"]),
+    ("run-jobs-env", [*DRY, *ST, *OUT], "jobs_env", 2, ["LTBENCH_JOBS", "'many'"]),
     ("run-cpus-zero", [*DRY, *ST, *OUT, "--cpus-per-job", "0"], None, 2, ["--cpus-per-job", ">= 1"]),
     ("run-recipes-missing", ["--recipes", "{t}/nowhere", *DRY, *ST, *OUT], None, 2, ["nowhere", "does not exist"]),
     ("recipe-syntax", REC, "recipe_syntax", 2, ["bad.toml", "not valid toml"]),
@@ -456,7 +460,9 @@ CASES = [
 def test_bad_input(case, here, capsys, monkeypatch):
     name, argv, setup, want, words = case
     t = here
-    if setup == "nogpu":
+    if setup == "jobs_env":
+        monkeypatch.setenv("LTBENCH_JOBS", "many")
+    elif setup == "nogpu":
         import torch
 
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
