@@ -436,15 +436,22 @@ def _cmd_run(args, console) -> int:
 
 
 def _print_rows(console, title: str, rows: list[dict], columns) -> None:
+    """A table of rows: rich's in a terminal, Markdown at full width elsewhere (a log, a pipe)."""
     from rich.table import Table
 
+    cells = [
+        ["; ".join(map(str, v)) if isinstance(v := r.get(c, ""), list) else str(v or "") for c in columns] for r in rows
+    ]
+    if not console.is_terminal:
+        lines = [title, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+        console.file.write("\n".join(lines) + "\n")
+        return
     table = Table(title=title)
     for col in columns:
         table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(
-            *("; ".join(map(str, v)) if isinstance(v := r.get(c, ""), list) else str(v or "") for c in columns)
-        )
+    for row in cells:
+        table.add_row(*row)
     console.print(table)
 
 
