@@ -93,8 +93,8 @@ def run(
     db = ResultStore(store)
     save_sweep(specs, check_writable_dir(out_dir))
     console = console or Console(stderr=True)
-    from .progress import make_reporter, print_summary
-    from .trackers import Fanout, check_trackers, make_trackers
+    from .progress import Fanout, make_reporter, print_summary
+    from .trackers import check_trackers, make_trackers
 
     check_trackers(log)
     if jobs is None:
@@ -211,11 +211,10 @@ def _run_submitit(
 ) -> list[dict[str, Any]]:
     from .launch import submit
     from .record import placeholder
+    from .runner import finished_before
 
     db = ResultStore(store)
-    done_before = {
-        s.run_id: {**db.get(s.run_id), "skipped": True} for s in specs if not force and db.status(s.run_id) == "done"
-    }
+    done_before = finished_before(specs, db, force)
     finished: dict[str, dict] = dict(done_before)
     for s in specs:
         if s.run_id in done_before:

@@ -359,15 +359,11 @@ def _jobs_and_threads(args) -> tuple[int | None, int | None]:
             jobs = _at_least(1)(os.environ["LTBENCH_JOBS"])
         except argparse.ArgumentTypeError as e:
             raise UserError(f"LTBENCH_JOBS: {e}; set it to how many runs train at once, or unset it") from None
-    cpu = args.device == "cpu" or (args.device is None and not _cuda_available())
-    threads = args.threads or (1 if cpu else None)
+    from .pool import on_cpu
+
+    threads = args.threads or (1 if on_cpu(args.device) else None)
     return jobs, threads  # jobs None: one per core (ltbench.pool.default_jobs)
 
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _cmd_run(args, console) -> int:

@@ -31,26 +31,28 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def on_cpu(device: str | None) -> bool:
+    """Whether runs given ``device`` (None: what :func:`ltbench.runner.default_device` picks) train on a CPU."""
+    import torch
+
+    from .runner import default_device
+
+    return (torch.device(device) if device else default_device()).type == "cpu"
+
+
 def default_jobs(n_runs: int, device: str | None, threads: int | None = None) -> int:
     """How many runs train at once by default: one per core (or per ``threads`` cores) on a
     CPU, one on a GPU (its data pipeline wants the cores); never more than there are runs."""
-    if device is not None and device != "cpu" and not device.startswith("cpu"):
+    if not on_cpu(device):
         return 1
-    if device is None:
-        import torch
-
-        if torch.cuda.is_available():
-            return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(n_runs, cores // max(1, threads or 1)))
 
 
 def run_cost(spec) -> float:
-    """A rough guess of a run's work, for ordering only: epochs, doubled for SAM's two passes,
-    near zero for a stage that only evaluates."""
+    """A rough guess of a run's work, for ordering only: epochs, doubled for SAM's two passes."""
     t = spec.config.train
-    passes = 2 if (t.sam_rho > 0 or t.sam_rho_schedule) else 1
-    return max(t.epochs, 1) * passes
+    return max(t.epochs, 1) * (2 if t.uses_sam else 1)
 
 
 def schedule_order(specs: Sequence) -> list:
@@ -161,17 +163,14 @@ def run_side_by_side(
     """
     from .errors import RunSetupError
     from .record import placeholder
+    from .runner import finished_before
     from .store import ResultStore
 
-    db = ResultStore(store)
-    records: dict[str, dict[str, Any]] = {}
-    todo = []
+    records = finished_before(specs, ResultStore(store), force)
+    todo = [s for s in specs if s.run_id not in records]
     for s in specs:
-        if not force and db.status(s.run_id) == "done":
-            records[s.run_id] = {**db.get(s.run_id), "skipped": True}
+        if s.run_id in records:
             reporter.run_finished(s, records[s.run_id])
-        else:
-            todo.append(s)
     waiting_on = {s.run_id: {rid for _, rid in s.need_ids} & {t.run_id for t in todo} for s in todo}
     order = schedule_order(todo)
     by_id = {s.run_id: s for s in todo}

@@ -28,7 +28,6 @@ correction adds only its ``log p_test``.
 
 from __future__ import annotations
 
-import hashlib
 import time
 import warnings
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import write_atomic
+from .data.formats._checksum import file_digest
 
 LOGITS_FILE = "logits.npz"
 SPLITS = ("test", "val")
@@ -68,15 +68,6 @@ def _host(kept: dict | None) -> tuple[np.ndarray, np.ndarray] | None:
     z = kept["logits"].float().clamp(-_F16_MAX, _F16_MAX).half().cpu().numpy()
     y = kept["labels"].cpu().numpy()
     return z, y.astype(np.int16 if z.shape[1] <= np.iinfo(np.int16).max + 1 else np.int32)
-
-
-def sha256_of(path: Path) -> str:
-    """The SHA-256 (hex) of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _write(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -182,7 +173,7 @@ class LogitKeeper:
         self.write_seconds += time.perf_counter() - tick
         return {
             "file": LOGITS_FILE,
-            "sha256": sha256_of(self.path),
+            "sha256": file_digest(self.path, "sha256"),
             "bytes": self.path.stat().st_size,
             "dtype": "float16",
             "selections": selections,
@@ -235,7 +226,7 @@ def load_logits(record: dict[str, Any], selection: str = "last") -> dict[str, tu
     key = (entry.get("selections") or {}).get(selection)
     if key is None:
         raise MissingLogits(f"run {run} stored no logits for selection {selection!r}", f"no {selection} logits")
-    digest = sha256_of(path)
+    digest = file_digest(path, "sha256")
     if digest != entry.get("sha256"):
         raise LogitsError(
             f"run {run}: {path} does not match its record (sha256 {digest[:16]}..., record says "

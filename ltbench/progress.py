@@ -163,6 +163,25 @@ class LiveReporter:
         self.progress.advance(self.sweep)
 
 
+class Fanout:
+    """One reporter that passes each event to each of several reporters (the progress shown, trackers)."""
+
+    def __init__(self, *targets):
+        self.targets = [t for t in targets if t is not None]
+
+    def run_started(self, spec) -> None:
+        for t in self.targets:
+            t.run_started(spec)
+
+    def epoch(self, spec, epoch: int, total: int, row: dict[str, Any]) -> None:
+        for t in self.targets:
+            t.epoch(spec, epoch, total, row)
+
+    def run_finished(self, spec, record: dict[str, Any]) -> None:
+        for t in self.targets:
+            t.run_finished(spec, record)
+
+
 def make_reporter(console: Console, total: int):
     """Live bars when ``console`` is a terminal, plain lines on its stream otherwise."""
     if console.is_terminal and not console.quiet:
@@ -198,6 +217,7 @@ def print_summary(console: Console, records: Sequence[dict[str, Any]]) -> None:
 
 
 __all__ = [
+    "Fanout",
     "LiveReporter",
     "PlainReporter",
     "Reporter",

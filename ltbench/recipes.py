@@ -211,6 +211,11 @@ class TrainConfig:
     def scaled_lr(self) -> float:
         return self.lr * self.batch_size / self.lr_base_batch
 
+    @property
+    def uses_sam(self) -> bool:
+        """Whether steps are SAM's two passes (a fixed rho or a per-epoch schedule)."""
+        return self.sam_rho > 0 or bool(self.sam_rho_schedule)
+
 
 # A name of ltbench.models.MODELS (vit, deit, cnn, mae), an entry point of ltbench.models or
 # module:attr; checked when the recipe loads.

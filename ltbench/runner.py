@@ -442,6 +442,14 @@ def _dependencies(spec: RunSpec, store: ResultStore | None = None) -> Dependenci
     )
 
 
+def finished_before(specs: Sequence[RunSpec], store: ResultStore, force: bool = False) -> dict[str, dict[str, Any]]:
+    """The stored records of ``specs`` already done (none with ``force``), marked ``skipped``:
+    what an executor reports at once instead of running."""
+    if force:
+        return {}
+    return {s.run_id: {**store.get(s.run_id), "skipped": True} for s in specs if store.status(s.run_id) == "done"}
+
+
 def execute_run(
     spec: RunSpec,
     store: ResultStore,

@@ -212,28 +212,8 @@ def make_trackers(kinds: Sequence[str], out_dir: str | Path) -> list[_Tracker]:
     return [made[k](Path(out_dir)) for k in dict.fromkeys(kinds)]
 
 
-class Fanout:
-    """One reporter that passes each event to a progress reporter and to trackers."""
-
-    def __init__(self, *targets):
-        self.targets = [t for t in targets if t is not None]
-
-    def run_started(self, spec) -> None:
-        for t in self.targets:
-            t.run_started(spec)
-
-    def epoch(self, spec, epoch: int, total: int, row: dict[str, Any]) -> None:
-        for t in self.targets:
-            t.epoch(spec, epoch, total, row)
-
-    def run_finished(self, spec, record: dict[str, Any]) -> None:
-        for t in self.targets:
-            t.run_finished(spec, record)
-
-
 __all__ = [
     "TRACKERS",
-    "Fanout",
     "TensorBoardTracker",
     "WandbTracker",
     "check_trackers",

@@ -194,7 +194,7 @@ def build_optimizer(cfg: RunConfig, model: torch.nn.Module):
         filter_bias_and_bn=not t.decay_norm_and_bias,
         **kwargs,
     )
-    if t.sam_rho > 0 or t.sam_rho_schedule:
+    if t.uses_sam:
         return SAM(base, sam_rho(cfg, 1), model if t.sam_freeze_bn else None)
     return base
 

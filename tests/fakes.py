@@ -141,3 +141,18 @@ def record(
         "results": results,
         "history": [],
     }
+
+
+def interrupt_after(cfg, data, run_dir, epoch: int) -> None:
+    """``train.fit`` stopped by Ctrl-C right after ``epoch`` ends (its checkpoint written):
+    the same ``fit`` on ``run_dir`` then resumes from there."""
+    import pytest
+
+    from ltbench.train import fit
+
+    def interrupt(done, total, row):
+        if done == epoch:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, data, run_dir, on_epoch=interrupt)

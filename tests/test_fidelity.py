@@ -10,6 +10,7 @@ import re
 
 import pytest
 import torch
+from fakes import interrupt_after
 from timm.models.vision_transformer import VisionTransformer
 
 from ltbench.recipes import RecipeError, apply_overrides, load_method, resolve
@@ -93,12 +94,7 @@ def test_fit_sets_rho_per_epoch_and_resume_stays_exact(smoke_config, digits, tmp
     per_epoch = len(seen) // 3
     assert seen == [0.1] * per_epoch + [0.4] * per_epoch + [0.7] * per_epoch
 
-    def interrupt(epoch, total, row):
-        if epoch == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        fit(cfg, digits, tmp_path / "cut", on_epoch=interrupt)
+    interrupt_after(cfg, digits, tmp_path / "cut", 2)
     seen.clear()
     resumed = fit(cfg, digits, tmp_path / "cut")
     assert resumed.resumed_from_epoch == 2 and seen == [0.7] * per_epoch

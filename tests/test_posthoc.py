@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fakes import interrupt_after
 from fakes import record as fake_record
 
 from ltbench.posthoc import (
@@ -225,12 +226,7 @@ def test_a_resumed_run_keeps_the_logits_of_its_best_epoch(smoke_config, digits, 
     cfg = smoke_config("ce", "epochs=3")
     full = fit(cfg, digits, tmp_path / "full")
 
-    def interrupt(epoch, total, row):
-        if epoch == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        fit(cfg, digits, tmp_path / "cut", on_epoch=interrupt)
+    interrupt_after(cfg, digits, tmp_path / "cut", 2)
     resumed = fit(cfg, digits, tmp_path / "cut")
     assert resumed.resumed_from_epoch == 2
     assert resumed.logits["selections"] == full.logits["selections"] == {"best_val": "e2", "last": "e3"}
@@ -260,12 +256,7 @@ def test_a_run_stopped_after_its_last_checkpoint_keeps_its_logits(smoke_config, 
     cfg = smoke_config("ce", "epochs=3")
     full = fit(cfg, digits, tmp_path / "full")
 
-    def interrupt(epoch, total, row):
-        if epoch == 3:  # after the last epoch's checkpoint is written
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        fit(cfg, digits, tmp_path / "cut", on_epoch=interrupt)
+    interrupt_after(cfg, digits, tmp_path / "cut", 3)  # after the last epoch's checkpoint is written
     resumed = fit(cfg, digits, tmp_path / "cut")
     assert resumed.resumed_from_epoch == 3
     assert resumed.logits is not None and resumed.logits["selections"] == full.logits["selections"]

@@ -31,6 +31,14 @@ def _cli(args, tmp_path, env=None, **kw):
     return proc, err, out
 
 
+def _smoke(out, methods, **kw):
+    """``ltbench.run`` of ``methods`` on digits_lt, smoke budget, quietly, into ``out``."""
+    return ltbench.run(
+        methods=methods, data=["digits_lt"], budget="smoke", out_dir=out, store=Path(out) / "s.db",
+        console=Console(quiet=True), **kw
+    )  # fmt: skip
+
+
 def test_a_sweep_logged_to_a_file_has_a_line_per_epoch_and_an_uncut_table(tmp_path):
     # Two workers (the default on a CPU is one per core), stderr to a file.
     proc, err, _ = _cli(
@@ -60,9 +68,8 @@ def test_a_sweep_logged_to_a_file_has_a_line_per_epoch_and_an_uncut_table(tmp_pa
 
 def test_worker_runs_give_the_numbers_of_this_process(tmp_path):
     """One thread per run in a worker or here: the same run, the same numbers, bit for bit."""
-    common = dict(methods=["ce", "la"], data=["digits_lt"], budget="smoke", console=Console(quiet=True))
-    here = ltbench.run(**common, out_dir=tmp_path / "a", store=tmp_path / "a.db", jobs=1, threads=1)
-    pooled = ltbench.run(**common, out_dir=tmp_path / "b", store=tmp_path / "b.db", jobs=2, threads=1)
+    here = _smoke(tmp_path / "a", ["ce", "la"], jobs=1, threads=1)
+    pooled = _smoke(tmp_path / "b", ["ce", "la"], jobs=2, threads=1)
     assert [r["run_id"] for r in here] == [r["run_id"] for r in pooled]
     for a, b in zip(here, pooled):
         assert a["metrics"] == b["metrics"]
@@ -70,16 +77,7 @@ def test_worker_runs_give_the_numbers_of_this_process(tmp_path):
 
 
 def test_a_stage_trains_before_the_runs_that_consume_it(tmp_path):
-    records = ltbench.run(
-        methods=["deit_lt", "ce"],
-        data=["digits_lt"],
-        budget="smoke",
-        out_dir=tmp_path,
-        store=tmp_path / "s.db",
-        console=Console(quiet=True),
-        jobs=2,
-        threads=1,
-    )
+    records = _smoke(tmp_path, ["deit_lt", "ce"], jobs=2, threads=1)
     by_method = {r["method"]: r for r in records}
     assert {r["status"] for r in records} == {"done"}
     teacher, student = by_method["cnn_ldam_drw_sam"], by_method["deit_lt"]
@@ -130,14 +128,7 @@ def test_plain_reporter_can_thin_its_epoch_lines():
 def test_the_live_table_grows_as_runs_finish(tmp_path):
     stream = io.StringIO()
     console = Console(file=stream, force_terminal=True, width=160)
-    records = ltbench.run(
-        methods=["ce", "la"],
-        data=["digits_lt"],
-        budget="smoke",
-        out_dir=tmp_path,
-        store=tmp_path / "s.db",
-        console=Console(quiet=True),
-    )
+    records = _smoke(tmp_path, ["ce", "la"])
     specs = Sweep.of(methods=["ce", "la"], data=["digits_lt"], budget="smoke", out_dir=tmp_path).plan()
     with LiveReporter(console, 2) as live:
         live.run_started(specs[0])
@@ -185,16 +176,7 @@ def _tb_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def test_tensorboard_gets_every_epoch_and_the_final_numbers(tmp_path):
-    (record,) = ltbench.run(
-        methods=["ce"],
-        data=["digits_lt"],
-        budget="smoke",
-        overrides=["epochs=3"],
-        out_dir=tmp_path,
-        store=tmp_path / "s.db",
-        console=Console(quiet=True),
-        log=["tensorboard"],
-    )
+    (record,) = _smoke(tmp_path, ["ce"], overrides=["epochs=3"], log=["tensorboard"])
     (folder,) = (tmp_path / "tensorboard" / "ce").iterdir()
     assert folder.name.endswith(record["run_id"][:8])
     scalars = _tb_scalars(folder)
@@ -211,10 +193,7 @@ def test_tensorboard_replays_runs_that_trained_elsewhere(tmp_path):
     """A record from another process (a SLURM job) reaches the tracker with its whole history."""
     from ltbench.trackers import TensorBoardTracker
 
-    (record,) = ltbench.run(
-        methods=["ce"], data=["digits_lt"], budget="smoke", out_dir=tmp_path, store=tmp_path / "s.db",
-        console=Console(quiet=True),
-    )  # fmt: skip
+    (record,) = _smoke(tmp_path, ["ce"])
     (spec,) = Sweep.of(methods=["ce"], data=["digits_lt"], budget="smoke", out_dir=tmp_path).plan()
     tracker = TensorBoardTracker(tmp_path / "replay")
     tracker.run_finished(spec, record)
@@ -271,15 +250,7 @@ def _wandb_history(run_file: Path) -> tuple[list[dict], dict, dict]:
 def test_wandb_offline_gets_every_epoch_the_config_and_the_lineage(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    records = ltbench.run(
-        methods=["deit_lt"],
-        data=["digits_lt"],
-        budget="smoke",
-        out_dir=tmp_path,
-        store=tmp_path / "s.db",
-        console=Console(quiet=True),
-        log=["wandb"],
-    )
+    records = _smoke(tmp_path, ["deit_lt"], log=["wandb"])
     student = next(r for r in records if r["method"] == "deit_lt")
     files = list((tmp_path / "wandb").rglob(f"run-{student['run_id'][:32]}.wandb"))
     assert len(files) == 1, list((tmp_path / "wandb").rglob("*.wandb"))

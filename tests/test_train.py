@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from fakes import interrupt_after
 
 from ltbench.data import build_data
 from ltbench.errors import RunSetupError
@@ -51,12 +52,7 @@ def test_resume_after_interrupt_matches_uninterrupted_run(smoke_config, digits, 
     cfg = smoke_config("la", "epochs=3", "mixup=0.5", "drop_path=0.1")
     full = fit(cfg, digits, tmp_path / "full")
 
-    def interrupt(epoch, total, row):
-        if epoch == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        fit(cfg, digits, tmp_path / "cut", on_epoch=interrupt)
+    interrupt_after(cfg, digits, tmp_path / "cut", 2)
     resumed = fit(cfg, digits, tmp_path / "cut")
     assert resumed.resumed_from_epoch == 2
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
