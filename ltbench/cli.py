@@ -365,7 +365,6 @@ def _jobs_and_threads(args) -> tuple[int | None, int | None]:
     return jobs, threads  # jobs None: one per core (ltbench.pool.default_jobs)
 
 
-
 def _cmd_run(args, console) -> int:
     from . import api
     from .errors import UserError
