@@ -366,6 +366,21 @@ def _jobs_and_threads(args) -> tuple[int | None, int | None]:
 
 
 def _cmd_run(args, console) -> int:
+    import os
+
+    from . import pool
+
+    if args.executor == "inline" and not args.dry_run:
+        # The workers import torch while this process does (checked and sized again below).
+        env_jobs = os.environ.get("LTBENCH_JOBS", "")
+        pool.prestart(args.jobs or (int(env_jobs) if env_jobs.isdigit() else None), args.threads or 1, args.device)
+    try:
+        return _run(args, console)
+    finally:
+        pool.release_prestarted()
+
+
+def _run(args, console) -> int:
     from . import api
     from .errors import UserError
     from .sweep import check_device

@@ -90,10 +90,9 @@ class LogitKeeper:
     logits file when it ends (:meth:`finish`).
 
     Contract: :meth:`keep` is called with the logits of an epoch whose test set was evaluated
-    for a selection (``best_val`` when the validation set picks it, ``last`` after the last
-    epoch). A ``persist`` keep writes every epoch kept so far (the best one, and the last once
-    kept) at once, so a run resumed after it still has those epochs' logits. Only one process
-    of a data-parallel run writes (``enabled``).
+    for a selection (``last``, and the ``best_val`` epoch's kept weights, after the last epoch).
+    A ``persist`` keep writes every epoch kept so far at once, so a run resumed after it still
+    has those epochs' logits. Only one process of a data-parallel run writes (``enabled``).
     """
 
     def __init__(self, run_dir: Path, enabled: bool = True):
@@ -102,12 +101,9 @@ class LogitKeeper:
         self.entries: dict[int, dict[str, np.ndarray]] = {}
         self.write_seconds = 0.0
 
-    def keep(
-        self, epoch: int, test: dict | None, val: dict | None = None, best: bool = False, persist: bool = False
-    ) -> None:
+    def keep(self, epoch: int, test: dict | None, val: dict | None = None, persist: bool = False) -> None:
         """Keep ``epoch``'s logits (``Classify.evaluate``'s ``logits_out`` of test and validation).
 
-        ``best``: the validation set picked this epoch, so the previous pick's logits go;
         ``persist``: write every epoch kept so far to the run folder now."""
         if not self.enabled:
             return
@@ -118,8 +114,6 @@ class LogitKeeper:
                 entry[f"e{epoch}_{split}_logits"], entry[f"e{epoch}_{split}_labels"] = arrays
         if not entry:
             return
-        if best:  # the best epoch so far replaces the previous one
-            self.entries = {e: v for e, v in self.entries.items() if e > epoch}
         self.entries[epoch] = entry
         if persist:  # every epoch kept so far (the best one, and the last once kept): a resumed run finds them
             tick = time.perf_counter()
@@ -127,15 +121,16 @@ class LogitKeeper:
             self.write_seconds += time.perf_counter() - tick
 
     def restore(self, results: dict[str, dict]) -> None:
-        """After a resume: take back from the file on disk the logits of the epochs that
-        ``results`` (the checkpoint's selections) already picked, so that the next write keeps them."""
+        """After a resume: take back from the file on disk the logits of the selections that
+        ``results`` (the checkpoint's) already evaluated on the test set, so that the next
+        write keeps them. A choice not yet evaluated (``best_val`` mid-run) takes nothing."""
         if not self.enabled or not self.path.is_file():
             return
         try:
             on_disk = _read_all(self.path)
         except (OSError, ValueError):
             return  # a torn or foreign file: nothing usable
-        for epoch in {int(r["epoch"]) for r in results.values() if "epoch" in r}:
+        for epoch in {int(r["epoch"]) for r in results.values() if "epoch" in r and "correct" in r}:
             entry = {k: v for k, v in on_disk.items() if k.startswith(f"e{epoch}_")}
             if entry:
                 self.entries[epoch] = entry

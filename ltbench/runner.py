@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -47,7 +47,9 @@ from .recipes import (
 from .record import RECORD_SCHEMA, RunRecord
 from .runlock import RunLock
 from .store import DEFAULT_OUT, ResultStore, read_record, write_record
-from .train import CHECKPOINT, Dependencies, EpochCallback, fit
+
+if TYPE_CHECKING:
+    from .train import Dependencies, EpochCallback
 
 DEFAULT_DATASET = "mnist_lt"
 
@@ -419,6 +421,8 @@ class DependencyFailed(RuntimeError):
 
 
 def _dependencies(spec: RunSpec, store: ResultStore | None = None) -> Dependencies:
+    from .train import CHECKPOINT, Dependencies
+
     found = {}
     ids = dict(spec.need_ids)
     for role, run_dir in spec.needs:
@@ -490,6 +494,8 @@ def _say_waiting(owner: dict[str, Any], path: Path) -> None:
 
 def _check_checkpoint(run_dir: Path) -> None:
     """A checkpoint to resume from must load (weights only, memory-mapped: cheap)."""
+    from .train import CHECKPOINT
+
     path = run_dir / CHECKPOINT
     if not path.is_file():
         return
@@ -528,6 +534,8 @@ def _execute_run(
     tick = time.perf_counter()
     try:
         deps = _dependencies(spec, store)
+        from .train import fit  # here: planning needs neither timm nor the training loop
+
         result = fit(spec.config, data, spec.run_dir, device, on_epoch, deps)
     except (KeyboardInterrupt, RunSetupError):
         raise

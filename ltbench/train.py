@@ -6,8 +6,9 @@ global RNG states afterwards, and the learning rate is a function of the step co
 resumed from the checkpoint of epoch ``e`` therefore follows exactly the path of an
 uninterrupted one.
 
-Model selection is honest: the validation set picks the best epoch (the test set is
-evaluated then, but never chooses), and the last epoch is always kept as well.
+Model selection is honest: the validation set picks the best epoch (its weights are kept and
+the test set is evaluated on them once, after the last epoch; it never chooses), and the
+last epoch is always kept as well.
 """
 
 from __future__ import annotations
@@ -349,6 +350,9 @@ class _Loop:
     rank: int
     world: int
     keeper: LogitKeeper | None = None  # set by fit: keeps each selection's logits
+    # The weights of the epoch the validation set picked, on the host, until the test set is
+    # evaluated on them after the last epoch (saved in checkpoints until then).
+    best_state: dict | None = None
 
     @classmethod
     def build(cls, cfg: RunConfig, objective, data: LTData, device: torch.device) -> _Loop:
@@ -455,29 +459,58 @@ class _Loop:
         return train_loss
 
     def evaluate_and_select(self, epoch: int, results: dict, best_val: float) -> tuple[float | None, float]:
-        """Validation accuracy of ``epoch``; the test set is evaluated when the validation set
-        picks this epoch (``best_val``) and after the last epoch (``last``), never to choose."""
+        """Validation accuracy of ``epoch``. When it is the best so far, the epoch's weights are
+        kept (``best_val``); after the last epoch the test set is evaluated on the last weights
+        (``last``) and on the kept ones, never to choose.
+
+        Evaluating the test set once for the chosen epoch, rather than at every improvement,
+        gives the same numbers for a fraction of the passes (23 improvements in 80 epochs on
+        the main job's ViT)."""
         t = self.cfg.train
         val_top1 = None
-        keep = self.keeper is not None and self.keeper.enabled
-        val_logits: dict | None = {} if keep else None  # kept if this epoch is selected
         if self.val is not None:
-            val_stats = self.objective.evaluate(self.val, t.eval_batch_size, val_logits)
+            val_stats = self.objective.evaluate(self.val, t.eval_batch_size)
             val_top1 = sum(val_stats["correct"]) / max(sum(val_stats["total"]), 1)
         if val_top1 is not None and val_top1 > best_val:
             best_val = val_top1
-            test_logits: dict | None = {} if keep else None
-            stats = self.objective.evaluate(self.test, t.eval_batch_size, test_logits)
-            results["best_val"] = {"epoch": epoch, "val_top1": val_top1, **stats}
-            if keep:  # written now: a run resumed after this epoch still has them
-                self.keeper.keep(epoch, test_logits, val_logits, best=True, persist=True)
+            results["best_val"] = {"epoch": epoch, "val_top1": val_top1}
+            self.best_state = _host_copy(self.objective.model.state_dict())
         if epoch == t.epochs and self.test is not None:
-            test_logits = {} if keep and epoch not in self.keeper.entries else None
-            stats = self.objective.evaluate(self.test, t.eval_batch_size, test_logits)
-            results["last"] = {"epoch": epoch, "val_top1": val_top1, **stats}
-            if test_logits is not None:  # on disk before the last checkpoint, as the best epoch's
-                self.keeper.keep(epoch, test_logits, val_logits, persist=True)
+            results["last"] = {"epoch": epoch, "val_top1": val_top1, **self._evaluate_and_keep(epoch)}
+            best = results.get("best_val")
+            if best is not None and "correct" not in best:  # chosen, not yet evaluated on the test set
+                if best["epoch"] == epoch:
+                    best.update({k: v for k, v in results["last"].items() if k not in best})
+                else:
+                    best.update(self._evaluate_and_keep(best["epoch"], self.best_state))
+                self.best_state = None
         return val_top1, best_val
+
+    def _evaluate_and_keep(self, epoch: int, state: dict | None = None) -> dict:
+        """Test statistics of the model (with ``state``'s weights loaded for the call, if
+        given), its test and validation logits kept for the run's logits file."""
+        model = self.objective.model
+        current = _host_copy(model.state_dict()) if state is not None else None
+        if state is not None:
+            model.load_state_dict(state)
+        try:
+            keep = self.keeper is not None and self.keeper.enabled and epoch not in self.keeper.entries
+            test_logits: dict | None = {} if keep else None
+            stats = self.objective.evaluate(self.test, self.cfg.train.eval_batch_size, test_logits)
+            if keep:  # on disk before the last checkpoint
+                val_logits: dict | None = None
+                if self.val is not None:
+                    val_logits = {}
+                    self.objective.evaluate(self.val, self.cfg.train.eval_batch_size, val_logits)
+                self.keeper.keep(epoch, test_logits, val_logits, persist=True)
+        finally:
+            if current is not None:
+                model.load_state_dict(current)
+        return stats
+
+
+def _host_copy(state: dict) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
 def _resume(path: Path, loop: _Loop) -> FitResult:
@@ -485,6 +518,7 @@ def _resume(path: Path, loop: _Loop) -> FitResult:
     ckpt = torch.load(path, map_location=loop.device, weights_only=True)
     loop.objective.model.load_state_dict(ckpt["model"])
     loop.optimizer.load_state_dict(ckpt["optimizer"])
+    loop.best_state = ckpt.get("best_model")
     return FitResult(
         ckpt["results"],
         ckpt["history"],
@@ -501,6 +535,7 @@ def _save(path: Path, epoch: int, loop: _Loop, result: FitResult) -> None:
             "epoch": epoch,
             "model": loop.objective.model.state_dict(),
             "optimizer": loop.optimizer.state_dict(),
+            "best_model": loop.best_state,  # None once the test set has seen the chosen epoch
             "results": result.results,
             "history": result.history,
             "train_seconds": result.train_seconds,

@@ -76,6 +76,75 @@ def test_worker_runs_give_the_numbers_of_this_process(tmp_path):
         assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
 
 
+@pytest.fixture
+def spawned(monkeypatch):
+    """The thread count of each worker spawned, prestarted or not."""
+    from ltbench import pool
+
+    calls, spawn = [], pool._spawn
+
+    def counted(ctx, threads, events):
+        calls.append(threads)
+        return spawn(ctx, threads, events)
+
+    monkeypatch.setattr(pool, "_spawn", counted)
+    yield calls
+    pool.release_prestarted()
+
+
+def _prestarted_processes():
+    from ltbench import pool
+
+    return [w[0] for w in pool._prestarted.get("workers", [])]
+
+
+def test_prestarted_workers_train_the_runs_and_a_spare_one_leaves(tmp_path, spawned):
+    from ltbench import pool
+
+    assert pool.prestart(3, 1, "cpu") == 3 and spawned == [1, 1, 1]
+    processes = _prestarted_processes()
+    records = _smoke(tmp_path, ["ce", "la"], jobs=2, threads=1)
+    assert {r["status"] for r in records} == {"done"}
+    assert spawned == [1, 1, 1] and _prestarted_processes() == []  # two took the runs, the third was let go
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+
+
+def test_prestarted_workers_with_other_threads_are_let_go(tmp_path, spawned):
+    from ltbench import pool
+
+    assert pool.prestart(2, 2, "cpu") == 2 and spawned == [2, 2]
+    processes = _prestarted_processes()
+    assert {r["status"] for r in _smoke(tmp_path, ["ce", "la"], jobs=2, threads=1)} == {"done"}
+    assert spawned == [2, 2, 1, 1]
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+
+
+def test_nothing_is_prestarted_for_one_job_or_a_device_that_may_be_a_gpu():
+    from ltbench import pool
+
+    assert pool.prestart(1, 1, "cpu") == 0
+    assert pool.prestart(2, 1, "cuda") == 0
+    one_per_core = min(pool._cpu_count(), pool.PRESTART_MAX)
+    assert pool.prestart(None, 1, "cpu") == (one_per_core if one_per_core > 1 else 0)
+    pool.release_prestarted()
+    assert pool._prestarted == {}
+
+
+def test_making_a_plan_imports_neither_timm_nor_the_training_loop():
+    # The driver plans while its workers import those (seconds of CPU each on a small machine).
+    code = (
+        "import sys; from ltbench.runner import Sweep; "
+        "specs = Sweep.of(methods=None, data=['mnist_lt'], budget='quick').plan(); "
+        "print(len(specs), sorted(m for m in ('timm', 'torchvision', 'ltbench.train') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[0]) > 10 and out[1:] == ["[]"]
+
+
 def test_a_stage_trains_before_the_runs_that_consume_it(tmp_path):
     records = _smoke(tmp_path, ["deit_lt", "ce"], jobs=2, threads=1)
     by_method = {r["method"]: r for r in records}

@@ -62,6 +62,67 @@ def test_resume_after_interrupt_matches_uninterrupted_run(smoke_config, digits, 
     )
 
 
+def _test_evaluations(monkeypatch, digits) -> list:
+    """Records each evaluation of the test set (by its size) made through ``Classify.evaluate``."""
+    from ltbench.objectives import Classify
+
+    seen, evaluate = [], Classify.evaluate
+
+    def counted(self, batches, batch_size, logits_out=None):
+        out = evaluate(self, batches, batch_size, logits_out)
+        if len(batches) == len(digits.test):
+            seen.append(out["correct"])
+        return out
+
+    monkeypatch.setattr(Classify, "evaluate", counted)
+    return seen
+
+
+def test_best_val_is_its_epochs_weights_tested_once_after_the_last_epoch(smoke_config, digits, tmp_path, monkeypatch):
+    # The validation set picks epoch 3 of 4. The test set sees those weights once, after the
+    # last epoch, and gives exactly what they give; the run ends on the last epoch's weights.
+    from ltbench.train import CHECKPOINT, Dependencies, build_objective, make_batches
+
+    cfg = smoke_config("ce", "epochs=4")
+    weights = {}
+
+    def keep_weights(epoch, total, row):
+        weights[epoch] = torch.load(tmp_path / CHECKPOINT, weights_only=True)["model"]
+
+    tested = _test_evaluations(monkeypatch, digits)
+    result = fit(cfg, digits, tmp_path, on_epoch=keep_weights)
+    best = result.results["best_val"]
+    assert best["epoch"] == 3 and result.results["last"]["epoch"] == 4
+    assert len(tested) == 2  # last, then the chosen epoch: not once per improvement
+
+    cpu = torch.device("cpu")
+    objective = build_objective(cfg, digits, cpu, Dependencies())
+    objective.model.load_state_dict(weights[3])
+    logits: dict = {}
+    assert objective.evaluate(make_batches(digits, digits.test, cfg, cpu), 512, logits)["correct"] == best["correct"]
+    stored = np.load(tmp_path / "logits.npz", allow_pickle=False)
+    np.testing.assert_array_equal(stored["e3_test_logits"], logits["logits"].numpy())
+    assert not np.array_equal(stored["e3_test_logits"], stored["e4_test_logits"])
+    final = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    assert final["best_model"] is None
+    for k, v in weights[4].items():
+        assert torch.equal(final["model"][k], v), k
+
+
+def test_a_run_resumed_between_its_best_and_last_epoch_tests_the_best_weights(smoke_config, digits, tmp_path):
+    # Cut after epoch 3 (the chosen one): epoch 4 moves the weights on, so the chosen ones
+    # come from the checkpoint.
+    cfg = smoke_config("ce", "epochs=4")
+    full = fit(cfg, digits, tmp_path / "full")
+    interrupt_after(cfg, digits, tmp_path / "cut", 3)
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["best_model"] is not None
+    resumed = fit(cfg, digits, tmp_path / "cut")
+    assert resumed.resumed_from_epoch == 3
+    for selection in ("best_val", "last"):
+        assert resumed.results[selection]["correct"] == full.results[selection]["correct"]
+    assert resumed.logits["selections"] == full.logits["selections"] == {"best_val": "e3", "last": "e4"}
+
+
 def test_nan_loss_is_stored_as_failed(smoke_config, tmp_path, monkeypatch):
     class NanLoss(torch.nn.Module):
         def forward(self, logits, target):

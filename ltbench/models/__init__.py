@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import torch
-from timm.models.deit import VisionTransformerDistilled
-from timm.models.vision_transformer import VisionTransformer
 
 from ..recipes import RunConfig
 from ..registry import Registry
@@ -56,12 +54,16 @@ def build_model(cfg: RunConfig) -> torch.nn.Module:
 
 @MODELS.register("vit")
 def _vit(cfg: RunConfig) -> torch.nn.Module:
+    from timm.models.vision_transformer import VisionTransformer  # here: a plan needs only the names
+
     t = cfg.train
     return VisionTransformer(**vit_kwargs(cfg), drop_path_rate=t.drop_path, global_pool=t.global_pool)
 
 
 @MODELS.register("deit")
 def _deit(cfg: RunConfig) -> torch.nn.Module:
+    from timm.models.deit import VisionTransformerDistilled
+
     model = VisionTransformerDistilled(**vit_kwargs(cfg), drop_path_rate=cfg.train.drop_path)
     model.set_distilled_training(True)
     return model
@@ -69,6 +71,8 @@ def _deit(cfg: RunConfig) -> torch.nn.Module:
 
 @MODELS.register("mae")
 def _mae_encoder(cfg: RunConfig) -> torch.nn.Module:
+    from timm.models.vision_transformer import VisionTransformer
+
     return VisionTransformer(**{**vit_kwargs(cfg), "num_classes": 0})
 
 
