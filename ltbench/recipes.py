@@ -412,15 +412,21 @@ def _include_path(path: Path, name: str) -> Path:
 def read_toml(path: Path) -> dict[str, Any]:
     """Read a recipe, resolving one level of ``include``: next to the file first, then the
     built-in bases of its kind (``methods/_vit.toml``, ``_cnn.toml``, ``_mgp.toml``)."""
+    merged: dict[str, Any] = {}
+    for _, layer in _layers(path):  # later bases override earlier ones, the file all of them
+        merged = _deep_merge(merged, layer)
+    return merged
+
+
+def _layers(path: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The files a recipe is made of, in merge order: its bases, then the recipe itself."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise RecipeError(f"{path}: not valid TOML: {e}") from None
     inc = data.pop("include", None)
-    if inc is None:
-        return data
-    merged: dict[str, Any] = {}
-    for name in [inc] if isinstance(inc, str) else inc:  # later bases override earlier ones
+    layers = []
+    for name in [] if inc is None else [inc] if isinstance(inc, str) else inc:
         base_path = _include_path(path, name)
         try:
             base = tomllib.loads(base_path.read_text(encoding="utf-8"))
@@ -428,8 +434,30 @@ def read_toml(path: Path) -> dict[str, Any]:
             raise RecipeError(f"{base_path}: not valid TOML: {e}") from None
         if "include" in base:
             raise RecipeError(f"{base_path}: included files may not include others (one level only)")
-        merged = _deep_merge(merged, base)
-    return _deep_merge(merged, data)
+        layers.append((base_path, base))
+    return [*layers, (path, data)]
+
+
+def _check_base_budgets(path: Path, budgets: dict[str, Any]) -> None:
+    """Types and ranges of the budget values a recipe takes from its bases, each checked
+    against the base that gave it, so that an error names the file that holds the value."""
+    layers = _layers(path)
+    for budget, table in budgets.items():
+        if not isinstance(table, dict):
+            continue
+        origin: dict[Path, dict[str, Any]] = {}
+        for key, value in table.items():  # the last layer that sets a key gave its value
+            source = next(f for f, layer in reversed(layers) if key in (layer.get("budgets") or {}).get(budget, {}))
+            if source != path:
+                origin.setdefault(source, {})[key] = value
+        hints = typing.get_type_hints(TrainConfig)
+        for base, own in origin.items():
+            where = f"{base} (included by {path}): budgets.{budget}"
+            unknown = sorted(set(own) - set(hints))
+            if unknown:
+                raise RecipeError(f"{where}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(hints))}")
+            values = types.SimpleNamespace(**{k: _convert(v, hints[k], f"{where}.{k}") for k, v in own.items()})
+            check_ranges(values, {k: r for k, r in _TRAIN_RANGES.items() if k.split(".")[0] in own}, where, "train.")
 
 
 def load_method(path: Path) -> MethodSpec:
@@ -439,6 +467,7 @@ def load_method(path: Path) -> MethodSpec:
         raise RecipeError(f"{path}: missing required table 'budgets' (e.g. [budgets.quick])")
     data = {**data, "budgets": {}}
     spec = from_mapping(MethodSpec, data, str(path))
+    _check_base_budgets(path, budgets)
     parsed = {b: from_mapping(TrainConfig, v, f"{path}: budgets.{b}") for b, v in budgets.items()}
     _check_name(spec.name, path)
     for budget in parsed:

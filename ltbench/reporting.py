@@ -656,14 +656,32 @@ def select_records(
     data: Sequence[str] | None = None,
     budget: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Records of the given methods, datasets and budget (None: all)."""
-    return [
+    """Records of the given methods, datasets and budget (None: all).
+
+    Raises:
+        ValueError: there are records, and none matches; the message names the filter and
+            what the records hold.
+    """
+    chosen = [
         r
         for r in records
         if (methods is None or r["method"] in methods)
         and (data is None or r["dataset"] in data)
         and (budget is None or r.get("budget") == budget)
     ]
+    if records and not chosen:
+        asked = [(flag, value) for flag, value in (("methods", methods), ("data", data), ("budget", budget)) if value]
+        held = {
+            flag: ", ".join(sorted({str(r.get(key)) for r in records}))
+            for flag, key in (("methods", "method"), ("data", "dataset"), ("budget", "budget"))
+        }
+        raise ValueError(
+            "no run in the store matches "
+            + " ".join(f"--{flag} {value if isinstance(value, str) else ','.join(value)}" for flag, value in asked)
+            + "; it holds "
+            + "; ".join(f"{flag}: {held[flag]}" for flag, _ in asked)
+        )
+    return chosen
 
 
 def in_report_order(frame: pd.DataFrame, records: Sequence[dict[str, Any]]) -> pd.DataFrame:

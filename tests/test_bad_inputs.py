@@ -412,7 +412,7 @@ CASES = [
     ("report-garbled", ["report", "--store", "{bad}", "--out", "{t}/rep"], "garbled", 2, ["bad.db", "damaged"]),
     ("report-out-is-file", ["report", *ST, "--out", "{t}/afile"], "out_is_file", 2, ["afile"]),
     ("report-methods-empty", ["report", *ST, "--methods", ""], None, 2, ["--methods", "names nothing"]),
-    ("report-no-match", ["report", *ST, "--data", "nothing_lt", "--out", "{t}/rep"], None, 2, ["no finished runs"]),
+    ("report-no-match", ["report", *ST, "--data", "nothing_lt", "--out", "{t}/rep"], None, 2, ["--data nothing_lt"]),
     ("report-convention", ["report", *ST, "--convention", "median"], None, 2, ["--convention", "median"]),
     ("show-not-hex", ["show", "zzz", *ST], None, 2, ["zzz", "not a run id"]),
     ("show-no-match", ["show", "abcdef", *ST], None, 2, ["abcdef", "no run id"]),

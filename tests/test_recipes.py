@@ -92,6 +92,31 @@ def test_include_and_user_folder(tmp_path):
     assert "ce" in cat.methods  # built-ins stay
 
 
+@pytest.mark.parametrize(
+    ("good", "bad", "message"),
+    [
+        ("lr = 1e-3", "lr = -1.0", r"train\.lr = -1\.0 is out of range"),
+        ("epochs = 1", 'epochs = "ten"', r"epochs: expected an integer"),
+    ],
+)
+def test_a_bad_value_from_a_base_is_reported_against_the_base(tmp_path, good, bad, message):
+    methods = tmp_path / "methods"
+    methods.mkdir()
+    (methods / "_base.toml").write_text(BASE.format(name="x").replace(good + "\n", bad + "\n"))
+    mine = methods / "mine.toml"
+    head = 'include = "_base.toml"\nname = "mine"\n[budgets.smoke]\n'
+    mine.write_text(head + "batch_size = 4\n")
+    with pytest.raises(RecipeError, match=rf"_base\.toml \(included by .*mine\.toml\): budgets\.smoke.*{message}"):
+        load_catalog((str(tmp_path),))
+    # The same value set by the recipe itself is reported against the recipe; overridden, it is no error.
+    mine.write_text(head + bad + "\n")
+    with pytest.raises(RecipeError, match=rf"mine\.toml: budgets\.smoke.*{message}") as raised:
+        load_catalog((str(tmp_path),))
+    assert "_base.toml" not in str(raised.value)
+    mine.write_text(head + good + "\n")
+    assert load_catalog((str(tmp_path),)).methods.get("mine").budgets["smoke"].batch_size == 8
+
+
 def test_overrides_change_config_and_hash(catalog):
     cfg = resolve(catalog.methods.get("la"), catalog.datasets.get("mnist_lt"), "quick")
     new = apply_overrides(cfg, ("tau=1.5", "data.longtail.rho=100", "epochs=3", "profile=step"))

@@ -11,6 +11,7 @@ from ltbench.reporting import (
     markdown_table,
     plot_per_class,
     runs_frame,
+    select_records,
     write_report,
 )
 
@@ -234,6 +235,14 @@ def test_plot_per_class_writes_a_png(tmp_path):
     assert sorted(os.listdir(tmp_path / "plots")) == ["pc.pdf", "pc.png"]  # no temporary file left behind
     with pytest.raises(ValueError, match="no finished runs"):
         plot_per_class([RECORDS[-1]], tmp_path / "none.png")
+
+
+def test_a_filter_that_matches_nothing_is_named_with_what_the_store_holds():
+    assert select_records(RECORDS, ["ce"], None, None) == [r for r in RECORDS if r["method"] == "ce"]
+    asked = r"matches --methods ce_typo,la --budget paper; it holds methods: .*ce.*; budget: "
+    with pytest.raises(ValueError, match=asked):
+        select_records(RECORDS, ["ce_typo", "la"], None, "paper")
+    assert select_records([], ["ce"]) == []  # an empty store: the report says "run `ltbench run` first"
 
 
 def test_write_report_files(tmp_path):

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import DataFormatError, DataIntegrityError, DataMissingError
+from ._checksum import file_digest
 
 FASHION_MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -128,17 +129,13 @@ def find_idx_files(root: Path) -> dict[str, Path]:
 
 def _verify(key: str, path: Path, content_sha256: str) -> None:
     # Zalando's own .gz passes on its md5; any other copy (Debian's, unpacked) on its content.
-    if path.suffix == ".gz" and _md5(path) == FASHION_MNIST_GZ_MD5[key]:
+    if path.suffix == ".gz" and file_digest(path) == FASHION_MNIST_GZ_MD5[key]:
         return
     if content_sha256 != FASHION_MNIST_SHA256[key]:
         raise DataIntegrityError(
             f"{path}: sha256 of its content is {content_sha256}, the official file's is "
             f"{FASHION_MNIST_SHA256[key]}; pass --no-verify to use a custom copy"
         )
-
-
-def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
 
 
 def read_fashion_mnist(root: Path, verify: bool = True) -> IdxData:
