@@ -384,29 +384,34 @@ def _summary(result: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------ figure
 
-_MARKERS = "osD^v<>Ph*X"
 
-
-def _label(r: dict[str, Any]) -> str:
-    return f"{r['method']} s{r['seed']} [{r['run_id'][:6]}]"
-
-
-def plot_analysis(results: Sequence[dict[str, Any]], path: str | Path) -> list[Path]:
-    """Two panels side by side, written as ``path``.png and .pdf: mean attention distance per
-    block (a line per ViT run, its heads as dots) and effective-rank bars of the CLS / DIST /
-    pooled features (a bar per run); the legend sits below, outside the data."""
-    from matplotlib import colormaps
+def figure_analysis(results: Sequence[dict[str, Any]]):
+    """Two panels side by side: mean attention distance per block (a line per ViT run, its
+    heads as dots) and effective-rank bars of the CLS / DIST / pooled features (a bar per run);
+    the legend sits below, outside the data. Methods follow the report's order and colour
+    cycle (:mod:`ltbench.plot_style`: model family, then name), so a report of the same
+    methods draws each in the same colour; the seeds of one method share its colour and
+    differ in marker and hatch."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from .plot_style import HATCHES, MARKERS, MethodStyle
+
+    style = MethodStyle({r["method"]: r["model"] for r in results})
+    results = sorted(results, key=lambda r: (style.order.index(r["method"]), r["seed"], r["run_id"]))
+    nth: dict[str, int] = {}
+    looks = []  # (colour, marker, hatch) per run: the method's colour, the run's rank among its seeds
+    for r in results:
+        k = nth[r["method"]] = nth.get(r["method"], -1) + 1
+        looks.append((style(r["method"]).colour, MARKERS[k % len(MARKERS)], HATCHES[k % len(HATCHES)]))
 
     fig = Figure(figsize=(10.4, 4.4), layout="constrained")  # no pyplot: no global figure state
     FigureCanvasAgg(fig)
     ax_att, ax_rank = fig.subplots(1, 2)
-    colours = colormaps["tab20" if len(results) > 10 else "tab10"].colors
     handles = []
     depth = 1
     for i, r in enumerate(results):
-        colour, marker = colours[i % len(colours)], _MARKERS[i % len(_MARKERS)]
+        colour, marker, _ = looks[i]
         per_head = r["attention_distance_per_head"]
         if per_head is None:
             handles.append(ax_att.plot([], [], color=colour, marker="s", ls="none", label=f"{_label(r)} (CNN)")[0])
@@ -439,7 +444,10 @@ def plot_analysis(results: Sequence[dict[str, Any]], path: str | Path) -> list[P
         having = [(i, r) for i, r in enumerate(results) if kind in r["effective_rank"]]
         for slot, (i, r) in enumerate(having):
             x = j + (slot - (len(having) - 1) / 2) * width
-            bars = ax_rank.bar([x], [r["effective_rank"][kind]], width * 0.92, color=colours[i % len(colours)])
+            colour, _, hatch = looks[i]
+            # A black edge keeps light colours visible.
+            look = {"color": colour, "hatch": hatch or None, "edgecolor": "black", "lw": 0.4}
+            bars = ax_rank.bar([x], [r["effective_rank"][kind]], width * 0.92, **look)
             if len(having) <= 6:
                 ax_rank.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
     ax_rank.set_xticks(range(len(kinds)), [k.upper() if k != "pooled" else "pooled" for k in kinds])
@@ -447,7 +455,17 @@ def plot_analysis(results: Sequence[dict[str, Any]], path: str | Path) -> list[P
     n = sorted({r["n_images"] for r in results})
     ax_rank.set_title(f"effective rank of token features ({'/'.join(map(str, n))} test images)", fontsize=9)
     ax_rank.margins(y=0.12)
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), fontsize=8, frameon=False)
+    return fig
+
+
+def _label(r: dict[str, Any]) -> str:
+    return f"{r['method']} s{r['seed']} [{r['run_id'][:6]}]"
+
+
+def plot_analysis(results: Sequence[dict[str, Any]], path: str | Path) -> list[Path]:
+    """:func:`figure_analysis`, written as ``path``.png and .pdf."""
+    fig = figure_analysis(results)
     written = []
     for fmt in ("png", "pdf"):
         target = Path(path).with_suffix(f".{fmt}")
@@ -464,6 +482,7 @@ __all__ = [
     "effective_rank",
     "load_run_model",
     "mean_attention_distance",
+    "figure_analysis",
     "patch_distances",
     "plot_analysis",
     "run_test_images",

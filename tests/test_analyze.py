@@ -165,6 +165,41 @@ def test_analyze_stored_runs_end_to_end(stored):
     assert files["png"].parent == folder / "analysis"
 
 
+def test_the_figure_takes_the_reports_colours_and_order():
+    from matplotlib.colors import to_hex
+
+    from ltbench.analyze import figure_analysis
+    from ltbench.plot_style import MethodStyle
+
+    def result(method, model, seed, ranks, heads=None):
+        return {
+            "run_id": f"{method}{seed}".ljust(12, "0"), "method": method, "model": model, "seed": seed,
+            "attention_distance_per_head": heads, "grid": None if heads is None else [2, 2],
+            "patch_size": [4, 4], "effective_rank": ranks, "n_images": 8,
+        }  # fmt: skip
+
+    heads = [[1.0, 2.0], [3.0, 4.0]]
+    results = [
+        result("ce", "vit", 1, {"cls": 3.0}, heads),
+        result("deit_lt", "deit", 0, {"cls": 2.0, "dist": 2.5}, heads),
+        result("ce", "vit", 0, {"cls": 3.5}, heads),
+        result("cnn_ce", "cnn", 0, {"pooled": 4.0}),
+    ]
+    fig = figure_analysis(results)
+    ax_att, ax_rank = fig.axes
+    style = MethodStyle({"ce": "vit", "deit_lt": "deit", "cnn_ce": "cnn"})
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    # Family, then name, then seed; the uniform-attention reference last.
+    assert [label.split()[0] for label in labels] == ["cnn_ce", "deit_lt", "ce", "ce", "uniform"]
+    assert labels[2].startswith("ce s0") and labels[3].startswith("ce s1")
+    lines = {line.get_label(): line for line in ax_att.lines if not line.get_label().startswith("_")}
+    ce0, ce1 = (lines[label] for label in labels[2:4])
+    assert to_hex(ce0.get_color()) == to_hex(ce1.get_color()) == to_hex(style("ce").colour)
+    assert ce0.get_marker() != ce1.get_marker()  # seeds of one method: one colour, two markers
+    bar_colours = {to_hex(b.get_facecolor()) for b in ax_rank.patches}
+    assert bar_colours == {to_hex(style(m).colour) for m in ("ce", "deit_lt", "cnn_ce")}
+
+
 def test_cnn_features_are_the_pooled_penultimate_ones(catalog):
     model = build_model(_tiny(catalog, "cnn_ce")).eval()
     x = torch.randn(5, 1, 8, 8)
