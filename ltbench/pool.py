@@ -83,7 +83,8 @@ def release_prestarted() -> None:
 def _let_go_of(workers: list, events) -> None:
     for _, tasks, _ in workers:
         tasks.put(None)
-    _let_go.append((workers, events))
+    if workers:
+        _let_go.append((workers, events))
 
 
 def _spawn(ctx, threads: int, events) -> list:

@@ -128,6 +128,9 @@ def test_nothing_is_prestarted_for_one_job_or_a_device_that_may_be_a_gpu():
 
     assert pool.prestart(1, 1, "cpu") == 0
     assert pool.prestart(2, 1, "cuda") == 0
+    kept = len(pool._let_go)
+    pool.release_prestarted()  # nothing to let go: nothing kept
+    assert len(pool._let_go) == kept
     one_per_core = min(pool._cpu_count(), pool.PRESTART_MAX)
     assert pool.prestart(None, 1, "cpu") == (one_per_core if one_per_core > 1 else 0)
     pool.release_prestarted()
