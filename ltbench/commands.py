@@ -10,43 +10,37 @@ import json
 from .cli_args import _at_least, parse_seeds
 
 
-def _jobs_and_threads(args) -> tuple[int | None, int | None]:
-    """``--jobs`` and ``--threads`` resolved: on a CPU one thread per run and, unless set (or
-    ``LTBENCH_JOBS``), one run per core; on a GPU one run at a time with torch's threads."""
+def _jobs(args) -> int | None:
+    """``--jobs``, else ``LTBENCH_JOBS``, else None (one per core: ltbench.pool.default_jobs)."""
     import os
 
     from .errors import UserError
 
-    jobs = args.jobs
-    if jobs is None and os.environ.get("LTBENCH_JOBS"):
-        try:
-            jobs = _at_least(1)(os.environ["LTBENCH_JOBS"])
-        except argparse.ArgumentTypeError as e:
-            raise UserError(f"LTBENCH_JOBS: {e}; set it to how many runs train at once, or unset it") from None
-    from .pool import on_cpu
-
-    threads = args.threads or (1 if on_cpu(args.device) else None)
-    return jobs, threads  # jobs None: one per core (ltbench.pool.default_jobs)
+    if args.jobs is not None or not os.environ.get("LTBENCH_JOBS"):
+        return args.jobs
+    try:
+        return _at_least(1)(os.environ["LTBENCH_JOBS"])
+    except argparse.ArgumentTypeError as e:
+        raise UserError(f"LTBENCH_JOBS: {e}; set it to how many runs train at once, or unset it") from None
 
 
 def _cmd_run(args, console) -> int:
-    import os
-
     from . import pool
 
+    jobs = _jobs(args)
     if args.executor == "inline" and not args.dry_run:
-        # The workers import torch while this process does (checked and sized again below).
-        env_jobs = os.environ.get("LTBENCH_JOBS", "")
-        pool.prestart(args.jobs or (int(env_jobs) if env_jobs.isdigit() else None), args.threads or 1, args.device)
+        # The workers import torch while this process does (sized again once the plan is made).
+        pool.prestart(jobs, args.threads or 1, args.device)
     try:
-        return _run(args, console)
+        return _run(args, console, jobs)
     finally:
         pool.release_prestarted()
 
 
-def _run(args, console) -> int:
+def _run(args, console, jobs: int | None) -> int:
     from . import api
     from .errors import UserError
+    from .pool import on_cpu
     from .sweep import check_device
 
     try:
@@ -57,7 +51,8 @@ def _run(args, console) -> int:
     from .trackers import check_trackers
 
     check_trackers(args.log)  # an unknown or missing tracker stops a dry run too
-    jobs, threads = _jobs_and_threads(args)
+    # On a CPU one thread per run by default; on a GPU torch's threads, one run at a time.
+    threads = args.threads or (1 if on_cpu(args.device) else None)
     # The arguments that define the plan, shared by --dry-run and the run itself.
     common = dict(
         methods=args.methods,

@@ -91,7 +91,7 @@ class LogitKeeper:
 
     Contract: :meth:`keep` is called with the logits of an epoch whose test set was evaluated
     for a selection (``last``, and the ``best_val`` epoch's kept weights, after the last epoch).
-    A ``persist`` keep writes every epoch kept so far at once, so a run resumed after it still
+    :meth:`write` writes every epoch kept so far at once, so a run resumed after it still
     has those epochs' logits. Only one process of a data-parallel run writes (``enabled``).
     """
 
@@ -101,10 +101,8 @@ class LogitKeeper:
         self.entries: dict[int, dict[str, np.ndarray]] = {}
         self.write_seconds = 0.0
 
-    def keep(self, epoch: int, test: dict | None, val: dict | None = None, persist: bool = False) -> None:
-        """Keep ``epoch``'s logits (``Classify.evaluate``'s ``logits_out`` of test and validation).
-
-        ``persist``: write every epoch kept so far to the run folder now."""
+    def keep(self, epoch: int, test: dict | None, val: dict | None = None) -> None:
+        """Keep ``epoch``'s logits (``Classify.evaluate``'s ``logits_out`` of test and validation)."""
         if not self.enabled:
             return
         entry = {}
@@ -115,10 +113,15 @@ class LogitKeeper:
         if not entry:
             return
         self.entries[epoch] = entry
-        if persist:  # every epoch kept so far (the best one, and the last once kept): a resumed run finds them
-            tick = time.perf_counter()
-            _write(self.path, {k: v for kept_entry in self.entries.values() for k, v in kept_entry.items()})
-            self.write_seconds += time.perf_counter() - tick
+
+    def write(self) -> None:
+        """Write every epoch kept so far to the run folder now, so that a run resumed after
+        this point still has those epochs' logits."""
+        if not self.enabled or not self.entries:
+            return
+        tick = time.perf_counter()
+        _write(self.path, {k: v for kept_entry in self.entries.values() for k, v in kept_entry.items()})
+        self.write_seconds += time.perf_counter() - tick
 
     def restore(self, results: dict[str, dict]) -> None:
         """After a resume: take back from the file on disk the logits of the selections that

@@ -412,8 +412,12 @@ def _include_path(path: Path, name: str) -> Path:
 def read_toml(path: Path) -> dict[str, Any]:
     """Read a recipe, resolving one level of ``include``: next to the file first, then the
     built-in bases of its kind (``methods/_vit.toml``, ``_cnn.toml``, ``_mgp.toml``)."""
+    return _merged(_layers(path))
+
+
+def _merged(layers: list[tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
-    for _, layer in _layers(path):  # later bases override earlier ones, the file all of them
+    for _, layer in layers:  # later bases override earlier ones, the file all of them
         merged = _deep_merge(merged, layer)
     return merged
 
@@ -438,10 +442,10 @@ def _layers(path: Path) -> list[tuple[Path, dict[str, Any]]]:
     return [*layers, (path, data)]
 
 
-def _check_base_budgets(path: Path, budgets: dict[str, Any]) -> None:
-    """Types and ranges of the budget values a recipe takes from its bases, each checked
-    against the base that gave it, so that an error names the file that holds the value."""
-    layers = _layers(path)
+def _check_base_budgets(path: Path, layers: list[tuple[Path, dict[str, Any]]], budgets: dict[str, Any]) -> None:
+    """Types and ranges of the budget values recipe ``path`` takes from its bases (``layers``:
+    :func:`_layers`), each checked against the base that gave it, so that an error names the
+    file that holds the value."""
     for budget, table in budgets.items():
         if not isinstance(table, dict):
             continue
@@ -461,13 +465,14 @@ def _check_base_budgets(path: Path, budgets: dict[str, Any]) -> None:
 
 
 def load_method(path: Path) -> MethodSpec:
-    data = read_toml(path)
+    layers = _layers(path)
+    data = _merged(layers)
     budgets = data.get("budgets")
     if not isinstance(budgets, dict) or not budgets:
         raise RecipeError(f"{path}: missing required table 'budgets' (e.g. [budgets.quick])")
     data = {**data, "budgets": {}}
     spec = from_mapping(MethodSpec, data, str(path))
-    _check_base_budgets(path, budgets)
+    _check_base_budgets(path, layers, budgets)
     parsed = {b: from_mapping(TrainConfig, v, f"{path}: budgets.{b}") for b, v in budgets.items()}
     _check_name(spec.name, path)
     for budget in parsed:

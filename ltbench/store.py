@@ -215,8 +215,7 @@ class ResultStore:
     def _connect_readonly(self) -> sqlite3.Connection:
         """SQLite's ``mode=ro``; on a read-only disk (where nobody can be writing it, and the
         shared-memory file of WAL cannot be made) ``immutable=1``."""
-        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro" + ("&immutable=1" if self._immutable else "")
-        db = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout)
+        db = _open_readonly(self.path, self._immutable)
         if not self._immutable:
             try:
                 db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
@@ -497,11 +496,16 @@ def describe_file(path: Path, head: bytes) -> str:
     return f"binary data (it starts {head[:8].hex()}), not a SQLite database"
 
 
+def _open_readonly(path: Path, immutable: bool) -> sqlite3.Connection:
+    """SQLite's ``mode=ro`` on ``path``; ``immutable``: also no lock, journal or shared-memory file."""
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("&immutable=1" if immutable else "")
+    return sqlite3.connect(uri, uri=True, timeout=ResultStore.busy_timeout)
+
+
 def _probe(path: Path, size: int, immutable: bool) -> tuple[set[str], set[str]]:
     """The tables of a SQLite file (``sqlite_*`` left out) and the columns of its ``runs``,
     after SQLite's quick check (files up to :data:`_QUICK_CHECK_BYTES`), read-only."""
-    uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("&immutable=1" if immutable else "")
-    db = sqlite3.connect(uri, uri=True, timeout=ResultStore.busy_timeout)
+    db = _open_readonly(path, immutable)
     try:
         tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")} if "runs" in tables else set()

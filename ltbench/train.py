@@ -484,6 +484,8 @@ class _Loop:
                 else:
                     best.update(self._evaluate_and_keep(best["epoch"], self.best_state))
                 self.best_state = None
+            if self.keeper is not None:
+                self.keeper.write()  # both selections' logits, on disk before the last checkpoint
         return val_top1, best_val
 
     def _evaluate_and_keep(self, epoch: int, state: dict | None = None) -> dict:
@@ -497,12 +499,12 @@ class _Loop:
             keep = self.keeper is not None and self.keeper.enabled and epoch not in self.keeper.entries
             test_logits: dict | None = {} if keep else None
             stats = self.objective.evaluate(self.test, self.cfg.train.eval_batch_size, test_logits)
-            if keep:  # on disk before the last checkpoint
+            if keep:
                 val_logits: dict | None = None
                 if self.val is not None:
                     val_logits = {}
                     self.objective.evaluate(self.val, self.cfg.train.eval_batch_size, val_logits)
-                self.keeper.keep(epoch, test_logits, val_logits, persist=True)
+                self.keeper.keep(epoch, test_logits, val_logits)
         finally:
             if current is not None:
                 model.load_state_dict(current)

@@ -166,8 +166,10 @@ def test_a_persisted_keep_writes_every_kept_epoch(tmp_path):
     # The best epoch (2) and the last (3) both persisted: a keeper of a resumed run, holding
     # nothing in memory, still finds both in the file (a persist must not drop the best epoch).
     keeper = LogitKeeper(tmp_path)
-    keeper.keep(2, kept(*TEST), kept(*VAL), persist=True)
-    keeper.keep(3, kept(*TEST), kept(*VAL), persist=True)
+    keeper.keep(2, kept(*TEST), kept(*VAL))
+    keeper.write()
+    keeper.keep(3, kept(*TEST), kept(*VAL))
+    keeper.write()
     entry = LogitKeeper(tmp_path).finish({"best_val": {"epoch": 2}, "last": {"epoch": 3}})
     assert entry is not None and entry["selections"] == {"best_val": "e2", "last": "e3"}
 
