@@ -524,6 +524,7 @@ def report(
     shift: bool = False,
     metric: str = "accuracy",
     posthoc: bool = False,
+    shift_counts: str = "expected",
 ) -> dict[str, Path]:
     """Write tables (LaTeX, Markdown, CSV) and figures of the finished runs in the store.
 
@@ -543,6 +544,8 @@ def report(
         posthoc: also write post-hoc logit adjustment (tau chosen on validation) from the
             runs' stored logits, posthoc.csv, .tex, .md, and with ``shift`` a ``+ known prior``
             row per method in the shifted tables (:mod:`ltbench.posthoc`).
+        shift_counts: how the shifted test sets weigh classes: ``expected`` (continuous
+            weights, the default) or ``sade`` (SADE's integer per-class counts).
 
     Returns:
         Paths of the written files by kind.
@@ -556,5 +559,13 @@ def report(
     out = Path(out_dir) if out_dir is not None else store.parent / "report"
     records = reporting.select_records(synced_store(store, runs).records(), methods, data, budget)
     return reporting.write_report(
-        records, out, convention, selection, baseline, shift=shift, metric=metric, posthoc=posthoc
+        records,
+        out,
+        convention,
+        selection,
+        baseline,
+        shift=shift,
+        metric=metric,
+        posthoc=posthoc,
+        shift_counts=shift_counts,
     )

@@ -321,6 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write post-hoc logit adjustment from stored logits (tau chosen on validation): posthoc.*; "
         "with --shift, a '+ known prior' row per method in shift.*",
     )
+    p.add_argument(
+        "--shift-counts",
+        default="expected",
+        choices=("expected", "sade"),
+        help="with --shift: weigh classes by continuous weights, or by SADE's integer per-class counts "
+        "int(m * w), its protocol's exact expectation (default: %(default)s)",
+    )
     _add_runs(p)
 
     p = add("analyze", "Attention distance per block and effective rank of CLS/DIST features, from a run's weights.")

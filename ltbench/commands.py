@@ -258,6 +258,7 @@ def _cmd_report(args, console) -> int:
         shift=args.shift,
         metric=args.metric,
         posthoc=args.posthoc,
+        shift_counts=args.shift_counts,
     )
     for kind, path in paths.items():
         console.print(f"{kind:9s} {path}")

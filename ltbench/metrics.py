@@ -31,6 +31,18 @@ def per_class_accuracy(correct: Sequence[int], total: Sequence[int]) -> np.ndarr
         return np.where(total > 0, correct / np.maximum(total, 1), np.nan)
 
 
+def mean_class_accuracy(correct: Sequence[int], total: Sequence[int]) -> float:
+    """Mean per-class accuracy over the classes with test images, computed exactly (as a
+    fraction, rounded once): equal scores are equal floats whatever the summation order, so a
+    choice by "the first of equal scores" (tau on validation) is the same in every caller."""
+    from fractions import Fraction
+
+    pairs = [(int(c), int(t)) for c, t in zip(correct, total) if int(t) > 0]
+    if not pairs:
+        return 0.0
+    return float(sum((Fraction(c, t) for c, t in pairs), Fraction(0)) / len(pairs))
+
+
 def group_accuracy(correct, total, classes: np.ndarray) -> float | None:
     """Mean of per-class accuracies over ``classes`` (not pooled samples); None if empty."""
     if len(classes) == 0:

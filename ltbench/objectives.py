@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .metrics import ClassStats
+from .metrics import ClassStats, mean_class_accuracy
 from .registry import Registry
 
 
@@ -77,8 +77,11 @@ class Classify:
     def evaluate(self, batches, batch_size: int, logits_out: dict | None = None) -> dict:
         """Per-class correct/total and calibration bins; extra heads under ``heads``.
 
-        With ``logits_out``, the main prediction's logits (``[N, C]``, float16, on the device)
-        and labels are put there as ``logits`` and ``labels`` (stored by :mod:`ltbench.posthoc`)."""
+        With ``logits_out``, the main prediction's logits (``[N, C]``, on the device) and labels
+        are put there as ``logits`` and ``labels`` (stored by :mod:`ltbench.posthoc`, in float32):
+        the very tensors whose argmax the statistics counted, in their dtype (float32 on CPU, bf16
+        under CUDA autocast, which converts to float32 exactly), so the stored logits reproduce
+        the record's counts exactly."""
         self.model.eval()
         stats: dict[str, ClassStats] = {}
         kept: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -86,8 +89,8 @@ class Classify:
             for x, y in batches.eval_batches(batch_size):
                 for name, z in self.logits(x).items():
                     stats.setdefault(name, ClassStats(self.num_classes, batches.device)).update(z, y)
-                    if name == "main" and logits_out is not None:  # float16 clipped to its range, not inf
-                        kept.append((z.float().clamp(-65504, 65504).half(), y))
+                    if name == "main" and logits_out is not None:  # the tensor counted, not rounded
+                        kept.append((z.detach(), y))
         if logits_out is not None and kept:
             logits_out["logits"] = torch.cat([z for z, _ in kept])
             logits_out["labels"] = torch.cat([y for _, y in kept])
@@ -162,25 +165,47 @@ def classifier_name(model: torch.nn.Module) -> str:
 
 
 def freeze(model: torch.nn.Module) -> None:
-    """No gradients for ``model`` and its BatchNorm statistics fixed (eval mode kept by ``train_mode``)."""
+    """No gradients for ``model``'s parameters (its BatchNorm statistics are ``train_mode``'s choice)."""
     for p in model.parameters():
         p.requires_grad_(False)
 
 
+# How a cRT / LWS stage treats its frozen backbone's BatchNorm layers (``train.backbone_bn``):
+# "train" normalises with each class-balanced batch's statistics and updates the running ones,
+# as Kang et al.'s code does (every network in train mode, frozen weights); "frozen" keeps the
+# statistics of representation learning (eval mode), ltbench's behaviour before.
+BACKBONE_BN = ("train", "frozen")
+
+
+def backbone_train_mode(model: torch.nn.Module, backbone_bn: str) -> None:
+    """Frozen backbone in eval mode (no dropout, no drop path), its BatchNorm layers in train
+    mode when ``backbone_bn`` is "train"."""
+    model.eval()
+    if backbone_bn == "train":
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.train()
+
+
 class RetrainClassifier(Classify):
     """cRT: a new linear classifier, trained on the frozen backbone's features (with the
-    recipe's sampler: class-balanced in the paper). Only the classifier is in train mode."""
+    recipe's sampler: class-aware in the reference code). The backbone's BatchNorm layers
+    follow ``backbone_bn`` (:data:`BACKBONE_BN`)."""
 
-    def __init__(self, model: torch.nn.Module, criterion, num_classes: int, drw_epoch: int = 0):
+    def __init__(
+        self, model: torch.nn.Module, criterion, num_classes: int, drw_epoch: int = 0, backbone_bn: str = "train"
+    ):
+        if backbone_bn not in BACKBONE_BN:
+            raise ValueError(f"backbone_bn={backbone_bn!r}; use one of {', '.join(BACKBONE_BN)}")
         freeze(model)
         name = classifier_name(model)
         old = getattr(model, name)
         setattr(model, name, torch.nn.Linear(old.in_features, old.out_features).to(old.weight.device))
-        self.head_name = name
+        self.head_name, self.backbone_bn = name, backbone_bn
         super().__init__(model, criterion, num_classes, drw_epoch)
 
     def train_mode(self) -> None:
-        self.model.eval()  # backbone BatchNorm keeps the statistics of representation learning
+        backbone_train_mode(self.model, self.backbone_bn)
         getattr(self.model, self.head_name).train()
 
 
@@ -196,17 +221,28 @@ class ScaledLogits(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.inner(x) * self.scale
 
+    def no_weight_decay(self) -> set[str]:
+        """The scales are never weight-decayed (``train.build_optimizer``), whatever the
+        budget's ``decay_norm_and_bias``: decay would pull them towards 0, not towards 1."""
+        return {"scale"}
+
 
 class LearnScales(Classify):
-    """LWS: the backbone and its classifier frozen, one scale per class learned."""
+    """LWS: the backbone and its classifier frozen, one scale per class learned. The
+    backbone's BatchNorm layers follow ``backbone_bn`` (:data:`BACKBONE_BN`)."""
 
-    def __init__(self, model: torch.nn.Module, criterion, num_classes: int, drw_epoch: int = 0):
+    def __init__(
+        self, model: torch.nn.Module, criterion, num_classes: int, drw_epoch: int = 0, backbone_bn: str = "train"
+    ):
+        if backbone_bn not in BACKBONE_BN:
+            raise ValueError(f"backbone_bn={backbone_bn!r}; use one of {', '.join(BACKBONE_BN)}")
         classifier_name(model)  # a linear classifier to scale
         freeze(model)
+        self.backbone_bn = backbone_bn
         super().__init__(ScaledLogits(model, num_classes), criterion, num_classes, drw_epoch)
 
     def train_mode(self) -> None:
-        self.model.eval()  # nothing but the scales changes
+        backbone_train_mode(self.model.inner, self.backbone_bn)  # the scales have no mode
 
 
 class PosthocTransform(Classify):
@@ -231,7 +267,10 @@ class PosthocTransform(Classify):
 
     def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.model(x.contiguous(memory_format=self.memory_format)).float()
-        return {"main": self.transform(feats, self.weight, self.bias, self.tau)}
+        # The transform in float32 outside autocast, as choose_tau runs it on validation: tau is
+        # chosen at the precision the test set is evaluated in (evaluate runs this under bf16).
+        with torch.autocast(x.device.type, enabled=False):
+            return {"main": self.transform(feats, self.weight, self.bias, self.tau)}
 
     @torch.inference_mode()
     def choose_tau(self, batches, batch_size: int) -> dict[str, float]:
@@ -244,13 +283,13 @@ class PosthocTransform(Classify):
                 feats.append(self.model(x.contiguous(memory_format=self.memory_format)).float())
                 labels.append(y)
         f, y = torch.cat(feats), torch.cat(labels)
-        present = torch.bincount(y, minlength=self.num_classes) > 0
+        totals = torch.bincount(y, minlength=self.num_classes)
         scores = {}
         for tau in self.taus:
-            pred = self.transform(f, self.weight, self.bias, tau).argmax(1)
-            hits = torch.bincount(y[pred == y], minlength=self.num_classes).double()
-            totals = torch.bincount(y, minlength=self.num_classes).double()
-            scores[tau] = float((hits[present] / totals[present]).mean())
+            with torch.autocast(f.device.type, enabled=False):  # float32, as in logits (test)
+                pred = self.transform(f, self.weight, self.bias, tau).argmax(1)
+            hits = torch.bincount(y[pred == y], minlength=self.num_classes)
+            scores[tau] = mean_class_accuracy(hits.tolist(), totals.tolist())  # exact: ties stay ties
         self.tau = max(self.taus, key=lambda t: scores[t])  # max keeps the first of ties
         return scores
 
@@ -271,7 +310,9 @@ def logit_adjusted(log_prior: torch.Tensor):
     return transform
 
 
-TAU_NORM_GRID = tuple(round(0.1 * i, 1) for i in range(11))  # 0, 0.1, ..., 1.0
+# 0, 0.1, ..., 2.0: Kang et al.'s tau_norm.py sweeps np.linspace(0, 2, 21) (validation chose
+# tau > 1 in 3 of 3 runs of a 0..1 grid, at its edge).
+TAU_NORM_GRID = tuple(round(0.1 * i, 1) for i in range(21))
 LOGIT_ADJUST_GRID = tuple(round(0.25 * i, 2) for i in range(13))  # 0, 0.25, ..., 3.0
 
 
@@ -353,13 +394,15 @@ def _masked_pretrain(cfg, data, device, stages):
 @objective("retrain_classifier", roles=("backbone",))
 def _crt(cfg, data, device, stages):
     model = load_stage_model(stages, "backbone", device)
-    return RetrainClassifier(model, _criterion(cfg, data, device), cfg.data.num_classes)
+    bn = cfg.train.backbone_bn or "train"
+    return RetrainClassifier(model, _criterion(cfg, data, device), cfg.data.num_classes, backbone_bn=bn)
 
 
 @objective("learn_scales", roles=("backbone",))
 def _lws(cfg, data, device, stages):
     model = load_stage_model(stages, "backbone", device)
-    return LearnScales(model, _criterion(cfg, data, device), cfg.data.num_classes)
+    bn = cfg.train.backbone_bn or "train"
+    return LearnScales(model, _criterion(cfg, data, device), cfg.data.num_classes, backbone_bn=bn)
 
 
 @objective("tau_norm", roles=("backbone",))

@@ -2,11 +2,15 @@
 
 Every run stores, beside its record, the test and validation logits of the selections its
 record reports (``last``, and ``best_val`` where there is one): ``logits.npz`` in the run
-folder, float16 ``[N, C]`` logits of the prediction the record's top-1 counts (DeiT-LT: the
+folder, float32 ``[N, C]`` logits of the prediction the record's top-1 counts (DeiT-LT: the
 averaged CLS/DIST head; LDAM: the scaled logits) and the int16 (int32 past 32,767 classes)
-labels. The file is plain NumPy arrays, read with ``allow_pickle=False`` (nothing on load runs
-code), written atomically; the record names it with its SHA-256 (``record["logits"]``), and a
-file that does not match is refused.
+labels. The logits are the very tensor whose argmax the record's per-class ``correct`` counted,
+in float32 (bf16 under CUDA autocast converts exactly), so their argmax reproduces the record
+exactly. Records written before float32 storage hold float16 logits (their ``logits`` entry
+says ``"dtype": "float16"``): rounding to float16 ties some near-equal logits, so post-hoc rows
+from them can differ from the record by such a tie. The file is plain NumPy arrays, read with
+``allow_pickle=False`` (nothing on load runs code), written atomically; the record names it
+with its SHA-256 (``record["logits"]``), and a file that does not match is refused.
 
 From the logits and the record's training counts ``n_j`` (``p_train = n / sum n``):
 
@@ -16,10 +20,16 @@ From the logits and the record's training counts ``n_j`` (``p_train = n / sum n`
   VALIDATION logits (the first of equal scores in grid order, as the ``posthoc_logit_adjust``
   objective chooses), never on test.
 - **Known-prior correction**: for a test set whose class prior ``p_test`` is known (the shifted
-  distributions of :mod:`ltbench.shift`), predict ``argmax_j z_j - log p_train(j) + log
-  p_test(j)``, the Bayes-optimal correction under pure label shift and the best-case baseline
-  of the shifted tables. Its expected accuracy is ``sum_i w_i acc_i / sum_i w_i`` with the
-  corrected per-class accuracies, as :func:`ltbench.shift.shifted_accuracy` computes it.
+  distributions of :mod:`ltbench.shift`), predict ``argmax_j z_j - tau * log p_train(j) + log
+  p_test(j)``: the model's own prior taken out, the test's put in (Bayes-optimal under pure
+  label shift), an oracle row of the shifted tables that never takes the bold. The prior a
+  model's logits carry depends on its method: plain CE carries ``p_train`` (tau = 1), while LA,
+  Bal-BCE, LDAM-DRW, cRT or post-hoc LA have already removed it (tau = 0), and subtracting it
+  again would correct twice. So ``tau`` is not assumed: it is post-hoc LA's choice on the
+  VALIDATION logits (balanced: the tau that best removes the training prior), and a run
+  without validation logits gets no such row. Its expected accuracy is ``sum_i w_i acc_i /
+  sum_i w_i`` with the corrected per-class accuracies, as
+  :func:`ltbench.shift.shifted_accuracy` computes it.
 
 A class with no training image gets no ``- log p_train`` term (``log 0`` would make it win
 everywhere), as in the objective: post-hoc LA leaves its logit as it is; the known-prior
@@ -41,7 +51,6 @@ from .data.formats._checksum import file_digest
 
 LOGITS_FILE = "logits.npz"
 SPLITS = ("test", "val")
-_F16_MAX = 65504.0  # the largest float16; logits beyond it are clipped, not made infinite
 _CHUNK = 8192  # rows per argmax: bounds the float32 copy (8,192 x 8,142 x 4 B = 267 MB on iNat18)
 
 
@@ -62,16 +71,21 @@ class MissingLogits(LogitsError):
 
 
 def _host(kept: dict | None) -> tuple[np.ndarray, np.ndarray] | None:
-    """(float16 logits, labels) on the host from ``Classify.evaluate``'s ``logits_out``."""
+    """(float32 logits, labels) on the host from ``Classify.evaluate``'s ``logits_out``.
+
+    The logits come in the dtype the record's statistics counted them in (float32 on CPU, bf16
+    under CUDA autocast) and are converted to float32 on the host: exact, nothing clipped or
+    rounded, so their argmax is the record's.
+    """
     if not kept:
         return None
-    z = kept["logits"].float().clamp(-_F16_MAX, _F16_MAX).half().cpu().numpy()
+    z = kept["logits"].detach().cpu().float().numpy()
     y = kept["labels"].cpu().numpy()
     return z, y.astype(np.int16 if z.shape[1] <= np.iinfo(np.int16).max + 1 else np.int32)
 
 
 def _write(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    # Uncompressed: float16 logits barely compress, and np.load then reads without inflating.
+    # Uncompressed: float32 logits barely compress, and np.load then reads without inflating.
     write_atomic(path, lambda tmp: _savez(tmp, arrays))
 
 
@@ -169,11 +183,14 @@ class LogitKeeper:
             return None
         _write(self.path, arrays)
         self.write_seconds += time.perf_counter() - tick
+        # float32; float16 only where a run resumed from a file written before float32 storage
+        # still holds such an epoch (the least precise dtype stored: its rows may tie).
+        dtypes = {np.dtype(v.dtype) for k, v in arrays.items() if k.endswith("_logits")}
         return {
             "file": LOGITS_FILE,
             "sha256": file_digest(self.path, "sha256"),
             "bytes": self.path.stat().st_size,
-            "dtype": "float16",
+            "dtype": min(dtypes, key=lambda d: d.itemsize).name,
             "selections": selections,
             "write_seconds": round(self.write_seconds, 4),
         }
@@ -206,7 +223,8 @@ def load_logits(record: dict[str, Any], selection: str = "last") -> dict[str, tu
         selection: ``last`` or ``best_val``.
 
     Returns:
-        ``{split: (logits float16 [N, C], labels [N])}`` for ``test`` and, where stored, ``val``.
+        ``{split: (logits [N, C], labels [N])}`` for ``test`` and, where stored, ``val``; the
+        logits as stored (float32; float16 in records from before exact storage).
 
     Raises:
         MissingLogits: no logits stored, the file is not in the run folder, or the selection
@@ -275,9 +293,9 @@ def class_counts(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> tupl
 
 def balanced_accuracy(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
     """Mean per-class accuracy over the classes present in ``labels`` (the objective's tau score)."""
-    correct, total = class_counts(pred, labels, num_classes)
-    present = total > 0
-    return float((correct[present] / total[present]).mean()) if present.any() else 0.0
+    from .metrics import mean_class_accuracy
+
+    return mean_class_accuracy(*class_counts(pred, labels, num_classes))
 
 
 def choose_tau(
@@ -321,13 +339,9 @@ def logit_adjusted(record: dict[str, Any], selection: str = "last", convention: 
     """
     from .metrics import summarize
 
-    logits = load_logits(record, selection)
-    if "val" not in logits:
-        raise MissingLogits(
-            f"run {record['run_id'][:10]} has no validation logits: post-hoc LA chooses tau on validation, "
-            "never on test (give the dataset a validation split: split.val_per_class)",
-            "no validation logits to choose tau on",
-        )
+    logits = _with_validation(
+        record, selection, "post-hoc LA chooses tau on validation, never on test", "choose tau on"
+    )
     counts = record["train_counts"]
     tau, scores = choose_tau(*logits["val"], counts)
     z, y = logits["test"]
@@ -337,34 +351,76 @@ def logit_adjusted(record: dict[str, Any], selection: str = "last", convention: 
     return {"tau": tau, "val_scores": scores, "correct": correct, "total": total, "metrics": metrics}
 
 
+def _with_validation(record: dict[str, Any], selection: str, why: str, purpose: str) -> dict:
+    """A run's logits, refusing (``MissingLogits``) those that lack the validation split."""
+    logits = load_logits(record, selection)
+    if "val" not in logits:
+        raise MissingLogits(
+            f"run {record['run_id'][:10]} has no validation logits: {why} "
+            "(give the dataset a validation split: split.val_per_class)",
+            f"no validation logits to {purpose}",
+        )
+    return logits
+
+
 def known_prior_counts(
-    logits: np.ndarray, labels: np.ndarray, train_counts: Sequence[float], distribution: str
+    logits: np.ndarray, labels: np.ndarray, train_counts: Sequence[float], distribution: str, tau: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class correct/total of ``argmax(z - log p_train + log p_test)``, p_test ∝ the
-    :func:`ltbench.shift.shift_weights` of ``distribution``."""
+    """Per-class correct/total of ``argmax(z - tau * log p_train + log p_test)``, p_test ∝ the
+    :func:`ltbench.shift.shift_weights` of ``distribution``; ``tau`` is the training prior the
+    logits carry (1: plain CE; 0: logits already prior-free)."""
     from .shift import shift_weights
 
     w = shift_weights(train_counts, distribution)
-    offset = np.log(w / w.sum()) - log_prior(train_counts)
+    offset = np.log(w / w.sum()) - tau * log_prior(train_counts)
     return class_counts(predict(logits, offset), labels, len(w))
 
 
+def model_prior(record: dict[str, Any], selection: str = "last") -> float:
+    """How much of the training prior a run's logits carry: post-hoc LA's ``tau`` chosen on its
+    validation logits (0 for a method that already removed it, about 1 for plain CE).
+
+    Raises:
+        MissingLogits: no logits, or no validation logits to estimate it on.
+        LogitsError: see :func:`load_logits`.
+    """
+    logits = _with_validation(
+        record,
+        selection,
+        "the known-prior correction estimates the prior the model's logits carry on validation, never on test",
+        "estimate the model's prior on",
+    )
+    return choose_tau(*logits["val"], record["train_counts"])[0]
+
+
 def known_prior_accuracies(
-    record: dict[str, Any], selection: str = "last", distributions: Sequence[str] | None = None
+    record: dict[str, Any],
+    selection: str = "last",
+    distributions: Sequence[str] | None = None,
+    tau: float | None = None,
+    counts: str = "expected",
 ) -> dict[str, float | None]:
     """Expected top-1 of the known-prior correction on every shifted test distribution.
 
+    Args:
+        record, selection: the run and which of its selections.
+        distributions: default every one of :data:`ltbench.shift.DISTRIBUTIONS`.
+        tau: the training prior the logits carry; None (default): :func:`model_prior`, estimated
+            on the run's validation logits.
+        counts: how the shifted test set weighs classes (:data:`ltbench.shift.COUNTS`).
+
     Raises:
-        MissingLogits, LogitsError: see :func:`load_logits`.
+        MissingLogits, LogitsError: see :func:`load_logits` and :func:`model_prior`.
     """
     from .shift import DISTRIBUTIONS, shifted_accuracy
 
+    tau = model_prior(record, selection) if tau is None else tau
     z, y = load_logits(record, selection)["test"]
-    counts = record["train_counts"]
+    train_counts = record["train_counts"]
     out = {}
     for d in distributions or DISTRIBUTIONS:
-        correct, total = known_prior_counts(z, y, counts, d)
-        out[d] = shifted_accuracy(correct, total, counts, d)
+        correct, total = known_prior_counts(z, y, train_counts, d, tau)
+        out[d] = shifted_accuracy(correct, total, train_counts, d, counts)
     return out
 
 
@@ -437,12 +493,17 @@ def posthoc_frame(records: Sequence[dict[str, Any]], frame, selection: str = "la
     for d, b, m in zip(both["dataset"], both["budget"], both["method"]):
         base_name = m.split(LA_SUFFIX)[0]
         if (d, b, base_name) in rows:
-            rows[d, b, m] = {**rows[d, b, base_name], "setting": None}  # no published row compares
+            info = rows[d, b, base_name]
+            # no published row compares; an adjusted row's tau is chosen on validation
+            rows[d, b, m] = {**info, "setting": None, "partial_val": info.get("partial_val")}
+            if m != base_name:
+                covered = info.get("val_coverage")
+                rows[d, b, m]["partial_val"] = covered if covered and covered[0] < covered[1] else None
     both.attrs = {**frame.attrs, "rows": rows, "duplicates": []}
     return both, skipped
 
 
-def known_prior_frame(records: Sequence[dict[str, Any]], frame, selection: str = "last"):
+def known_prior_frame(records: Sequence[dict[str, Any]], frame, selection: str = "last", counts: str = "expected"):
     """Rows ``<method> + known prior`` for :func:`ltbench.shift.shift_frame`: each run of
     ``frame`` with stored logits, corrected with each distribution's known test prior.
 
@@ -459,7 +520,7 @@ def known_prior_frame(records: Sequence[dict[str, Any]], frame, selection: str =
     values, skipped = [], []
     for run in frame.itertuples(index=False):
         try:
-            values.append((run, known_prior_accuracies(by_id[run.run_id], selection)))
+            values.append((run, known_prior_accuracies(by_id[run.run_id], selection, counts=counts)))
         except MissingLogits as e:
             skipped.append(f"{run.method} seed {run.seed} ({run.run_id[:10]}: {e.reason})")
     return distribution_rows(values, KNOWN_PRIOR_SUFFIX), skipped
@@ -539,12 +600,14 @@ def write_posthoc(
 
 
 KNOWN_PRIOR_TEXT = (
-    "+ known prior: the same runs' stored logits corrected with the test set's class prior, "
-    "argmax(z - log p_train + log p_test), the best-case baseline under label shift"
+    "+ known prior: an oracle that knows the test set's class prior, the same runs' stored logits "
+    "corrected as argmax(z - tau log p_train + log p_test), tau the training prior the logits still carry "
+    "(post-hoc LA's choice on validation: 0 where the method removed it already), shown for reference "
+    "and never bold"
 )
 
 
-def with_known_prior(records: Sequence[dict[str, Any]], frame, agg, selection: str = "last"):
+def with_known_prior(records: Sequence[dict[str, Any]], frame, agg, selection: str = "last", counts: str = "expected"):
     """The shifted table ``agg`` (:func:`ltbench.shift.aggregate_shift`) with a row
     ``<method> + known prior`` after each method whose runs stored logits.
 
@@ -554,7 +617,7 @@ def with_known_prior(records: Sequence[dict[str, Any]], frame, agg, selection: s
 
     from .shift import aggregate_shift
 
-    long, skipped = known_prior_frame(records, frame, selection)
+    long, skipped = known_prior_frame(records, frame, selection, counts)
     if skipped:
         _warn_skipped(skipped)
     if long.empty:

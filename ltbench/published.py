@@ -5,8 +5,9 @@ Both papers pick the best epoch on the test set, and DeiT-LT's group columns are
 index-boundary groups (head / mid / tail), not the 100 / 20 thresholds; the rows say so.
 A published row is shown only for a method, dataset and setting some reported run has, and
 ltbench's difference only where the report compares like with like (the ``paper`` budget,
-the paper's group convention, verified data); otherwise the row says it is not comparable
-and why.
+the paper's group convention, the paper's model selection, verified data); otherwise the
+row says it is not comparable and why. ltbench never picks an epoch on test, so a row of a
+paper that did is never given a difference.
 """
 
 from __future__ import annotations
@@ -25,7 +26,16 @@ class Published:
     few: float
     all: float
     convention: str  # how the paper formed its groups
-    selection: str = "best on test"
+    selection: str = "best_test"  # how the paper chose its epoch: best_test, best_val or last
+
+    @property
+    def selection_text(self) -> str:
+        return SELECTION_TEXT.get(self.selection, self.selection)
+
+
+#: How a published number's epoch was chosen, in words. A difference to ltbench's mean is
+#: printed only where the report selects the same way; ltbench never selects on test.
+SELECTION_TEXT = {"best_test": "best on test", "best_val": "best on validation", "last": "last epoch"}
 
 
 PUBLISHED = (

@@ -195,8 +195,13 @@ class TrainConfig:
     decay_norm_and_bias: bool = False
     # long-tail schedule
     drw_epoch: int = 0  # after this many epochs, deferred re-weighting (LDAM-DRW, DeiT-LT); 0 = never
-    # training order (ltbench.data.samplers): instance, square_root, class_balanced, progressive
+    # training order (ltbench.data.samplers): instance, square_root, class_balanced, progressive,
+    # class_aware
     sampler: str = "instance"
+    # cRT / LWS only (:data:`BN_OBJECTIVES`): the frozen backbone's BatchNorm layers in "train"
+    # mode (batch statistics, running ones updated: Kang et al.'s code) or "frozen" (eval mode);
+    # "" elsewhere, and then left out of the identity (``identity``), so other runs keep their ids.
+    backbone_bn: Literal["", "train", "frozen"] = ""
     mixup_off_epoch: int = 0  # after this many epochs, no mixup/cutmix and hard labels; 0 = never
     # CNNs: ResNet-(6n+2) of the LDAM code for small images
     cnn_depth: int = 32
@@ -233,6 +238,25 @@ class NeedSpec:
     # "run": ``method``'s own recipe; "pretrain": the MGP stage derived from the consuming
     # run's budget (its [pretrain] table and encoder shape; `pretrain = "mgp"` in a recipe).
     stage: Literal["run", "pretrain"] = "run"
+    # Which weights of the stage are consumed: "best_val" (the epoch the validation set picked;
+    # Kang et al.'s stage 2 starts from it) or "last". "" is the role's default
+    # (:data:`DEFAULT_SELECTION`), filled in when the recipe loads, so the choice is part of
+    # the consuming run's identity.
+    selection: Literal["", "best_val", "last"] = ""
+
+    @property
+    def chosen(self) -> str:
+        """The selection asked for: the recipe's, else the role's default."""
+        return self.selection or DEFAULT_SELECTION.get(self.role, "last")
+
+
+# Per role, the weights a consuming stage loads unless its [[needs]] says `selection`: a
+# backbone its best-on-validation epoch (Kang et al.); a teacher and an MGP stage their last.
+DEFAULT_SELECTION = {"backbone": "best_val"}
+
+# The objectives that read train.backbone_bn (their builders in ltbench.objectives); they get
+# "train" unless a recipe or --set says "frozen".
+BN_OBJECTIVES = ("retrain_classifier", "learn_scales")
 
 
 @dataclass(frozen=True)
@@ -503,7 +527,20 @@ def load_method(path: Path) -> MethodSpec:
     _check_objective(spec, path)
     if spec.teacher and any(n.role == "teacher" for n in spec.needs):
         raise RecipeError(f"{path}: both `teacher` and a [[needs]] role 'teacher'; keep one")
-    return dataclasses.replace(spec, budgets=parsed, augment=augment, dataset_overrides=by_dataset)
+    for budget, t in parsed.items():
+        _check_backbone_bn(spec.objective, t.backbone_bn, f"{path}: budgets.{budget}")
+    needs = tuple(dataclasses.replace(n, selection=n.chosen) for n in spec.needs)  # the default, explicit
+    return dataclasses.replace(spec, budgets=parsed, augment=augment, dataset_overrides=by_dataset, needs=needs)
+
+
+def _check_backbone_bn(objective: str, value: str, where: str) -> None:
+    """``backbone_bn`` is set only where a cRT / LWS objective reads it."""
+    if value and objective not in BN_OBJECTIVES:
+        raise RecipeError(
+            f"{where}: backbone_bn={value!r}, but only the objectives {', '.join(BN_OBJECTIVES)} read it "
+            f"(this method's is {objective or 'its default'}); leave it out, or scope --set to a cRT / LWS "
+            "method (e.g. --set cnn_crt.backbone_bn=frozen)"
+        )
 
 
 def _plugin_folder(name: str, path: Path) -> None:
@@ -829,6 +866,9 @@ def resolve(
     cfg = RunConfig(mcfg, dataset, train, budget, seed, data_seed)
     cfg = apply_overrides(cfg, overrides) if overrides else cfg
     where = f"method {method.name}, budget {budget}" + (f" (with --set {' '.join(overrides)})" if overrides else "")
+    _check_backbone_bn(method.objective, cfg.train.backbone_bn, where)
+    if method.objective in BN_OBJECTIVES and not cfg.train.backbone_bn:  # the reference's, explicit
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, backbone_bn="train"))
     _check_train(cfg.train, where)
     if overrides:  # the dataset recipe was checked when it loaded
         _check_data(cfg.data, f"dataset {dataset.name} (with --set {' '.join(overrides)})")
@@ -926,6 +966,8 @@ def _method_keys(spec: MethodSpec, budget: str | None) -> set[str]:
     """The settings ``--set`` can reach in a run of ``spec``: its loss parameters, its
     budget's stage table (all budgets' when ``budget`` is None), and the keys every run has."""
     keys = _type_keys(RunConfig, "") - {"method.loss_params", "train.pretrain"}
+    if spec.objective not in BN_OBJECTIVES:
+        keys.discard("train.backbone_bn")  # read by cRT / LWS only
     keys |= {f"method.loss_params.{k}" for k in spec.loss_params}
     budgets = [spec.budgets[budget]] if budget in spec.budgets else list(spec.budgets.values())
     for t in budgets:
@@ -980,6 +1022,31 @@ def overrides_for(
     return tuple(out)
 
 
+def stage_overrides(
+    stage: MethodSpec,
+    overrides: typing.Sequence[str],
+    selected: typing.Sequence[MethodSpec | str],
+    budget: str | None = None,
+) -> tuple[str, ...]:
+    """The ``--set`` overrides that reach a consumed backbone stage of method ``stage``, so that
+    it is the very run that ``stage`` gives as a selected method under the same command: those
+    scoped to ``stage`` by name, and the unscoped ones that name a setting ``stage`` has. An
+    unscoped key it lacks (``backbone_bn``, a loss parameter of the consuming method only) and
+    one scoped to another method stay with the consuming stage."""
+    names = [m if isinstance(m, str) else m.name for m in selected]
+    keys = _method_keys(stage, budget)
+    out: list[str] = []
+    for item in overrides:
+        key, text = (s.strip() for s in item.split("=", 1))  # overrides_for checked key=value
+        scope, dot, rest = key.partition(".")
+        if dot and scope in names:
+            if scope == stage.name:
+                out.append(f"{rest}={text}")
+        elif _match_key(keys, key):
+            out.append(item)
+    return tuple(out)
+
+
 def apply_overrides(cfg: RunConfig, overrides: tuple[str, ...]) -> RunConfig:
     """Apply ``key=value`` overrides; a key is a dotted path or a unique last part of one.
 
@@ -1012,7 +1079,14 @@ def apply_overrides(cfg: RunConfig, overrides: tuple[str, ...]) -> RunConfig:
         for part in path[:-1]:
             node = node[part]
         node[path[-1]] = _parse_value(text)
-    return run_config_from_dict(d, "override")
+    out = run_config_from_dict(d, "override")
+    sizes, n = out.data.groups.index_sizes, out.data.num_classes
+    if sizes and sum(sizes) != n:  # e.g. num_classes=3 on a dataset whose index blocks name 8,142 classes
+        raise RecipeError(
+            f"overrides {' '.join(overrides)}: groups.index_sizes {list(sizes)} sum to {sum(sizes)}, not "
+            f"num_classes {n}; set them together (e.g. --set groups.index_sizes=[1,1,1] for 3 classes)"
+        )
+    return out
 
 
 def run_config_from_dict(d: dict[str, Any], where: str = "config") -> RunConfig:
@@ -1020,11 +1094,20 @@ def run_config_from_dict(d: dict[str, Any], where: str = "config") -> RunConfig:
     return from_mapping(RunConfig, d, where)
 
 
+# Keys added after runs were stored, with the value that means "not used": left out of the
+# identity at that value, so every run that does not use them keeps its id.
+_UNUSED_AT = {"backbone_bn": ""}
+
+
 def identity(x: Any) -> Any:
     """What of a config's dict form decides a result: descriptive and execution fields
-    removed, numbers as floats."""
+    removed (and :data:`_UNUSED_AT` keys at their unused value), numbers as floats."""
     if isinstance(x, dict):
-        return {k: identity(v) for k, v in x.items() if k not in _DESCRIPTIVE | EXECUTION_KEYS}
+        return {
+            k: identity(v)
+            for k, v in x.items()
+            if k not in _DESCRIPTIVE | EXECUTION_KEYS and not (k in _UNUSED_AT and v == _UNUSED_AT[k])
+        }
     if isinstance(x, list):
         return [identity(v) for v in x]
     if isinstance(x, int) and not isinstance(x, bool):

@@ -28,6 +28,9 @@ class RunRecord(TypedDict, total=False):
     config: dict[str, Any]  # the resolved RunConfig as a dict (reproduce re-runs from it)
     overrides: list[str]  # the user's --set values that reached this method
     needs: dict[str, str]  # role -> run id of each stage consumed (its lineage)
+    # role -> {run_id, selection, epoch, file}: which weights of each consumed stage were loaded
+    # (a backbone's best-on-validation epoch, by default); absent on runs recorded before.
+    needs_selection: dict[str, dict]
     variant: str  # identity without the seeds: runs of one variant are seeds of one table row
     num_classes: int
     class_names: list[str]
@@ -48,7 +51,8 @@ class RunRecord(TypedDict, total=False):
     skipped_images: int
     unreadable_images: list[str]
     # The stored logits (ltbench.posthoc): {file: name in run_dir, sha256 of the file, bytes,
-    # dtype "float16", selections: {last | best_val: key prefix in the file}, write_seconds}.
+    # dtype "float32" ("float16" before exact storage), selections: {last | best_val: key
+    # prefix in the file}, write_seconds}.
     # An output, never part of the run id; absent on runs recorded before logits were stored.
     logits: dict[str, Any]
     skipped: bool  # not stored: set on records of runs found done instead of run

@@ -28,11 +28,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import row_marks
 from .atomic import write_text_atomic
 from .groups import CONVENTIONS
 from .metrics import summarize
 from .plots import plot_per_class  # noqa: F401  (public here since before plots.py had it)
 from .recipes import EXECUTION_KEYS, identity
+from .row_marks import architecture_of, augmentation_of, chose_tau, val_coverage
 
 SELECTIONS = ("last", "best_val")
 METRICS = ("many", "medium", "few", "top1", "worst", "hmean")  # table columns: Many, Med., Few, All, Worst, H-mean
@@ -119,6 +121,7 @@ def runs_frame(
 
     _check(convention, selection)
     rows = []
+    by_id = {r.get("run_id"): r for r in records}
     for r in _finished(records, selection):
         res = r["results"][selection]
         try:
@@ -138,35 +141,48 @@ def runs_frame(
             _fingerprint=prov.get("data_fingerprint"),
             _finished=str(r.get("finished_at") or ""),
             _setting=setting_of(r),
-            _covered=_val_coverage(r),
+            _covered=val_coverage(r),
             _pretraining=pretraining_of(r),
+            _augment=augmentation_of(r, by_id),
+            _arch=architecture_of(r),
+            _tau=chose_tau(r, selection),
         )
         rows.append(row)
-    hidden = ["_verified", "_fingerprint", "_finished", "_setting", "_covered", "_pretraining"]
+    hidden = [
+        "_verified",
+        "_fingerprint",
+        "_finished",
+        "_setting",
+        "_covered",
+        "_pretraining",
+        "_augment",
+        "_arch",
+        "_tau",
+    ]
     frame = pd.DataFrame(
         rows,
         columns=[*RUN_COLUMNS, "top1", "many", "medium", "few", "worst", "hmean", "ece", "variant", "label", *hidden],
     )
     _name_variants(frame)
     frame = _unique_seeds(frame, frame["_finished"])
-    info = zip(
-        frame["dataset"],
-        frame["budget"],
-        frame["method"],
-        frame["base_method"],
-        frame["_setting"],
-        frame["_verified"],
-        frame["_pretraining"],
-    )
-    frame.attrs["rows"] = {
-        (dataset, budget, method): {
-            "base_method": base,
-            "setting": setting,
-            "verified": bool(verified),
-            "pretraining": pretraining,
-        }
-        for dataset, budget, method, base, setting, verified, pretraining in info
-    }
+    frame.attrs["rows"] = {}
+    for run in frame.to_dict("records"):
+        info = frame.attrs["rows"].setdefault(
+            (run["dataset"], run["budget"], run["method"]),
+            {
+                "base_method": run["base_method"],
+                "setting": run["_setting"],
+                "verified": bool(run["_verified"]),
+                "pretraining": run["_pretraining"],
+                "augment": run["_augment"],
+                "architecture": run["_arch"],
+                "val_coverage": run["_covered"],
+                "partial_val": None,
+            },
+        )
+        covered = run["_covered"]
+        if run["_tau"] and covered is not None and covered[0] < covered[1] and not info["partial_val"]:
+            info["partial_val"] = covered
     coverage: dict[str, list[tuple[int, int]]] = {}
     for dataset, covered in zip(frame["dataset"], frame["_covered"]):
         if covered is not None and covered[0] < covered[1] and covered not in coverage.setdefault(dataset, []):
@@ -200,15 +216,6 @@ def pretraining_of(record: dict[str, Any]) -> str:
         pass
     method = (record.get("config") or {}).get("method") or {}
     return "long_tailed_train" if method.get("pretrain") == "mgp" else "none"
-
-
-def _val_coverage(record: dict[str, Any]) -> tuple[int, int] | None:
-    """(classes with validation images, classes) of a run's validation set; None when unknown."""
-    counts = record.get("val_counts")
-    if counts is None:
-        return None
-    counts = np.asarray(counts)
-    return int((counts > 0).sum()), int(counts.size)
 
 
 def variant_of(record: dict[str, Any]) -> str:
@@ -348,10 +355,18 @@ class _Grid:
         return sorted({f"{v:.1f}" for v in means if not np.isnan(v)}, key=float, reverse=not self.error)
 
     def name(self, method: str, latex: bool) -> str:
-        """The row's name with its pretraining marker (‡ long-tailed train set, § external data)."""
+        """The row's name with its markers: pretraining (‡ long-tailed train set, § external
+        data), then :mod:`ltbench.row_marks`' (◇ other augmentation, ¶ tau on a partial
+        validation set)."""
         mark = PRETRAINING_MARKS.get(self.pretraining.get(method, "none"))
         text = latex_escape(method) if latex else method
-        return text + (mark[0 if latex else 1] if mark else "")
+        text += mark[0 if latex else 1] if mark else ""
+        rows = self.attrs.get("rows") or {}
+        return text + "".join(
+            dict.fromkeys(
+                row_marks.marker(key, rows, latex) for key in rows if key[2] == method and key[:2] in self.blocks
+            )
+        )
 
     def pretraining_notes(self) -> list[tuple[str, str, str]]:
         """(LaTeX marker, plain marker, meaning) of each pretraining marker the table uses."""
@@ -368,8 +383,9 @@ class _Grid:
 
         A published row shows only where its method has a row of the paper's setting in the
         block. ltbench's mean minus the paper's follows each number only where the two compare
-        like with like: the same dataset and setting, the report's group convention the
-        paper's, the ``paper`` budget and verified data; otherwise the row says why not.
+        like with like: the same dataset and setting, the report's group convention and model
+        selection the paper's, the ``paper`` budget and verified data; otherwise the row says
+        why not (a paper that picked its epoch on test is never compared: ltbench does not).
 
         Returns:
             (name, cells, comparable) per published row.
@@ -399,6 +415,8 @@ class _Grid:
                 why.append(f"budget {budget}")
             if convention != pub.convention:
                 why.append(f"{convention} groups")
+            if pub.selection != self.attrs.get("selection", "last"):
+                why.append(f"the paper's epoch is {pub.selection_text}")
             if not info.get((*block, ours), default).get("verified", True):
                 why.append("unverified data")
             cells = []
@@ -412,7 +430,7 @@ class _Grid:
                     mine = self.cells.get((ours, b, metric))
                     diff = "" if why or mine is None or np.isnan(mine[0]) else f" ({mine[0] - value:+.1f})"
                     cells.append(f"{value:.1f}{diff}")
-            name = f"{pub.paper}, published {pub.setting} ({pub.convention} groups, {pub.selection}"
+            name = f"{pub.paper}, published {pub.setting} ({pub.convention} groups, {pub.selection_text}"
             if why:
                 name += "; not comparable: " + ", ".join(why)
             elif ours != pub.method:
@@ -457,7 +475,7 @@ class _Grid:
 def _notes(attrs: dict[str, Any], escape: Callable[[Any], str]) -> list[str]:
     """Sentences on what the table's rows leave out or rest on: duplicate runs of a seed that
     were not counted, and best-on-validation picks made on a validation set missing classes."""
-    notes = []
+    notes = row_marks.notes(attrs.get("rows") or {}, escape, latex=escape is not str)
     coverage = attrs.get("val_coverage") or {}
     if attrs.get("selection") == "best_val" and coverage:
         where = ", ".join(
@@ -519,7 +537,8 @@ def default_caption(agg: pd.DataFrame, published: int = 0, compared: int = 0) ->
     elif published and compared:
         tail += (
             "; published rows give the paper's number and, in parentheses where dataset, setting, group "
-            "convention and budget match, ltbench's mean minus it (the others say why they are not comparable)"
+            "convention, model selection and budget match, ltbench's mean minus it (the others say why they are "
+            "not comparable)"
         )
     elif published:
         tail += (
@@ -711,6 +730,7 @@ def write_report(
     shift: bool = False,
     metric: str = "accuracy",
     posthoc: bool = False,
+    shift_counts: str = "expected",
 ) -> dict[str, Path]:
     """Write the tables (LaTeX, Markdown, CSV) and the figures (PNG and PDF) into ``out_dir``.
 
@@ -725,6 +745,8 @@ def write_report(
             best, the harmonic mean left out).
         shift: also write accuracy under shifted test distributions (:mod:`ltbench.shift`):
             ``shift.csv``, ``shift.tex``, ``shift.md``, ``shift.png`` / ``.pdf``.
+        shift_counts: how the shifted test sets weigh classes: ``expected`` (continuous
+            weights) or ``sade`` (SADE's integer per-class counts), :data:`ltbench.shift.COUNTS`.
         posthoc: also write post-hoc logit adjustment from the runs' stored logits
             (:mod:`ltbench.posthoc`): ``posthoc.csv``, ``posthoc.tex``, ``posthoc.md``, each
             method as trained and ``+ post-hoc LA (tau=...)``; with ``shift``, the shifted
@@ -745,6 +767,10 @@ def write_report(
 
     if metric not in TABLE_METRICS:
         raise ValueError(f"unknown table metric {metric!r}; choose one of {', '.join(TABLE_METRICS)}")
+    from .shift import COUNTS
+
+    if shift_counts not in COUNTS:
+        raise ValueError(f"unknown shifted-test counts {shift_counts!r}; choose one of {', '.join(COUNTS)}")
     frame = runs_frame(records, convention, selection)
     if frame.empty:
         raise ValueError(NO_RUNS)
@@ -787,7 +813,7 @@ def write_report(
     if shift:  # the same runs and rows as the table
         from .shift import write_shift
 
-        paths.update(write_shift(done, frame, out, selection, known_prior=posthoc))
+        paths.update(write_shift(done, frame, out, selection, known_prior=posthoc, counts=shift_counts))
     if posthoc:
         from .posthoc import write_posthoc
 

@@ -43,6 +43,7 @@ from .recipes import (
     overrides_for,
     resolve,
     run_config_from_dict,
+    stage_overrides,
 )
 from .record import RECORD_SCHEMA, RunRecord
 from .runlock import RunLock
@@ -157,19 +158,51 @@ def plan_runs(
             for seed in seeds:
                 own = tuple(overrides_for(ms, overrides, method_specs, budget))
                 cfg = resolve(ms, ds, budget, seed, data_seed, own)
-                spec = _add_with_stages(cfg, planned, catalog, Path(out_dir), data_root, verify)
+                sweep = _SweepOverrides(tuple(overrides), tuple(m.name for m in method_specs), budget)
+                spec = _add_with_stages(cfg, planned, catalog, Path(out_dir), data_root, verify, sweep)
                 planned[spec.run_id] = dataclasses.replace(spec, overrides=own)  # the row label names them
     return list(planned.values())
 
 
+# The [[needs]] roles that the command's --set overrides reach (recipes.stage_overrides), so
+# that `--methods cnn_ce,cnn_crt --set epochs=5` builds cRT on that command's cnn_ce run. A
+# teacher and an MGP stage are trained apart from their users and keep their recipes.
+OVERRIDDEN_ROLES = ("backbone",)
+
+
+@dataclass(frozen=True)
+class _SweepOverrides:
+    """The command's --set values and selected methods, for the stages they reach."""
+
+    overrides: tuple[str, ...] = ()
+    selected: tuple[str, ...] = ()
+    budget: str | None = None
+
+
+def _stage_config(cfg: RunConfig, need, catalog: Catalog, sweep: _SweepOverrides) -> tuple[RunConfig, tuple[str, ...]]:
+    """The configuration of the stage ``need`` names, and the --set values that reached it."""
+    if need.role not in OVERRIDDEN_ROLES or need.stage != "run" or not sweep.overrides:
+        return STAGE_CONFIGS[need.stage](cfg, need, catalog), ()
+    own = stage_overrides(catalog.methods.get(need.method), sweep.overrides, sweep.selected, sweep.budget)
+    return consumed_config(cfg, need.method, need.seed, catalog, own), own
+
+
 def _add_with_stages(
-    cfg: RunConfig, planned: dict[str, RunSpec], catalog: Catalog, out_dir: Path, data_root: str | None, verify: bool
+    cfg: RunConfig,
+    planned: dict[str, RunSpec],
+    catalog: Catalog,
+    out_dir: Path,
+    data_root: str | None,
+    verify: bool,
+    sweep: _SweepOverrides = _SweepOverrides(),
+    overrides: tuple[str, ...] = (),
 ) -> RunSpec:
     needs = []
-    stages = {need.role: STAGE_CONFIGS[need.stage](cfg, need, catalog) for need in cfg.method.stages}
+    resolved = {need.role: _stage_config(cfg, need, catalog, sweep) for need in cfg.method.stages}
+    stages = {role: stage for role, (stage, _) in resolved.items()}
     _check_needs(cfg, stages)
-    for role, stage in stages.items():
-        needs.append((role, _add_with_stages(stage, planned, catalog, out_dir, data_root, verify)))
+    for role, (stage, own) in resolved.items():
+        needs.append((role, _add_with_stages(stage, planned, catalog, out_dir, data_root, verify, sweep, own)))
     need_ids = tuple((role, dep.run_id) for role, dep in needs)
     h = run_id(cfg, dict(need_ids), verify)
     if h not in planned:
@@ -180,6 +213,7 @@ def _add_with_stages(
             data_root,
             verify,
             tuple((role, dep.run_dir) for role, dep in needs),
+            overrides,
             need_ids=need_ids,
             variant=variant_id(cfg, {role: dep.variant for role, dep in needs}, verify),
         )
@@ -324,10 +358,14 @@ def teacher_config(cfg: RunConfig, catalog: Catalog) -> RunConfig:
     return consumed_config(cfg, cfg.method.teacher, cfg.method.teacher_seed, catalog)
 
 
-def consumed_config(cfg: RunConfig, method: str, seed: int, catalog: Catalog) -> RunConfig:
+def consumed_config(
+    cfg: RunConfig, method: str, seed: int, catalog: Catalog, overrides: tuple[str, ...] = ()
+) -> RunConfig:
     """The run of ``method`` that ``cfg`` consumes: its own recipe and budget on the same data,
-    with ``cfg``'s seed (``seed`` < 0) or ``seed``. The consuming method's own augmentation
-    (its ``[augment.<budget>]``) is taken back off: the stage trains with the dataset's."""
+    with ``cfg``'s seed (``seed`` < 0) or ``seed``, and the ``--set`` values that reach it
+    (``overrides``; a backbone's, :func:`_stage_config`). The consuming method's own
+    augmentation (its ``[augment.<budget>]``) is taken back off: the stage trains with the
+    dataset's."""
     data = cfg.data
     own = catalog.methods.get(cfg.method.name).augment.get(cfg.budget)
     if own:
@@ -335,7 +373,9 @@ def consumed_config(cfg: RunConfig, method: str, seed: int, catalog: Catalog) ->
         data = dataclasses.replace(
             data, augment=dataclasses.replace(data.augment, **{k: getattr(base, k) for k in own})
         )
-    return resolve(catalog.methods.get(method), data, cfg.budget, cfg.seed if seed < 0 else seed, cfg.data_seed)
+    return resolve(
+        catalog.methods.get(method), data, cfg.budget, cfg.seed if seed < 0 else seed, cfg.data_seed, overrides
+    )
 
 
 def _check_needs(cfg: RunConfig, stages: dict[str, RunConfig]) -> None:
@@ -423,8 +463,9 @@ class DependencyFailed(RuntimeError):
 def _dependencies(spec: RunSpec, store: ResultStore | None = None) -> Dependencies:
     from .train import CHECKPOINT, Dependencies
 
-    found = {}
+    found, selections = {}, {}
     ids = dict(spec.need_ids)
+    wanted = {need.role: need.chosen for need in spec.config.method.stages}  # which weights, per role
     for role, run_dir in spec.needs:
         record = read_record(run_dir)
         stored = store.get(ids[role]) if store is not None and role in ids and record is None else None
@@ -438,12 +479,48 @@ def _dependencies(spec: RunSpec, store: ResultStore | None = None) -> Dependenci
             raise DependencyFailed(
                 f"its {role} stage folder {run_dir} holds run {record.get('run_id')}, not {ids[role]}"
             )
-        found[role] = (run_config_from_dict(record["config"]), run_dir / CHECKPOINT)
+        path, selections[role] = stage_weights(role, run_dir, record, wanted.get(role, "last"))
+        found[role] = (run_config_from_dict(record["config"]), path)
     return Dependencies(
         found["pretrained"][1] if "pretrained" in found else None,
         found.get("teacher"),
         {role: v for role, v in found.items() if role not in ("pretrained", "teacher")},
+        selections,
     )
+
+
+def stage_weights(role: str, run_dir: Path, record: dict[str, Any], selection: str) -> tuple[Path, dict[str, Any]]:
+    """The weights file of the finished stage in ``run_dir`` (its ``record``) that ``selection``
+    asks for, and what the consuming run's record says of it (``needs_selection``).
+
+    "best_val" is the best-on-validation weights file, or the checkpoint where that epoch was the
+    last; a stage without a validation set has no such epoch and gives its last (said so).
+
+    Raises:
+        DependencyFailed: the stage chose an earlier epoch but kept no weights of it (it
+            finished under an ltbench that did not keep them).
+    """
+    from .train import BEST_VAL, CHECKPOINT
+
+    results = record.get("results") or {}
+    last = (results.get("last") or {}).get("epoch")
+    best = (results.get("best_val") or {}).get("epoch")
+    used = {"run_id": record.get("run_id"), "selection": selection, "epoch": last, "file": CHECKPOINT}
+    if selection != "best_val":
+        return run_dir / CHECKPOINT, used
+    if best is None:  # no validation set picked an epoch
+        return run_dir / CHECKPOINT, {**used, "selection": "last", "asked": "best_val", "why": "no validation set"}
+    used["epoch"] = best
+    if best == last:
+        return run_dir / CHECKPOINT, used
+    if not (run_dir / BEST_VAL).is_file():
+        raise DependencyFailed(
+            f"its {role} stage {record.get('run_id', '?')[:10]} ({run_dir}) chose epoch {best} of {last} on "
+            f"validation but kept no weights of it ({BEST_VAL}: it finished before ltbench kept them); re-run "
+            f"that stage (ltbench run --methods {record.get('method')} ... --force), or consume its last epoch "
+            f'with selection = "last" in the [[needs]] table of a recipe of your own'
+        )
+    return run_dir / BEST_VAL, {**used, "file": BEST_VAL}
 
 
 def finished_before(specs: Sequence[RunSpec], store: ResultStore, force: bool = False) -> dict[str, dict[str, Any]]:
@@ -534,6 +611,8 @@ def _execute_run(
     tick = time.perf_counter()
     try:
         deps = _dependencies(spec, store)
+        if deps.selections:  # which weights of each consumed stage (its run id, epoch, file)
+            record["needs_selection"] = deps.selections
         from .train import fit  # here: planning needs neither timm nor the training loop
 
         result = fit(spec.config, data, spec.run_dir, device, on_epoch, deps)

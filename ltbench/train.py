@@ -36,6 +36,10 @@ from .recipes import RunConfig
 from .sam import SAM
 
 CHECKPOINT = "checkpoint.pt"
+# The best-on-validation weights of a finished run, beside its checkpoint, where the validation
+# set chose an epoch before the last (else the checkpoint holds them): what a consuming stage
+# loads with selection = "best_val" (runner.stage_weights).
+BEST_VAL = "best_val.pt"
 
 
 class NonFiniteLoss(RuntimeError):
@@ -123,7 +127,9 @@ class Dependencies:
 
     pretrained: Path | None = None  # an MGP checkpoint whose encoder initialises the ViT
     teacher: tuple[RunConfig, Path] | None = None  # the teacher's config and checkpoint
-    stages: dict[str, tuple[RunConfig, Path]] = field(default_factory=dict)  # [[needs]] role -> (config, checkpoint)
+    stages: dict[str, tuple[RunConfig, Path]] = field(default_factory=dict)  # [[needs]] role -> (config, weights)
+    # role -> which weights were loaded (run id, selection, epoch, file): the record's needs_selection
+    selections: dict[str, dict] = field(default_factory=dict)
 
 
 def _load_model_state(path: Path, device) -> dict:
@@ -193,11 +199,31 @@ def build_optimizer(cfg: RunConfig, model: torch.nn.Module):
         weight_decay=t.weight_decay,
         layer_decay=t.layer_decay or None,
         filter_bias_and_bn=not t.decay_norm_and_bias,
+        param_group_fn=_never_decayed_apart if t.decay_norm_and_bias and _never_decayed(model) else None,
         **kwargs,
     )
     if t.uses_sam:
         return SAM(base, sam_rho(cfg, 1), model if t.sam_freeze_bn else None)
     return base
+
+
+def _never_decayed(model: torch.nn.Module) -> set[str]:
+    """Names of the parameters ``model`` says are never weight-decayed (timm's
+    ``no_weight_decay``, e.g. LWS's scales); timm honours it only when it filters norm layers
+    and biases, so ``decay_norm_and_bias`` budgets (the CNNs) take it here."""
+    names = getattr(model, "no_weight_decay", None)
+    return set(names()) if callable(names) else set()
+
+
+def _never_decayed_apart(model: torch.nn.Module) -> list[dict]:
+    """Every trainable parameter decayed at the budget's rate except :func:`_never_decayed`'s."""
+    never = _never_decayed(model)
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in params if n not in never]},
+        {"params": [p for n, p in params if n in never], "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]  # LWS trains its scales alone
 
 
 def sam_rho(cfg: RunConfig, epoch: int) -> float:
@@ -291,6 +317,7 @@ def fit(
     if not objective.trains:
         return _evaluate_only(objective, cfg, data, device, run_dir)
     loop = _Loop.build(cfg, objective, data, device)
+    loop.run_dir = run_dir
     # Stores the selections' logits (ltbench.posthoc); one process writes.
     loop.keeper = LogitKeeper(run_dir, loop.rank == 0 and stores_logits(objective))
     ckpt_path = run_dir / CHECKPOINT
@@ -353,6 +380,7 @@ class _Loop:
     # The weights of the epoch the validation set picked, on the host, until the test set is
     # evaluated on them after the last epoch (saved in checkpoints until then).
     best_state: dict | None = None
+    run_dir: Path | None = None  # set by fit: where the best-on-validation weights go (BEST_VAL)
 
     @classmethod
     def build(cls, cfg: RunConfig, objective, data: LTData, device: torch.device) -> _Loop:
@@ -483,10 +511,18 @@ class _Loop:
                     best.update({k: v for k, v in results["last"].items() if k not in best})
                 else:
                     best.update(self._evaluate_and_keep(best["epoch"], self.best_state))
+                    self._keep_best(best["epoch"])
                 self.best_state = None
             if self.keeper is not None:
                 self.keeper.write()  # both selections' logits, on disk before the last checkpoint
         return val_top1, best_val
+
+    def _keep_best(self, epoch: int) -> None:
+        """Write the chosen epoch's weights beside the checkpoint (:data:`BEST_VAL`), before the
+        last checkpoint drops them, for stages that consume this run's best-on-validation
+        weights. One process writes; a run killed before its last checkpoint writes it again."""
+        if self.rank == 0 and self.run_dir is not None:
+            _save_atomic({"epoch": epoch, "model": self.best_state}, self.run_dir / BEST_VAL)
 
     def _evaluate_and_keep(self, epoch: int, state: dict | None = None) -> dict:
         """Test statistics of the model (with ``state``'s weights loaded for the call, if

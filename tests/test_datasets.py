@@ -80,12 +80,21 @@ def test_describe_cli_inat_json(tmp_path, capsys):
     # category ids 5, 2, 9 map to label indices 1, 0, 2 (sorted ids), recorded with their names
     write_inat(tmp_path / "train2018.json", [5, 2, 9], [5, 5, 5, 2, 2, 9])
     write_inat(tmp_path / "val2018.json", [5, 2, 9], [5, 2, 9])
-    code = main(["data", "describe", "inat2018", "--root", str(tmp_path), "--set", "num_classes=3", "--json"])
+    args = ["--set", "num_classes=3", "--set", "groups.index_sizes=[1,1,1]"]
+    code = main(["data", "describe", "inat2018", "--root", str(tmp_path), *args, "--json"])
     info = json.loads(capsys.readouterr().out)
     assert code == 1  # figures differ from the official ones: describe says so and exits non-zero
     assert info["train_counts"] == [2, 3, 1]
     assert info["class_names"] == ["species 2", "species 5", "species 9"]
     assert info["splits"] == {"train": 6, "val": 0, "test": 3}
+    assert info["groups"]["index"] == {"many": 1, "medium": 1, "few": 1}
+
+
+def test_num_classes_override_must_agree_with_index_sizes(tmp_path, capsys):
+    # iNat18's DeiT-LT blocks name 8,142 classes: a 3-class override without them is refused
+    code = main(["data", "describe", "inat2018", "--root", str(tmp_path), "--set", "num_classes=3"])
+    assert code != 0
+    assert "groups.index_sizes [842, 3701, 3599] sum to 8142" in capsys.readouterr().err
 
 
 def test_missing_root_message(catalog, tmp_path):

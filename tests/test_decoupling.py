@@ -80,12 +80,12 @@ def test_crt_trains_a_new_classifier_only():
     model = tiny_backbone()
     old_fc = model.fc.weight.detach().clone()
     body = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("fc.")}
-    obj = RetrainClassifier(model, torch.nn.CrossEntropyLoss(), 3)
+    obj = RetrainClassifier(model, torch.nn.CrossEntropyLoss(), 3, backbone_bn="frozen")
     assert not torch.equal(model.fc.weight, old_fc)  # re-initialised
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"fc.weight", "fc.bias"}
     obj.train_mode()
-    assert not model.bn1.training and model.fc.training  # BatchNorm statistics stay the backbone's
+    assert not model.bn1.training and model.fc.training  # "frozen": BatchNorm statistics stay the backbone's
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     before = model.fc.weight.detach().clone()
     obj.loss(torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 0]), 1).backward()

@@ -22,6 +22,7 @@ from ltbench.posthoc import (
     load_logits,
     log_prior,
     logit_adjusted,
+    model_prior,
 )
 from ltbench.reporting import write_report
 from ltbench.runner import execute_run, plan_runs
@@ -34,7 +35,7 @@ S = 10**-0.5  # the middle class's forward-10 weight with 3 classes
 
 def kept(rows, labels):
     """What ``Classify.evaluate`` hands back in ``logits_out``."""
-    return {"logits": torch.tensor(rows, dtype=torch.float16), "labels": torch.tensor(labels)}
+    return {"logits": torch.tensor(rows, dtype=torch.float32), "labels": torch.tensor(labels)}
 
 
 def stored_run(tmp_path, counts, test, val=None, run_id="handmade00"):
@@ -108,7 +109,7 @@ def test_known_prior_correction_on_three_classes_by_hand(tmp_path):
     correct, total = known_prior_counts(z, y, [100, 10, 1], "forward10")
     assert correct.tolist() == [1, 1, 1] and total.tolist() == [2, 1, 1]
     rec = stored_run(tmp_path, [100, 10, 1], KP_TEST)
-    acc = known_prior_accuracies(rec, distributions=["forward10", "uniform"])
+    acc = known_prior_accuracies(rec, distributions=["forward10", "uniform"], tau=1.0)  # CE logits: tau 1
     # sum_i w_i acc_i / sum_i w_i with w = (1, 10^-0.5, 0.1).
     assert acc["forward10"] == pytest.approx((0.5 + S + 0.1) / (1 + S + 0.1))
     assert acc["forward10"] == pytest.approx(0.6469494, abs=1e-7)  # 0.9162278 / 1.4162278
@@ -116,6 +117,53 @@ def test_known_prior_correction_on_three_classes_by_hand(tmp_path):
     # [2, 2.30, 4.61] -> 2, [1, 2.30, -0.39] -> 1, [1, 2.30, 3.61] -> 2: per class 0, 1, 1.
     assert acc["uniform"] == pytest.approx(2 / 3)
     assert 2 * LN10 > 4.6  # the uniform case's margins above hold
+
+
+# counts (100, 1). Validation of a model whose logits are already prior-free (an LA run): both
+# classes right at tau = 0 (margins 5 and 2), and no tau does better: its model prior is 0.
+PRIOR_FREE_VAL = ([[5, 0], [0, 2]], [0, 1])
+# Test as recorded: [1, 0] -> 0 right, [0, 1] -> 1 right, [2, 0] -> 0 wrong: per class 1/1, 1/2.
+PRIOR_FREE_TEST = ([[1, 0], [0, 1], [2, 0]], [0, 1, 1])
+
+
+def test_the_known_prior_correction_does_not_remove_a_prior_twice(tmp_path):
+    # The issue's case: argmax(z - log p_train + log p_test) on LA-like logits adds ln 100 to
+    # class 1 a second time ([1, 0] flips to 1: uniform 0.75 -> 0.5). The model's prior is
+    # estimated on validation (tau 0), so on the uniform test set the right correction is none.
+    rec = stored_run(tmp_path, [100, 1], PRIOR_FREE_TEST, PRIOR_FREE_VAL)
+    assert model_prior(rec) == 0.0
+    acc = known_prior_accuracies(rec, distributions=["uniform", "backward50"])
+    assert acc["uniform"] == pytest.approx(0.75)  # (1 + 0.5) / 2, as recorded
+    # backward-50 with 2 classes: p_test = (1/51, 50/51): class 1 gains ln 50 = 3.9 over class 0,
+    # so [1, 0] and [2, 0] go to class 1: per class 0/1, 2/2 -> (1/50 * 0 + 1 * 1) / (1 + 1/50).
+    assert acc["backward50"] == pytest.approx(1 / (1 + 1 / 50))
+    # A CE model's validation asks for its prior to be removed: tau 0.5 from VAL, as post-hoc LA.
+    ce = stored_run(tmp_path / "ce", [100, 1], TEST, VAL, run_id="handmade01")
+    assert model_prior(ce) == logit_adjusted(ce)["tau"] == 0.5
+
+
+def test_the_known_prior_needs_validation_logits(tmp_path):
+    rec = stored_run(tmp_path, [100, 1], TEST)
+    with pytest.raises(MissingLogits, match="estimates the prior the model's logits carry on validation") as e:
+        known_prior_accuracies(rec)
+    assert e.value.reason == "no validation logits to estimate the model's prior on"
+
+
+def test_an_oracle_row_never_takes_the_bold():
+    import pandas as pd
+
+    from ltbench.shift import DISTRIBUTIONS, latex_table, markdown_table
+
+    rows = [
+        {"method": m, "dataset": "d", "budget": "b", "distribution": dist, "top1_mean": v, "top1_std": np.nan, "n": 1}
+        for m, v in (("ce", 0.5), ("la", 0.6), ("ce + known prior", 0.9), ("la + known prior", 0.6))
+        for dist in DISTRIBUTIONS
+    ]
+    agg = pd.DataFrame(rows)
+    md = markdown_table(agg)
+    assert "| la | **60.0** |" in md and "| ce + known prior | 90.0 |" in md and "| la + known prior | 60.0 |" in md
+    tex = latex_table(agg)
+    assert "la & \\textbf{60.0}" in tex and "ce + known prior & 90.0" in tex and "prior & \\textbf" not in tex
 
 
 def test_known_prior_correction_backward_by_hand():
@@ -134,17 +182,17 @@ def test_known_prior_correction_backward_by_hand():
 # ----------------------------------------------------------------------- the file
 
 
-def test_the_file_is_float16_and_loads_without_pickle(tmp_path):
+def test_the_file_is_float32_and_loads_without_pickle(tmp_path):
     rec = stored_run(tmp_path, [100, 1], TEST, VAL)
     path = tmp_path / LOGITS_FILE
     assert rec["logits"]["file"] == LOGITS_FILE and rec["logits"]["selections"] == {"last": "e3"}
     with np.load(path, allow_pickle=False) as f:
         assert sorted(f.files) == ["e3_test_labels", "e3_test_logits", "e3_val_labels", "e3_val_logits"]
-        assert f["e3_test_logits"].dtype == np.float16 and f["e3_test_logits"].shape == (3, 2)
+        assert f["e3_test_logits"].dtype == np.float32 and f["e3_test_logits"].shape == (3, 2)
         assert f["e3_test_labels"].dtype == np.int16
         assert all(f[k].dtype != object for k in f.files)
     z, y = load_logits(rec)["test"]
-    np.testing.assert_array_equal(z, np.array(TEST[0], np.float16))
+    np.testing.assert_array_equal(z, np.array(TEST[0], np.float32))
     assert y.tolist() == [0, 1, 1]
 
 
@@ -203,11 +251,12 @@ def test_a_run_stores_its_logits_and_the_report_adds_posthoc_rows(tmp_path, no_f
     rec = records[0]
     entry = rec["logits"]
     assert set(entry["selections"]) == set(rec["results"])  # last and best_val
-    assert (specs[0].run_dir / LOGITS_FILE).is_file() and entry["bytes"] < 50_000  # 500 + 100 images x 10 classes
+    # 500 + 100 images x 10 classes x 4 B, two epochs
+    assert (specs[0].run_dir / LOGITS_FILE).is_file() and entry["bytes"] < 100_000
     for sel, res in rec["results"].items():
         logits = load_logits(rec, sel)
         z, y = logits["test"]
-        assert z.dtype == np.float16 and z.shape == (500, 10) and logits["val"][0].shape == (100, 10)
+        assert z.dtype == np.float32 and z.shape == (500, 10) and logits["val"][0].shape == (100, 10)
         # The stored logits give the predictions the record counted.
         pred = z.astype(np.float32).argmax(1)
         assert np.bincount(y[pred == y], minlength=10).tolist() == list(res["correct"])
@@ -250,8 +299,8 @@ def test_posthoc_la_from_stored_logits_agrees_with_the_objective(tmp_path):
     theirs = stage["results"]["last"]
     assert mine["tau"] == theirs["tau"]
     assert mine["val_scores"] == pytest.approx({float(t): v for t, v in theirs["val_scores"].items()})
-    # float16 storage may flip a near-tie on test: at most one image in 500 here.
-    assert np.abs(mine["correct"] - np.asarray(theirs["correct"])).sum() <= 1
+    # float32 storage: the stored logits give the stage's own predictions, image for image.
+    assert mine["correct"].tolist() == list(theirs["correct"])
 
 
 def test_a_run_stopped_after_its_last_checkpoint_keeps_its_logits(smoke_config, digits, tmp_path):

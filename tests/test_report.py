@@ -349,13 +349,39 @@ def test_latex_with_notes_and_published_rows_compiles(tmp_path):
     compile_latex(tmp_path, "table.tex")
 
 
-def test_published_reference_rows_with_difference(tmp_path):
-    # The paper budget under DeiT-LT's own index groups: like with like.
+@pytest.fixture
+def last_epoch_papers(monkeypatch):
+    """The published rows as if their papers had reported the last epoch, as ltbench does:
+    the one protocol under which a difference is printed."""
+    import dataclasses
+
+    from ltbench import published
+
+    rows = tuple(dataclasses.replace(p, selection="last") for p in published.PUBLISHED)
+    monkeypatch.setattr(published, "PUBLISHED", rows)
+    return rows
+
+
+def test_published_rows_selected_on_test_are_never_compared(tmp_path):
+    # The papers pick their epoch on test, ltbench never does: paper budget, index groups,
+    # and still no difference, with the reason, under either selection.
+    for selection in ("last", "best_val"):
+        recs = deit_cifar10()
+        for r in recs:
+            r["results"]["best_val"] = r["results"]["last"]
+        paths = write_report(recs, tmp_path / selection, convention="index", selection=selection)
+        ref = line_of(paths["markdown"].read_text(encoding="utf-8"), "| DeiT-LT (DeiT-B), published rho=100")
+        assert "not comparable: the paper's epoch is best on test)" in ref and "(-" not in ref
+        assert "minus it" not in line_of(paths["latex"].read_text(), "\\caption{")
+
+
+def test_published_reference_rows_with_difference(tmp_path, last_epoch_papers):
+    # The paper budget under DeiT-LT's own index groups and the paper's selection: like with like.
     paths = write_report(deit_cifar10(), tmp_path, convention="index")
     md = paths["markdown"].read_text(encoding="utf-8").splitlines()
     ref = next(line for line in md if line.startswith("| DeiT-LT (DeiT-B), published rho=100"))
     # ours (index groups, mean of two seeds): many (80 + 82) / 2 = 81.0, all 46.0 -> 81.0 - 94.5, 46.0 - 87.5
-    assert "| 94.5 (-13.5) |" in ref and "| 87.5 (-41.5) |" in ref and "index groups, best on test)" in ref
+    assert "| 94.5 (-13.5) |" in ref and "| 87.5 (-41.5) |" in ref and "index groups, last epoch)" in ref
     assert "not comparable" not in ref
     tex = paths["latex"].read_text()
     assert "DeiT-LT (DeiT-B), published rho=100" in tex
@@ -363,7 +389,7 @@ def test_published_reference_rows_with_difference(tmp_path):
     assert "in parentheses, ltbench's mean minus it" in line_of(tex, "\\caption{")
 
 
-def test_published_rows_only_compare_like_with_like(tmp_path):
+def test_published_rows_only_compare_like_with_like(tmp_path, last_epoch_papers):
     # The issue's case: a smoke run under the threshold groups printed 84.1 (-78.1) against
     # DeiT-LT's index-block "medium". Now: the paper's number alone, and why.
     paths = write_report(deit_cifar10("smoke"), tmp_path, convention="threshold")
@@ -394,7 +420,7 @@ def test_published_rows_only_for_methods_in_the_table(tmp_path):
     assert "published" not in md and "published" not in tex and "DeiT-B" not in tex
 
 
-def test_published_rows_compare_with_the_row_of_their_setting():
+def test_published_rows_compare_with_the_row_of_their_setting(last_epoch_papers):
     # deit_lt at the recipe's rho=100 and with --set rho=50: each published setting is set
     # against its own row, never the other's.
     recs = deit_cifar10() + [
@@ -403,7 +429,7 @@ def test_published_rows_compare_with_the_row_of_their_setting():
     ]
     md = markdown_table(*_with_refs(recs, "index"))
     assert "| deit_lt [rho=50] | <u>50.0</u> ± 0.0 |" in md
-    assert "| 94.5 (-13.5) |" in line_of(md, "| DeiT-LT (DeiT-B), published rho=100 (index groups, best on test) |")
+    assert "| 94.5 (-13.5) |" in line_of(md, "| DeiT-LT (DeiT-B), published rho=100 (index groups, last epoch) |")
     rho50 = line_of(md, "| DeiT-LT (DeiT-B), published rho=50")
     assert "against deit_lt [rho=50])" in rho50 and "| 94.9 (-44.9) |" in rho50  # 50.0 - 94.9
 
@@ -559,3 +585,21 @@ def test_runs_with_different_settings_are_never_averaged_as_seeds():
     recs[2]["overrides"] = []
     names = list(dict.fromkeys(runs_frame(recs)["method"]))
     assert len(names) == 2 and all(n.startswith("la {") for n in names)
+
+
+def test_every_published_index_row_can_be_compared():
+    # DeiT-LT's rows use its index blocks: each dataset they are published on needs the block
+    # sizes in its recipe, or `--convention index` fails there and the row never compares.
+    from ltbench.groups import assign_groups, group_sizes
+    from ltbench.published import PUBLISHED
+    from ltbench.recipes import load_catalog
+
+    datasets = load_catalog().datasets
+    for pub in PUBLISHED:
+        if pub.convention != "index":
+            continue
+        spec = datasets.get(pub.dataset)
+        sizes = spec.groups.index_sizes
+        assert sum(sizes) == spec.num_classes, pub
+        groups = group_sizes(assign_groups(list(range(spec.num_classes, 0, -1)), "index", sizes))
+        assert list(groups.values()) == list(sizes), pub

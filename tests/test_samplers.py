@@ -173,7 +173,7 @@ def test_bad_sampler_in_a_recipe_file(tmp_path):
         'name = "bad_sampler"\ntitle = "t"\npaper = "p"\nversion = 1\nmodel = "cnn"\nloss = "ce"\n'
         '[budgets.smoke]\nepochs = 1\nbatch_size = 8\nlr = 0.1\nwarmup_epochs = 0\nsampler = "balanced"\n'
     )
-    with pytest.raises(RecipeError, match=r"budgets.smoke: unknown sampler 'balanced'.*Valid: class_balanced"):
+    with pytest.raises(RecipeError, match=r"budgets.smoke: unknown sampler 'balanced'.*Valid: .*class_balanced"):
         load_method(path)
 
 

@@ -70,7 +70,9 @@ def carve_val(labels: np.ndarray, unused: np.ndarray, per_class: int, num_classe
     """Indices of a validation set, up to ``per_class`` per class, from ``unused`` indices.
 
     The CIFAR-LT head class keeps every one of its images, so it has none to give: such a
-    class is absent from validation rather than the published training set being changed.
+    class is absent from validation rather than the published training set being changed (or
+    the test set). Reports mark every choice made on such a validation set
+    (:mod:`ltbench.row_marks`, docs/datasets.md).
     """
     rng = np.random.RandomState(SPLIT_SEED)
     chosen = [np.sort(rng.permutation(unused[labels[unused] == c])[:per_class]) for c in range(num_classes)]
