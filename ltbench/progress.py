@@ -23,6 +23,7 @@ from typing import IO, Any, Protocol
 
 from rich.console import Console, Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 
 class Reporter(Protocol):
@@ -121,8 +122,6 @@ class _ProgressWithResults(Progress):
     def get_renderables(self):
         done = getattr(self, "done_records", None)  # rich draws once before __init__ returns
         if done:
-            from .api import summary_table
-
             yield Group(summary_table(done), self.make_tasks_table(self.tasks))
         else:
             yield self.make_tasks_table(self.tasks)
@@ -201,8 +200,6 @@ class _Discard:
 
 def print_summary(console: Console, records: Sequence[dict[str, Any]]) -> None:
     """The sweep's table at full width: rich's table in a terminal, Markdown elsewhere."""
-    from .api import summary_rows, summary_table
-
     if console.quiet:
         return
     if console.is_terminal:
@@ -227,3 +224,65 @@ __all__ = [
     "print_summary",
     "run_name",
 ]
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def summary_rows(records: Sequence[dict[str, Any]]) -> tuple[str, list[str], list[list[str]], str]:
+    """The summary of runs as plain cells: ``(title, header, rows, caption)``; test accuracy by
+    group (last epoch), best-on-val, ECE, time."""
+    datasets = sorted({r["dataset"] for r in records})
+    budgets = sorted({r["budget"] for r in records})
+    title = f"test top-1 % on {', '.join(datasets)} ({', '.join(budgets)} budget)"
+    caption = "groups: >100 / 20-100 / <20 training images; last epoch unless noted"
+    header = [
+        "method",
+        *(["dataset"] if len(datasets) > 1 else []),
+        *(["budget"] if len(budgets) > 1 else []),
+        "seed",
+        "many",
+        "med",
+        "few",
+        "all",
+        "all@val",
+        "ECE",
+        "train s",
+        "status",
+    ]
+    rows = []
+    for r in records:
+        m = r.get("metrics") or {}
+        last, best = m.get("last") or {}, m.get("best_val") or {}
+        secs = (r.get("timings") or {}).get("train_seconds")
+        status = "skipped" if r.get("skipped") else r["status"]
+        rows.append(
+            [
+                r["method"],
+                *([r["dataset"]] if len(datasets) > 1 else []),
+                *([r["budget"]] if len(budgets) > 1 else []),
+                str(r["seed"]),
+                _pct(last.get("many")),
+                _pct(last.get("medium")),
+                _pct(last.get("few")),
+                _pct(last.get("top1")),
+                _pct(best.get("top1")),
+                _pct(last.get("ece")),
+                "–" if secs is None else f"{secs:.0f}",
+                status,
+            ]
+        )
+    return title, header, rows, caption
+
+
+def summary_table(records: Sequence[dict[str, Any]]) -> Table:
+    """A rich table of runs (the cells of :func:`summary_rows`)."""
+    title, header, rows, caption = summary_rows(records)
+    table = Table(title=title, caption=caption)
+    for col in header:
+        left = col in ("method", "dataset", "budget", "status")
+        table.add_column(col, justify="left" if left else "right", no_wrap=left)
+    for row in rows:
+        table.add_row(*row)
+    return table
