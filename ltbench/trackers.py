@@ -177,6 +177,7 @@ class WandbTracker(_Tracker):
     def __init__(self, out_dir: Path):
         super().__init__(out_dir)
         self.mode = _wandb_mode()
+        self.opened_any = False
 
     def open(self, spec):
         import wandb
@@ -203,6 +204,17 @@ class WandbTracker(_Tracker):
             writer.summary.update(scalars)
         writer.summary["status"] = status
         writer.finish(exit_code=0 if status == "done" else 1)
+        self.opened_any = True
+
+    def close(self) -> None:
+        super().close()
+        if self.opened_any:
+            import wandb
+
+            # finish() returns before wandb-core has flushed the run's .wandb file; teardown waits
+            # for it, so the files are whole when ltbench.run returns (and `wandb sync` sees every epoch).
+            wandb.teardown()
+            self.opened_any = False
 
 
 def make_trackers(kinds: Sequence[str], out_dir: str | Path) -> list[_Tracker]:
