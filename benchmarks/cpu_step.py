@@ -37,9 +37,10 @@ SETTINGS = {
 
 
 def _build(method: str):
+    from ltbench.config.run_config import resolve
     from ltbench.data import build_data
-    from ltbench.recipes import load_catalog, resolve
-    from ltbench.train import Dependencies, build_objective, build_optimizer, make_batches
+    from ltbench.planning.catalog import load_catalog
+    from ltbench.training.loop import Dependencies, build_objective, build_optimizer, make_batches
 
     cat = load_catalog(())
     cfg = resolve(cat.methods.get(method), cat.datasets.get("mnist_lt"), "quick", 0, 0, ())

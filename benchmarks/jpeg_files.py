@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from ltbench.data import build_data
-from ltbench.recipes import load_catalog
+from ltbench.planning.catalog import load_catalog
 
 
 def _write(job):

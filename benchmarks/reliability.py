@@ -38,7 +38,7 @@ TINY = ["run", "--methods", "ce", "--data", "digits_lt", "--budget", "smoke", "-
 
 
 def _record(run_id: str, writer: int, i: int) -> dict:
-    from ltbench.record import RECORD_SCHEMA
+    from ltbench.config.record import RECORD_SCHEMA
 
     counts = [50 + (i % 7), 20, 5]
     return {
@@ -61,7 +61,7 @@ def _record(run_id: str, writer: int, i: int) -> dict:
 
 
 def _writer(store: str, writer: int, records: int) -> None:
-    from ltbench.store import ResultStore
+    from ltbench.store.sqlite import ResultStore
 
     db = ResultStore(store)
     for i in range(records):
@@ -70,7 +70,7 @@ def _writer(store: str, writer: int, records: int) -> None:
 
 
 def _reader(store: str, stop) -> None:
-    from ltbench.store import ResultStore
+    from ltbench.store.sqlite import ResultStore
 
     while not stop.is_set():
         try:
@@ -82,7 +82,7 @@ def _reader(store: str, stop) -> None:
 
 def writers(tmp: Path, n: int, records: int) -> dict:
     """N processes ingesting into one store at once, and a reader."""
-    from ltbench.store import ResultStore
+    from ltbench.store.sqlite import ResultStore
 
     store = str(tmp / "writers.db")
     ctx = mp.get_context("spawn")

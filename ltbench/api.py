@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import Progress
 
-from .progress import summary_rows, summary_table  # noqa: F401  (ltbench.api.summary_* kept)
-from .recipes import load_catalog
-from .store import DEFAULT_OUT, DEFAULT_STORE, ResultStore
+from .execution.progress import summary_rows, summary_table  # noqa: F401  (ltbench.api.summary_* kept)
+from .planning.catalog import load_catalog
+from .store.access import synced_store
+from .store.records import DEFAULT_OUT, DEFAULT_STORE
+from .store.sqlite import ResultStore
 
 
 def run(
@@ -63,18 +64,18 @@ def run(
             custom copy and records it as unverified.
         executor: ``inline`` (this process), ``local`` (submitit subprocesses, side by side
             within the cores or one per GPU) or ``slurm`` (submitit job arrays).
-        slurm: :class:`ltbench.launch.SlurmOptions` (resources; also used by ``local``).
+        slurm: :class:`ltbench.execution.launch.SlurmOptions` (resources; also used by ``local``).
         wait: with ``local``/``slurm``, follow the jobs until they end; False returns once
             they are submitted (their records reach the store by themselves).
-        allow_large_sweep: allow more than :data:`ltbench.sweep.MAX_SWEEP_RUNS` runs.
+        allow_large_sweep: allow more than :data:`ltbench.planning.sweep_files.MAX_SWEEP_RUNS` runs.
         jobs: with ``inline``, how many runs train at once, each in a worker process
-            (:mod:`ltbench.pool`); 1 trains them one after another in this process; None
-            one per core on a CPU (:func:`ltbench.pool.default_jobs`).
+            (:mod:`ltbench.execution.pool`); 1 trains them one after another in this process; None
+            one per core on a CPU (:func:`ltbench.execution.pool.default_jobs`).
         threads: intra-op threads per run (None: torch's default in this process, 1 in
             workers). A speed setting, not part of a run's identity: 1 and 2 threads agree to
             float32 noise, not bit for bit.
         log: trackers that also get every run's curves and results: ``tensorboard``,
-            ``wandb`` (:mod:`ltbench.trackers`; files under ``out_dir``).
+            ``wandb`` (:mod:`ltbench.execution.trackers`; files under ``out_dir``).
 
     Returns:
         One record per run, in plan order (none when not waiting). Failed runs have
@@ -84,7 +85,7 @@ def run(
         UnknownNameError, RecipeError: bad names or overrides; nothing runs.
         RunSetupError: a run's data could not be built; runs before it are stored.
     """
-    from .sweep import check_device, check_writable_dir, save_sweep
+    from .planning.sweep_files import check_device, check_writable_dir, save_sweep
 
     check_device(device)
     specs = _sweep(locals()).plan()
@@ -93,12 +94,12 @@ def run(
     db = ResultStore(store)
     save_sweep(specs, check_writable_dir(out_dir))
     console = console or Console(stderr=True)
-    from .progress import Fanout, make_reporter, print_summary
-    from .trackers import check_trackers, make_trackers
+    from .execution.progress import Fanout, make_reporter, print_summary
+    from .execution.trackers import check_trackers, make_trackers
 
     check_trackers(log)
     if jobs is None:
-        from .pool import default_jobs
+        from .execution.pool import default_jobs
 
         jobs = default_jobs(len(specs), device, threads)
     if jobs < 1 or (threads is not None and threads < 1):
@@ -123,17 +124,17 @@ def run(
 
 def main_job_methods(catalog=None) -> list[str]:
     """The methods ``ltbench run`` trains without ``--methods`` (recipes with ``in_main_job``)."""
-    from .runner import main_job_methods as of_catalog
+    from .planning.sweep import main_job_methods as of_catalog
 
     return of_catalog(catalog)
 
 
 def _sweep(args: dict[str, Any]):
-    """The :class:`ltbench.runner.Sweep` of a library call's arguments (its other ones ignored)."""
+    """The :class:`ltbench.planning.sweep.Sweep` of a library call's arguments (its other ones ignored)."""
     import dataclasses
 
-    from .runner import Sweep  # loads torch
-    from .sweep import check_plan_args
+    from .planning.sweep import Sweep  # loads torch
+    from .planning.sweep_files import check_plan_args
 
     check_plan_args(args)
     names = {f.name for f in dataclasses.fields(Sweep)}
@@ -156,7 +157,7 @@ def plan(
 ) -> list[dict[str, Any]]:
     """What ``run`` with the same arguments would do (``ltbench run --dry-run``): each stage,
     what it needs, and whether it would run, resume or be skipped. Runs nothing."""
-    from .sweep import plan_rows
+    from .planning.sweep_files import plan_rows
 
     specs = _sweep(locals()).plan()
     return plan_rows(specs, synced_store(store, out_dir) if Path(store).exists() else None)
@@ -165,26 +166,20 @@ def plan(
 def status(out_dir: str | Path = DEFAULT_OUT) -> list[dict[str, Any]]:
     """State of each stage of the latest sweep under ``out_dir``: queued, running (epoch),
     done, failed (last line of the error and the log path), cancelled, interrupted."""
-    from .sweep import status_rows
+    from .planning.sweep_files import status_rows
 
     return status_rows(Path(out_dir))
-
-
-def _progress(console: Console) -> Progress:
-    from .progress import bar_columns
-
-    return Progress(*bar_columns(), console=console, transient=False)
 
 
 def _run_inline(specs, db: ResultStore, device, force: bool, reporter, jobs: int, threads: int | None):
     """The runs one after another in this process (``jobs == 1``), or side by side in workers."""
     if jobs > 1 and len(specs) > 1:
-        from .pool import run_side_by_side
+        from .execution.pool import run_side_by_side
 
         return run_side_by_side(specs, str(db.path), device, force, reporter, jobs, threads or 1)
     import torch
 
-    from .runner import execute_run
+    from .execution.runner import execute_run
 
     before = torch.get_num_threads()
     if threads:
@@ -209,9 +204,9 @@ def _run_inline(specs, db: ResultStore, device, force: bool, reporter, jobs: int
 def _run_submitit(
     specs, store, executor: str, folder: Path, slurm, device, force: bool, wait: bool, console: Console, reporter
 ) -> list[dict[str, Any]]:
-    from .launch import submit
-    from .record import placeholder
-    from .runner import finished_before
+    from .config.record import placeholder
+    from .execution.launch import submit
+    from .execution.runner import finished_before
 
     db = ResultStore(store)
     done_before = finished_before(specs, db, force)
@@ -292,8 +287,9 @@ def describe(
     ``overrides`` change the dataset recipe as in ``run`` (``rho=50``, ``profile=step``).
     See :func:`ltbench.data.describe.describe_dataset` for the keys.
     """
+    from .config.overrides import apply_overrides
+    from .config.run_config import resolve
     from .data.describe import describe_dataset
-    from .recipes import apply_overrides, resolve
 
     catalog = load_catalog(tuple(recipes))
     spec = catalog.datasets.get(name)
@@ -312,27 +308,6 @@ def download(name: str, root: str | Path | None = None, recipes: Sequence[str] =
 
     spec = load_catalog(tuple(recipes)).datasets.get(name)
     return download_dataset(spec, Path(root) if root else Path(spec.default_root or "."))
-
-
-def open_store(store: str | Path) -> ResultStore:
-    """An existing results store, opened read-only (``mode=ro``: it works on a read-only disk
-    and is never changed); a missing one is an error (reading never creates it), and so is a
-    file that is not an ltbench store (:class:`ltbench.errors.StoreError`)."""
-    if not Path(store).exists():
-        raise FileNotFoundError(f"no results store at {store}; run `ltbench run` first or pass --store PATH")
-    return ResultStore(store, readonly=True)
-
-
-def synced_store(store: str | Path, runs: str | Path | None = None) -> ResultStore:
-    """An existing store, first brought up to date with the finished ``record.json`` files
-    under ``runs`` (default: the store's own folder, where ``ltbench run`` puts them)."""
-    import sys
-
-    db = open_store(store)
-    db.sync(Path(store).parent if runs is None else runs)
-    for note in db.notes:  # a sync that could not write: say so in one line and go on
-        print(f"note: {note}", file=sys.stderr)
-    return db
 
 
 def results(store: str | Path = DEFAULT_STORE, runs: str | Path | None = None) -> list[dict[str, Any]]:
@@ -411,7 +386,8 @@ def reproduce(
     """
     import numpy as np
 
-    from .runner import execute_run, spec_from_record
+    from .execution.runner import execute_run
+    from .planning.sweep import spec_from_record
 
     db = synced_store(store)
     full = db.find(run_id)
@@ -476,12 +452,12 @@ def report(
         runs: a run's ``--out`` whose finished records are ingested first (default: the
             store's folder).
         shift: also write accuracy under shifted test distributions (forward / uniform /
-            backward, :mod:`ltbench.shift`): shift.csv, .tex, .md, .png, .pdf.
+            backward, :mod:`ltbench.reports.shift`): shift.csv, .tex, .md, .png, .pdf.
         metric: ``accuracy``, or ``error`` for error rates (100 - accuracy, the lowest best;
             the harmonic-mean column left out), as CIFAR papers quote them.
         posthoc: also write post-hoc logit adjustment (tau chosen on validation) from the
             runs' stored logits, posthoc.csv, .tex, .md, and with ``shift`` a ``+ known prior``
-            row per method in the shifted tables (:mod:`ltbench.posthoc`).
+            row per method in the shifted tables (:mod:`ltbench.reports.posthoc`).
         shift_counts: how the shifted test sets weigh classes: ``expected`` (continuous
             weights, the default) or ``sade`` (SADE's integer per-class counts).
 
@@ -491,7 +467,7 @@ def report(
     Raises:
         ValueError: no finished run matches, or a bad convention / selection / metric / baseline.
     """
-    from . import reporting  # pandas and matplotlib load only when reporting
+    from .reports import write as reporting  # pandas and matplotlib load only when reporting
 
     store = Path(store)
     out = Path(out_dir) if out_dir is not None else store.parent / "report"

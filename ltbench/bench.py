@@ -4,7 +4,7 @@ Measured in one process, on the same model, loss, data and batch size:
 
 - **limit**: forward + backward + optimiser step on a batch already on the device, images/s;
 - **data only**: one epoch of the data path (reading, augmentation, copies) without the model;
-- **ltbench**: the real loop (``train.fit``: batching, augmentation, targets, loss, logging,
+- **ltbench**: the real loop (``training.loop.fit``: batching, augmentation, targets, loss, logging,
   checkpoints) over whole epochs, images/s, with evaluation timed apart;
 - **reference**: the way the LiVT and DeiT-LT codebases feed data, per-sample PIL transforms
   (random crop, flip, the recipe's RandAugment, ToTensor, Normalize, random erasing) through
@@ -128,7 +128,10 @@ def _reference(cfg, data, objective, optimizer, device, epochs: int, workers: in
 
 def _startup_seconds() -> float:
     """Importing what a run needs, in a fresh interpreter."""
-    code = "import time; t = time.perf_counter(); import ltbench.train, ltbench.runner; print(time.perf_counter() - t)"
+    code = (
+        "import time; t = time.perf_counter(); import ltbench.training.loop, ltbench.execution.runner; "
+        "print(time.perf_counter() - t)"
+    )
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
@@ -158,10 +161,11 @@ def benchmark(
         A dict of the numbers, the configuration and the machine; ``ratio`` = ltbench / limit,
         ``speedup`` = ltbench / reference (None for streamed data).
     """
-    from . import __version__
+    from ._version import __version__
+    from .config.run_config import resolve
     from .data import build_data
-    from .recipes import load_catalog, resolve
-    from .train import Dependencies, build_objective, build_optimizer, fit, make_batches
+    from .planning.catalog import load_catalog
+    from .training.loop import Dependencies, build_objective, build_optimizer, fit, make_batches
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     tick = time.perf_counter()
@@ -256,8 +260,9 @@ def write_json(result: dict[str, Any], path: Path) -> Path:
 
 def bench_report(runs: int = 10_000, num_classes: int = 100, methods: int = 10) -> dict[str, Any]:
     """Seconds to ingest ``runs`` synthetic records and write the full report from the store."""
-    from .reporting import write_report
-    from .store import RECORD_SCHEMA, ResultStore
+    from .config.record import RECORD_SCHEMA
+    from .reports.write import write_report
+    from .store.sqlite import ResultStore
 
     rng = np.random.default_rng(0)
     counts = [int(500 * 0.01 ** (i / (num_classes - 1))) for i in range(num_classes)]

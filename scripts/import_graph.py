@@ -22,15 +22,17 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 # Subpackages from the bottom of the flow to the top: a module may import its own layer and
 # the ones below it, never one above. Modules straight under ltbench/ are named by file.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("ltbench.core",),
+    ("ltbench.core", "ltbench._version"),
+    ("ltbench.evaluation",),
     ("ltbench.config",),
+    ("ltbench.store",),
     ("ltbench.data",),
     ("ltbench.training",),
-    ("ltbench.store",),
+    ("ltbench.planning",),
     ("ltbench.execution",),
-    ("ltbench.report",),
-    ("ltbench.api", "ltbench.__init__", "ltbench.__main__"),
-    ("ltbench.cli",),
+    ("ltbench.reports",),
+    ("ltbench.api", "ltbench.bench", "ltbench"),
+    ("ltbench.cli", "ltbench.__main__"),
 )
 
 
@@ -147,7 +149,8 @@ def layer_of(module: str) -> int | None:
     best, depth = None, -1
     for i, prefixes in enumerate(LAYERS):
         for p in prefixes:
-            if (module == p or module.startswith(p + ".")) and len(p) > depth:
+            inside = module == p or (p != PACKAGE and module.startswith(p + "."))  # the package: itself only
+            if inside and len(p) > depth:
                 best, depth = i, len(p)
     return best
 

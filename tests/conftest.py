@@ -3,8 +3,9 @@ import os
 import pytest
 import torch
 
+from ltbench.config.run_config import resolve
 from ltbench.data import build_data
-from ltbench.recipes import load_catalog, resolve
+from ltbench.planning.catalog import load_catalog
 
 # `ltbench run` trains runs side by side in worker processes by default; tests that go
 # through the CLI keep them in this process (where fixtures and monkeypatches apply), and

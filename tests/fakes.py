@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ltbench.record import RECORD_SCHEMA
+from ltbench.config.record import RECORD_SCHEMA
 
 
 def write_cifar(root: Path, num_classes: int, train_per_class: int, test_per_class: int, seed: int = 0) -> Path:
@@ -148,7 +148,7 @@ def interrupt_after(cfg, data, run_dir, epoch: int) -> None:
     the same ``fit`` on ``run_dir`` then resumes from there."""
     import pytest
 
-    from ltbench.train import fit
+    from ltbench.training.loop import fit
 
     def interrupt(done, total, row):
         if done == epoch:

@@ -8,18 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from ltbench.analyze import (
+from ltbench.cli import main
+from ltbench.config.record import RECORD_SCHEMA
+from ltbench.config.run_config import resolve
+from ltbench.reports.analyze import (
     analyze_model,
     analyze_runs,
     attention_distance,
     effective_rank,
     mean_attention_distance,
 )
-from ltbench.cli import main
-from ltbench.models import build_model
-from ltbench.recipes import resolve
-from ltbench.record import RECORD_SCHEMA
-from ltbench.store import ResultStore, write_record
+from ltbench.store.records import write_record
+from ltbench.store.sqlite import ResultStore
+from ltbench.training.models import build_model
 
 # Uniform attention over a 2x2 grid: from any patch the distances are 0, 1, 1 and sqrt(2) patches.
 UNIFORM_2X2 = (2 + math.sqrt(2)) / 4
@@ -168,8 +169,8 @@ def test_analyze_stored_runs_end_to_end(stored):
 def test_the_figure_takes_the_reports_colours_and_order():
     from matplotlib.colors import to_hex
 
-    from ltbench.analyze import figure_analysis
-    from ltbench.plot_style import MethodStyle
+    from ltbench.reports.analyze import figure_analysis
+    from ltbench.reports.plot_style import MethodStyle
 
     def result(method, model, seed, ranks, heads=None):
         return {

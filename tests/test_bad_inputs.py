@@ -575,7 +575,7 @@ def test_a_store_on_a_read_only_disk_is_read_and_never_written(here, read_only, 
 
 
 def test_the_seed_range_is_counted_before_any_list_is_made():
-    from ltbench.cli import parse_seeds
+    from ltbench.cli.args import parse_seeds
 
     with pytest.raises(Exception, match="--allow-large-sweep"):
         parse_seeds("0-1000000000000000")  # a list this long would not fit in memory
@@ -615,8 +615,8 @@ def test_a_stale_lock_is_reclaimed_and_a_live_one_reported(tmp_path):
     import json
     import socket
 
-    from ltbench.errors import RunLockedError
-    from ltbench.runlock import RunLock
+    from ltbench.core.errors import RunLockedError
+    from ltbench.execution.runlock import RunLock
 
     run_dir = tmp_path / "runs" / "x"
     lock = RunLock(run_dir)

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from ltbench.cli import main, parse_seeds
+from ltbench.cli import main
+from ltbench.cli.args import parse_seeds
 
 
 def run_cli(args, capsys):
@@ -63,7 +64,7 @@ def test_force_reruns(tmp_path, paths, capsys):
 def test_unknown_method_exits_2_and_writes_nothing(tmp_path, paths, capsys):
     code, _, err = run_cli(["run", "--methods", "ce,foo", "--data", "digits_lt", *paths], capsys)
     assert code == 2
-    from ltbench.recipes import load_catalog
+    from ltbench.planning.catalog import load_catalog
 
     listed = " ".join(err.split())  # the console wraps long lines
     assert "unknown method 'foo'" in err and ", ".join(load_catalog().methods.names()) in listed
@@ -107,7 +108,7 @@ def test_console_script_runs():
 
 def test_every_method_outside_the_main_job_runs(tmp_path, paths, capsys):
     from ltbench.api import main_job_methods
-    from ltbench.recipes import load_catalog
+    from ltbench.planning.catalog import load_catalog
 
     others = sorted(set(load_catalog().methods.names()) - set(main_job_methods()))
     if not others:

@@ -7,10 +7,11 @@ import pytest
 from fakes import write_cifar, write_inat, write_split_lists
 
 from ltbench.cli import main
+from ltbench.config.overrides import apply_overrides
+from ltbench.config.run_config import resolve
+from ltbench.core.errors import DataIntegrityError, DataMissingError
 from ltbench.data import build_data
 from ltbench.data.describe import describe_dataset
-from ltbench.errors import DataIntegrityError, DataMissingError
-from ltbench.recipes import apply_overrides, resolve
 
 
 def dataset(catalog, name, *overrides):

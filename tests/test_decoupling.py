@@ -6,8 +6,11 @@ import math
 import pytest
 import torch
 
-from ltbench.models.resnet_cifar import CifarResNet
-from ltbench.objectives import (
+from ltbench.config.specs import RecipeError
+from ltbench.planning.catalog import load_catalog
+from ltbench.planning.sweep import plan_runs
+from ltbench.training.models.resnet_cifar import CifarResNet
+from ltbench.training.objectives import (
     OBJECTIVE_ROLES,
     OBJECTIVES,
     LearnScales,
@@ -16,8 +19,6 @@ from ltbench.objectives import (
     logit_adjusted,
     tau_normalised,
 )
-from ltbench.recipes import RecipeError, load_catalog
-from ltbench.runner import plan_runs
 
 
 def test_tau_normalisation_by_hand():
@@ -126,7 +127,7 @@ def test_decoupling_plans_share_one_backbone_and_need_their_role(tmp_path):
 def test_an_objective_without_its_stage_is_refused_at_plan_time(tmp_path):
     import shutil
 
-    from ltbench.recipes import builtin_recipe_dir
+    from ltbench.config.recipe_files import builtin_recipe_dir
 
     folder = tmp_path / "r" / "methods"
     folder.mkdir(parents=True)

@@ -8,10 +8,14 @@ import json
 import pytest
 import torch
 
-from ltbench.models.resnet_cifar import CifarResNet
-from ltbench.objectives import LearnScales, RetrainClassifier
-from ltbench.recipes import RecipeError, builtin_recipe_dir, config_hash, load_catalog, resolve
-from ltbench.runner import plan_runs
+from ltbench.config.identity import config_hash
+from ltbench.config.recipe_files import builtin_recipe_dir
+from ltbench.config.run_config import resolve
+from ltbench.config.specs import RecipeError
+from ltbench.planning.catalog import load_catalog
+from ltbench.planning.sweep import plan_runs
+from ltbench.training.models.resnet_cifar import CifarResNet
+from ltbench.training.objectives import LearnScales, RetrainClassifier
 
 DECOUPLED = ("cnn_crt", "cnn_lws", "crt", "lws")  # the stages that train on a frozen backbone
 
@@ -29,8 +33,9 @@ def by_method(specs):
 
 
 def test_a_finished_run_keeps_its_best_on_val_weights(smoke_config, digits, tmp_path, monkeypatch):
-    from ltbench import train
-    from ltbench.train import BEST_VAL, CHECKPOINT, fit
+    from ltbench.training import loop as train
+    from ltbench.training.checkpoints import BEST_VAL, CHECKPOINT
+    from ltbench.training.loop import fit
 
     cfg = smoke_config("cnn_ce")
     seen = {}
@@ -69,7 +74,7 @@ def _finished_stage(folder, best_epoch, last_epoch=2, best_file=True):
 
 
 def test_stage_weights_follow_the_selection(tmp_path):
-    from ltbench.runner import DependencyFailed, stage_weights
+    from ltbench.execution.runner import DependencyFailed, stage_weights
 
     rec = _finished_stage(tmp_path / "a", best_epoch=1)
     path, used = stage_weights("backbone", tmp_path / "a", rec, "best_val")
@@ -191,7 +196,7 @@ def test_backbone_bn_is_a_validated_key_in_the_identity(catalog):
 
 
 def test_the_new_key_leaves_other_runs_ids_alone(catalog):
-    from ltbench.recipes import identity
+    from ltbench.config.identity import identity
 
     cfg = resolve(catalog.methods.get("cnn_ce"), catalog.datasets.get("digits_lt"), "smoke")
     assert cfg.train.backbone_bn == ""
@@ -247,7 +252,7 @@ def test_kang_per_dataset_stage_2_schedules(catalog):
 
 
 def test_tau_norm_grid_is_kangs_zero_to_two():
-    from ltbench.objectives import TAU_NORM_GRID
+    from ltbench.training.objectives import TAU_NORM_GRID
 
     assert TAU_NORM_GRID == tuple(round(0.1 * i, 1) for i in range(21))
     assert TAU_NORM_GRID[0] == 0.0 and TAU_NORM_GRID[-1] == 2.0
@@ -255,7 +260,7 @@ def test_tau_norm_grid_is_kangs_zero_to_two():
 
 @pytest.mark.parametrize("method", ["cnn_lws", "lws"])
 def test_lws_scales_are_never_weight_decayed(smoke_config, method):
-    from ltbench.train import build_optimizer
+    from ltbench.training.loop import build_optimizer
 
     cfg = smoke_config(method)
     backbone = tiny_backbone()

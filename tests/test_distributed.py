@@ -9,9 +9,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from ltbench.config.run_config import resolve
 from ltbench.data import build_data
-from ltbench.recipes import load_catalog, resolve
-from ltbench.train import fit
+from ltbench.planning.catalog import load_catalog
+from ltbench.training.loop import fit
 
 OVERRIDES = ("epochs=2", "batch_size=64", "mixup=0.5", "drop_path=0.0")
 

@@ -7,11 +7,14 @@ import numpy as np
 import pytest
 import torch
 
+from ltbench.config.identity import config_hash
+from ltbench.config.overrides import apply_overrides
+from ltbench.config.run_config import resolve
 from ltbench.data import build_data
 from ltbench.data.stream import StreamBatches
-from ltbench.objectives import Classify, channels_last
-from ltbench.recipes import apply_overrides, config_hash, resolve
-from ltbench.train import CHECKPOINT, Dependencies, build_objective, fit
+from ltbench.training.checkpoints import CHECKPOINT
+from ltbench.training.loop import Dependencies, build_objective, fit
+from ltbench.training.objectives import Classify, channels_last
 
 
 def _noise_jpegs(root, prefix, counts):
@@ -123,7 +126,7 @@ def test_randaugment_posterize_to_zero_bits_is_black():
 
 
 def test_reports_pool_runs_that_differ_only_in_execution_settings(smoke_config):
-    from ltbench.reporting import variant_of
+    from ltbench.reports.runs import variant_of
 
     plain = {"config": smoke_config("ce").to_dict()}
     fast = {"config": smoke_config("ce", "num_workers=16", "compile=true").to_dict()}

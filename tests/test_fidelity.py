@@ -13,9 +13,12 @@ import torch
 from fakes import interrupt_after
 from timm.models.vision_transformer import VisionTransformer
 
-from ltbench.recipes import RecipeError, apply_overrides, load_method, resolve
-from ltbench.sam import SAM
-from ltbench.train import Dependencies, build_objective, build_optimizer, fit
+from ltbench.config.overrides import apply_overrides
+from ltbench.config.run_config import resolve
+from ltbench.config.specs import RecipeError
+from ltbench.planning.catalog import load_method
+from ltbench.training.loop import Dependencies, build_objective, build_optimizer, fit
+from ltbench.training.sam import SAM
 
 # --------------------------------------------------------------- the DeiT-LT teacher
 
@@ -37,7 +40,7 @@ def test_teacher_rho_is_0_8_on_small_long_tailed_images(catalog):
 
 @pytest.mark.parametrize(("dataset", "lr", "wd"), [("imagenet_lt", 0.2, 2e-4), ("inat2018", 0.1, 1e-4)])
 def test_teacher_large_dataset_recipe(catalog, dataset, lr, wd):
-    from ltbench.train import sam_rho
+    from ltbench.training.loop import sam_rho
 
     cfg = _paper(catalog, "cnn_ldam_drw_sam", dataset)
     t = cfg.train
@@ -71,7 +74,7 @@ def test_deit_lt_schedules_per_dataset(catalog, dataset, schedule):
 
 
 def test_sam_rho_schedule_splits_training_evenly(smoke_config):
-    from ltbench.train import sam_rho
+    from ltbench.training.loop import sam_rho
 
     cfg = smoke_config("cnn_ldam_drw_sam", "epochs=8", "sam_rho_schedule=[0.05, 0.1, 0.5, 0.5]")
     assert [sam_rho(cfg, e) for e in range(1, 9)] == [0.05, 0.05, 0.1, 0.1, 0.5, 0.5, 0.5, 0.5]
@@ -197,7 +200,7 @@ def _table_by_hand(dim, h, w):
 
 
 def test_sincos_table_by_hand():
-    from ltbench.models.mae import sincos_2d
+    from ltbench.training.models.mae import sincos_2d
 
     table = sincos_2d(16, 3, 4)
     assert table.shape == (12, 16)
@@ -209,13 +212,13 @@ def test_sincos_table_by_hand():
 
 
 def _mgp_stage(smoke_config):
-    from ltbench.runner import pretrain_config
+    from ltbench.planning.stages import pretrain_config
 
     return pretrain_config(smoke_config("livt"))
 
 
 def test_mae_position_embeddings_are_fixed_sincos(smoke_config, digits):
-    from ltbench.models.mae import sincos_2d
+    from ltbench.training.models.mae import sincos_2d
 
     cfg = _mgp_stage(smoke_config)
     objective = build_objective(cfg, digits, torch.device("cpu"), Dependencies())
@@ -240,7 +243,7 @@ def _mgp_checkpoint(smoke_config, digits, tmp_path):
 
 
 def test_mgp_encoder_arrives_and_a_missing_block_is_an_error(smoke_config, digits, tmp_path):
-    from ltbench.models.mae import sincos_2d
+    from ltbench.training.models.mae import sincos_2d
 
     path = _mgp_checkpoint(smoke_config, digits, tmp_path)
     state = torch.load(path, weights_only=False)

@@ -9,17 +9,11 @@ import numpy as np
 import pytest
 from fakes import write_cifar, write_idx, write_inat
 
+from ltbench.core.errors import DataFormatError, DataIntegrityError, DataMissingError
 from ltbench.data.formats.cifar import CIFAR_FILES, read_cifar, read_cifar_labels
-from ltbench.data.formats.idx import (
-    DEBIAN_DIR,
-    FASHION_MNIST_FILES,
-    find_idx_files,
-    read_fashion_mnist,
-    read_idx,
-)
+from ltbench.data.formats.idx import DEBIAN_DIR, FASHION_MNIST_FILES, find_idx_files, read_fashion_mnist, read_idx
 from ltbench.data.formats.inat import read_inat
 from ltbench.data.formats.splitlist import check_images_exist, read_split_list
-from ltbench.errors import DataFormatError, DataIntegrityError, DataMissingError
 
 
 def test_cifar100_pickles_nchw_and_order(tmp_path):
@@ -250,8 +244,8 @@ def test_a_cifar_pickle_that_would_run_code_is_refused(tmp_path):
     import os
     import pickle
 
+    from ltbench.core.errors import DataFormatError
     from ltbench.data.formats.cifar import _load
-    from ltbench.errors import DataFormatError
 
     class Payload:
         def __reduce__(self):

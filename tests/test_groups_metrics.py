@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from ltbench.groups import assign_groups
-from ltbench.metrics import ClassStats, ece_from_bins, summarize
+from ltbench.evaluation.groups import assign_groups
+from ltbench.evaluation.metrics import ClassStats, ece_from_bins, summarize
 
 
 def _lists(groups):

@@ -13,9 +13,9 @@ import time
 import pytest
 
 from ltbench.cli import main
-from ltbench.launch import SlurmOptions, load_profile, waves
-from ltbench.recipes import RecipeError
-from ltbench.runner import plan_runs
+from ltbench.config.specs import RecipeError
+from ltbench.execution.launch import SlurmOptions, load_profile, waves
+from ltbench.planning.sweep import plan_runs
 
 
 def test_waves_put_stages_first(tmp_path):

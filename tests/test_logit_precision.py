@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from ltbench.objectives import Classify, PosthocTransform, logit_adjusted, tau_normalised
-from ltbench.posthoc import LOGITS_FILE, LogitKeeper, load_logits
-from ltbench.runner import execute_run, plan_runs
-from ltbench.store import ResultStore
-from ltbench.train import fit
+from ltbench.execution.runner import execute_run
+from ltbench.planning.sweep import plan_runs
+from ltbench.store.sqlite import ResultStore
+from ltbench.training.logits import LOGITS_FILE, LogitKeeper, load_logits
+from ltbench.training.loop import fit
+from ltbench.training.objectives import Classify, PosthocTransform, logit_adjusted, tau_normalised
 
 # float16 has 10 mantissa bits: 1 + 2**-12 rounds to 1.0 there, and stays itself in float32.
 NEAR = 1.0 + 2.0**-12

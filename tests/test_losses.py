@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ltbench.losses import build_loss, list_losses, posthoc_logit_adjust
+from ltbench.training.losses import build_loss, list_losses, posthoc_logit_adjust
 
 Z = [[1.0, 0.0, -1.0], [0.5, 0.5, 0.0]]
 Y = [0, 2]
@@ -182,7 +182,7 @@ def test_errors():
 
 
 def test_drw_weights_by_hand():
-    from ltbench.losses import drw_weights
+    from ltbench.training.losses import drw_weights
 
     beta = 0.9999
     raw = [(1 - beta) / (1 - beta**n) for n in COUNTS]
@@ -286,7 +286,7 @@ def test_cb_focal_by_hand():
 
 
 def test_ce_drw_by_hand_and_through_the_drw_epoch():
-    from ltbench.objectives import Classify
+    from ltbench.training.objectives import Classify
 
     loss = build_loss("ce_drw", [3, 1], beta=0.5).double()
     ce = [math.log(4), math.log(4 / 3)]  # -log p_y

@@ -10,9 +10,9 @@ import pytest
 from fakes import record
 from matplotlib.colors import to_hex
 
-from ltbench import plots
-from ltbench.metrics import ece_from_bins, summarize
-from ltbench.plot_style import MethodStyle, look, method_order
+from ltbench.evaluation.metrics import ece_from_bins, summarize
+from ltbench.reports import plot_base, plot_calibration, plot_classes, plot_training
+from ltbench.reports.plot_style import MethodStyle, look, method_order
 
 COUNTS = (150, 50, 10)  # one class per group under the threshold convention
 
@@ -97,13 +97,13 @@ def test_a_method_keeps_its_colour_across_figures(monkeypatch):
     style = MethodStyle.from_records(RUNS)
     want = {m: to_hex(style(m).colour) for m in style.order}
     figs = {
-        "per_class": plots.figure_per_class(RUNS, style=style),
-        "groups": plots.figure_groups(runs_frame(RUNS), style),
-        "curves": plots.figure_curves(RUNS, style=style),
+        "per_class": plot_classes.figure_per_class(RUNS, style=style),
+        "groups": plot_classes.figure_groups(runs_frame(RUNS), style),
+        "curves": plot_training.figure_curves(RUNS, style=style),
     }
     captured = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path: captured.append(fig) or [path])
-    from ltbench.shift import aggregate_shift, plot_shift, shift_frame
+    monkeypatch.setattr(plot_base, "save_figure", lambda fig, path: captured.append(fig) or [path])
+    from ltbench.reports.shift import aggregate_shift, plot_shift, shift_frame
 
     frame = runs_frame(RUNS)
     plot_shift(aggregate_shift(shift_frame(RUNS, frame)), "unused", "last", style)
@@ -114,7 +114,7 @@ def test_a_method_keeps_its_colour_across_figures(monkeypatch):
     # Reliability panels: each method's filled bars in its colour.
     calib = calib_one_class([50] * 15, [0.5 * 50] * 15, [25] * 15)
     reliable = [run("la", "vit", "la", calib=calib), run("cnn_ce", "cnn", "ce", calib=calib)]
-    rel = plots.figure_reliability(reliable, style=style)
+    rel = plot_calibration.figure_reliability(reliable, style=style)
     titled = {ax.get_title().split("\n")[0]: ax for ax in rel.axes if ax.get_title()}
     for method, ax in titled.items():
         assert to_hex(ax.patches[0].get_facecolor()) == to_hex(style(method).colour)
@@ -122,10 +122,14 @@ def test_a_method_keeps_its_colour_across_figures(monkeypatch):
 
 def test_reliability_marks_thin_bins_and_titles_the_metric_ece():
     n, conf, corr = [0] * 15, [0.0] * 15, [0] * 15
-    n[3], conf[3], corr[3] = plots.MIN_BIN_SAMPLES - 1, 0.23 * (plots.MIN_BIN_SAMPLES - 1), 1  # too few: hollow
+    n[3], conf[3], corr[3] = (
+        plot_calibration.MIN_BIN_SAMPLES - 1,
+        0.23 * (plot_calibration.MIN_BIN_SAMPLES - 1),
+        1,
+    )  # too few: hollow
     n[12], conf[12], corr[12] = 40, 40 * 0.83, 20
     calib = calib_one_class(n, conf, corr)
-    fig = plots.figure_reliability([run("ce", "vit", "ce", calib=calib)])
+    fig = plot_calibration.figure_reliability([run("ce", "vit", "ce", calib=calib)])
     ax = next(a for a in fig.axes if a.get_title())
     bars = {round(p.get_x() + p.get_width() / 2, 4): p for p in ax.patches}
     thin, solid = bars[round(3.5 / 15, 4)], bars[round(12.5 / 15, 4)]
@@ -138,7 +142,7 @@ def test_reliability_marks_thin_bins_and_titles_the_metric_ece():
     # The sample counts are drawn under the panel.
     count_ax = next(a for a in fig.axes if a.get_ylabel() == "samples")
     heights = sorted(p.get_height() for p in count_ax.patches if p.get_height() > 0)
-    assert heights == [plots.MIN_BIN_SAMPLES - 1, 40]
+    assert heights == [plot_calibration.MIN_BIN_SAMPLES - 1, 40]
 
 
 def vlines(ax) -> list[float]:
@@ -155,7 +159,7 @@ def vlines(ax) -> list[float]:
 )
 def test_per_class_draws_the_group_boundaries(convention, expected):
     recs = [run("ce", "vit", "ce", index_sizes=[1, 1, 1]), run("ce", "vit", "ce", 1, (7, 5, 3), index_sizes=[1, 1, 1])]
-    fig = plots.figure_per_class(recs, convention=convention)
+    fig = plot_classes.figure_per_class(recs, convention=convention)
     (ax,) = fig.axes
     assert vlines(ax) == pytest.approx(expected)
     assert {t.get_text() for t in ax.texts} == {"many", "medium", "few"}
@@ -163,7 +167,7 @@ def test_per_class_draws_the_group_boundaries(convention, expected):
 
 
 def test_loss_panels_never_mix_loss_types():
-    fig = plots.figure_curves(RUNS)
+    fig = plot_training.figure_curves(RUNS)
     style = MethodStyle.from_records(RUNS)
     loss_of = {r["method"]: r["config"]["method"]["loss"] for r in RUNS}
     by_colour = {to_hex(style(m).colour): m for m in style.order}
@@ -174,7 +178,7 @@ def test_loss_panels_never_mix_loss_types():
         assert kinds == {ax.get_title().split(": ")[1]}
     titles = [ax.get_title() for ax in fig.axes]
     assert "learning rate" in titles and "validation accuracy" in titles
-    no_lr = plots.figure_curves([run("ce", "vit", "ce", lr=False)])
+    no_lr = plot_training.figure_curves([run("ce", "vit", "ce", lr=False)])
     assert "learning rate" not in [ax.get_title() for ax in no_lr.axes]
 
 
@@ -186,11 +190,11 @@ def test_legends_lie_outside_every_axes():
     }
     calib = calib_one_class([50] * 15, [25] * 15, [25] * 15)
     figs = [
-        plots.figure_per_class(RUNS),
-        plots.figure_groups(runs_frame(RUNS)),
-        plots.figure_curves(RUNS),
-        plots.figure_reliability([run("ce", "vit", "ce", calib=calib), run("la", "vit", "la", calib=calib)]),
-        plots.figure_heads([heads]),
+        plot_classes.figure_per_class(RUNS),
+        plot_classes.figure_groups(runs_frame(RUNS)),
+        plot_training.figure_curves(RUNS),
+        plot_calibration.figure_reliability([run("ce", "vit", "ce", calib=calib), run("la", "vit", "la", calib=calib)]),
+        plot_training.figure_heads([heads]),
     ]
     for fig in figs:
         fig.set_dpi(30)  # layout is in inches: a coarse draw places everything as the saved PNG does
@@ -205,7 +209,7 @@ def test_legends_lie_outside_every_axes():
 
 def test_tables_list_methods_in_the_figures_order(tmp_path):
     """Family, then name, in table.md and table.csv (each dataset's block): the figures' order."""
-    from ltbench.reporting import write_report
+    from ltbench.reports.write import write_report
 
     def run(method, model, dataset):
         r = record(method, 0, [9, 5, 1], dataset=dataset)

@@ -11,10 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from ltbench import api, registry
-from ltbench.losses import LOSSES, build_loss, loss_parameters
-from ltbench.recipes import RecipeError, load_catalog, overrides_for, resolve
-from ltbench.registry import PluginImportError, Registry, UnknownNameError
+from ltbench import api
+from ltbench.config.overrides import overrides_for
+from ltbench.config.run_config import resolve
+from ltbench.config.specs import RecipeError
+from ltbench.core import registry
+from ltbench.core.registry import PluginImportError, Registry, UnknownNameError
+from ltbench.planning.catalog import load_catalog
+from ltbench.training.losses import LOSSES, build_loss, loss_parameters
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "adding_a_method.md"
 
@@ -251,7 +255,7 @@ def _loss_param_only_methods(catalog):
 
 
 def _non_loss_keys(catalog, spec):
-    from ltbench.recipes import _flatten
+    from ltbench.config.overrides import _flatten
 
     cfg = resolve(spec, catalog.datasets.get("digits_lt"), "smoke")
     return [k for k in _flatten(cfg.to_dict()) if not k.startswith("method.loss_params.")]
@@ -272,7 +276,7 @@ def test_a_scoped_set_changes_only_that_method(catalog):
 def test_ce_la_tau_through_the_planner(catalog, tmp_path):
     if not {"ce", "la"} <= set(catalog.methods.names()) or "tau" not in catalog.methods.get("la").loss_params:
         pytest.skip("needs the built-in ce and la")
-    from ltbench.runner import plan_runs
+    from ltbench.planning.sweep import plan_runs
 
     specs = plan_runs(["ce", "la"], ["digits_lt"], "smoke", overrides=["la.tau=1.5"], out_dir=tmp_path, catalog=catalog)
     by = {s.config.method.name: s.config for s in specs}
@@ -314,7 +318,9 @@ def test_scoped_sets_still_refuse_identity_fields(catalog):
 def test_model_and_loss_must_fit_by_capability(tmp_path):
     import shutil
 
-    from ltbench.recipes import RecipeError, builtin_recipe_dir, load_method
+    from ltbench.config.recipe_files import builtin_recipe_dir
+    from ltbench.config.specs import RecipeError
+    from ltbench.planning.catalog import load_method
 
     folder = tmp_path / "methods"
     folder.mkdir()
@@ -342,7 +348,7 @@ def test_crt_from_a_lab_folder_is_one_recipe_and_one_function(lab, tmp_path, mon
 
 
 def test_a_model_family_from_a_lab_folder(lab, monkeypatch):
-    from ltbench.models import MODELS, build_model
+    from ltbench.training.models import MODELS, build_model
 
     monkeypatch.delitem(sys.modules, "my_models", raising=False)
     (lab / "my_models.py").write_text(
@@ -371,7 +377,8 @@ def test_a_model_family_from_a_lab_folder(lab, monkeypatch):
 
 
 def test_a_dataset_recipe_with_an_unknown_source_is_refused_when_it_loads(tmp_path):
-    from ltbench.recipes import builtin_recipe_dir, load_dataset
+    from ltbench.config.recipe_files import builtin_recipe_dir
+    from ltbench.planning.catalog import load_dataset
 
     text = (builtin_recipe_dir() / "datasets" / "digits_lt.toml").read_text()
     (tmp_path / "digits_lt.toml").write_text(text.replace('source = "sklearn_digits"', 'source = "sklearn_digit"'))

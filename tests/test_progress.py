@@ -14,9 +14,9 @@ import pytest
 from rich.console import Console
 
 import ltbench
-from ltbench.pool import run_cost, schedule_order
-from ltbench.progress import LiveReporter, PlainReporter, epoch_line, finished_line
-from ltbench.runner import Sweep
+from ltbench.execution.pool import run_cost, schedule_order
+from ltbench.execution.progress import LiveReporter, PlainReporter, epoch_line, finished_line
+from ltbench.planning.sweep import Sweep
 
 EPOCH = re.compile(r"^\[(\S+) on digits_lt smoke s(\d)\] epoch (\d+)/(\d+) loss \d+\.\d{3} val \d+\.\d% \d+\.\d s$")
 
@@ -79,7 +79,7 @@ def test_worker_runs_give_the_numbers_of_this_process(tmp_path):
 @pytest.fixture
 def spawned(monkeypatch):
     """The thread count of each worker spawned, prestarted or not."""
-    from ltbench import pool
+    from ltbench.execution import pool
 
     calls, spawn = [], pool._spawn
 
@@ -93,13 +93,13 @@ def spawned(monkeypatch):
 
 
 def _prestarted_processes():
-    from ltbench import pool
+    from ltbench.execution import pool
 
     return [w[0] for w in pool._prestarted.get("workers", [])]
 
 
 def test_prestarted_workers_train_the_runs_and_a_spare_one_leaves(tmp_path, spawned):
-    from ltbench import pool
+    from ltbench.execution import pool
 
     assert pool.prestart(3, 1, "cpu") == 3 and spawned == [1, 1, 1]
     processes = _prestarted_processes()
@@ -112,7 +112,7 @@ def test_prestarted_workers_train_the_runs_and_a_spare_one_leaves(tmp_path, spaw
 
 
 def test_prestarted_workers_with_other_threads_are_let_go(tmp_path, spawned):
-    from ltbench import pool
+    from ltbench.execution import pool
 
     assert pool.prestart(2, 2, "cpu") == 2 and spawned == [2, 2]
     processes = _prestarted_processes()
@@ -124,7 +124,7 @@ def test_prestarted_workers_with_other_threads_are_let_go(tmp_path, spawned):
 
 
 def test_nothing_is_prestarted_for_one_job_or_a_device_that_may_be_a_gpu():
-    from ltbench import pool
+    from ltbench.execution import pool
 
     assert pool.prestart(1, 1, "cpu") == 0
     assert pool.prestart(2, 1, "cuda") == 0
@@ -140,9 +140,9 @@ def test_nothing_is_prestarted_for_one_job_or_a_device_that_may_be_a_gpu():
 def test_making_a_plan_imports_neither_timm_nor_the_training_loop():
     # The driver plans while its workers import those (seconds of CPU each on a small machine).
     code = (
-        "import sys; from ltbench.runner import Sweep; "
+        "import sys; from ltbench.planning.sweep import Sweep; "
         "specs = Sweep.of(methods=None, data=['mnist_lt'], budget='quick').plan(); "
-        "print(len(specs), sorted(m for m in ('timm', 'torchvision', 'ltbench.train') if m in sys.modules))"
+        "print(len(specs), sorted(m for m in ('timm', 'torchvision', 'ltbench.training.loop') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert int(out[0]) > 10 and out[1:] == ["[]"]
@@ -263,7 +263,7 @@ def test_tensorboard_gets_every_epoch_and_the_final_numbers(tmp_path):
 
 def test_tensorboard_replays_runs_that_trained_elsewhere(tmp_path):
     """A record from another process (a SLURM job) reaches the tracker with its whole history."""
-    from ltbench.trackers import TensorBoardTracker
+    from ltbench.execution.trackers import TensorBoardTracker
 
     (record,) = _smoke(tmp_path, ["ce"])
     (spec,) = Sweep.of(methods=["ce"], data=["digits_lt"], budget="smoke", out_dir=tmp_path).plan()

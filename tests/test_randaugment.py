@@ -138,7 +138,7 @@ def test_in_memory_batches_run_the_recipes_randaugment_and_erasing(smoke_config,
 
 
 def test_bad_policies_fail_when_the_run_is_planned(smoke_config):
-    from ltbench.recipes import RecipeError
+    from ltbench.config.specs import RecipeError
 
     with pytest.raises(RecipeError, match="RandAugment policies only"):
         smoke_config("ce", "auto_augment=v0")  # AutoAugment: only on the streamed path

@@ -5,16 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from ltbench.recipes import (
-    RecipeError,
-    apply_overrides,
-    config_hash,
-    load_catalog,
-    load_method,
-    resolve,
-    run_config_from_dict,
-)
-from ltbench.registry import UnknownNameError
+from ltbench.config.identity import config_hash
+from ltbench.config.overrides import apply_overrides
+from ltbench.config.run_config import resolve
+from ltbench.config.specs import RecipeError, run_config_from_dict
+from ltbench.core.registry import UnknownNameError
+from ltbench.planning.catalog import load_catalog, load_method
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +169,7 @@ def test_int_and_float_values_are_the_same_setting(catalog):
 
 
 def test_unverified_data_is_another_run(tmp_path):
-    from ltbench.runner import plan_runs
+    from ltbench.planning.sweep import plan_runs
 
     official = plan_runs(["ce"], ["digits_lt"], "smoke", out_dir=tmp_path)[0]
     custom = plan_runs(["ce"], ["digits_lt"], "smoke", out_dir=tmp_path, verify=False)[0]
@@ -181,7 +177,7 @@ def test_unverified_data_is_another_run(tmp_path):
 
 
 def test_a_method_brings_its_own_augmentation_to_its_budget(catalog):
-    from ltbench.runner import teacher_config
+    from ltbench.planning.stages import teacher_config
 
     cifar = catalog.datasets.get("cifar10_lt")
     paper = resolve(catalog.methods.get("livt"), cifar, "paper")

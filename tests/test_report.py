@@ -5,15 +5,10 @@ import os
 import pytest
 from fakes import compile_latex, record
 
-from ltbench.reporting import (
-    aggregate,
-    latex_table,
-    markdown_table,
-    plot_per_class,
-    runs_frame,
-    select_records,
-    write_report,
-)
+from ltbench.reports.plot_classes import plot_per_class
+from ltbench.reports.runs import aggregate, runs_frame
+from ltbench.reports.tables import latex_table, markdown_table
+from ltbench.reports.write import select_records, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -268,7 +263,7 @@ def test_write_report_files(tmp_path):
 
 
 def test_csv_has_percent_means_and_seeds():
-    csv = __import__("ltbench.reporting", fromlist=["csv_table"]).csv_table(aggregate(runs_frame(RECORDS)))
+    csv = __import__("ltbench.reports.tables", fromlist=["csv_table"]).csv_table(aggregate(runs_frame(RECORDS)))
     header, ce = csv.splitlines()[:2]
     assert header.split(",")[:4] == ["dataset", "budget", "method", "many_mean"]
     assert ce.split(",")[:5] == ["toy", "quick", "ce", "85.0", "7.07"]
@@ -276,7 +271,7 @@ def test_csv_has_percent_means_and_seeds():
 
 
 def test_paired_test_marks_all_column_against_baseline():
-    from ltbench.reporting import paired_tests
+    from ltbench.reports.tables import paired_tests
 
     # la beats ce by 7, 6 and 6 images of 30 on the same three seeds: p well under 0.05.
     recs = [record("ce", s, c) for s, c in enumerate(([5, 5, 5], [4, 5, 6], [6, 5, 4]))]
@@ -297,16 +292,16 @@ def test_paired_test_marks_all_column_against_baseline():
 
 
 def test_figures_of_deit_heads(tmp_path):
-    from ltbench import plots
+    from ltbench.reports import plot_training
 
     rec = record("deit_lt", 0, [8, 5, 1])
     rec["results"]["last"]["heads"] = {
         "cls": {"correct": [9, 4, 0], "total": [10] * 3},
         "dist": {"correct": [7, 6, 3], "total": [10] * 3},
     }
-    png, pdf = plots.plot_heads([rec], tmp_path / "heads")
+    png, pdf = plot_training.plot_heads([rec], tmp_path / "heads")
     assert png.read_bytes()[:8] == PNG_MAGIC and pdf.read_bytes()[:4] == b"%PDF"
-    assert plots.plot_heads([record("ce", 0, [1, 1, 1])], tmp_path / "none") is None
+    assert plot_training.plot_heads([record("ce", 0, [1, 1, 1])], tmp_path / "none") is None
 
 
 @pytest.mark.skipif(
@@ -355,7 +350,7 @@ def last_epoch_papers(monkeypatch):
     the one protocol under which a difference is printed."""
     import dataclasses
 
-    from ltbench import published
+    from ltbench.reports import published
 
     rows = tuple(dataclasses.replace(p, selection="last") for p in published.PUBLISHED)
     monkeypatch.setattr(published, "PUBLISHED", rows)
@@ -408,7 +403,7 @@ def test_published_rows_only_compare_like_with_like(tmp_path, last_epoch_papers)
 
 
 def _with_refs(recs, convention):
-    from ltbench.published import references_for
+    from ltbench.reports.published import references_for
 
     return aggregate(runs_frame(recs, convention)), None, references_for(recs)
 
@@ -455,7 +450,7 @@ def test_unverified_data_is_its_own_row():
     frame = runs_frame(recs)
     assert list(frame["method"]) == ["ce", "ce", "ce (unverified data)"]
     assert frame.attrs["duplicates"] == []
-    from ltbench.reporting import variant_of
+    from ltbench.reports.runs import variant_of
 
     assert variant_of(recs[0]) == variant_of(recs[1]) != variant_of(recs[2])
     md = markdown_table(aggregate(frame))
@@ -473,7 +468,7 @@ def test_record_variant_is_used_when_present():
     for r, variant in zip(recs, ("aa" * 32, "aa" * 32, "bb" * 32)):
         r["config"] = {"seed": r["seed"], "method": {"name": "deit_lt"}}
         r["variant"] = variant
-    from ltbench.reporting import variant_of
+    from ltbench.reports.runs import variant_of
 
     assert variant_of(recs[2]) == "bb" * 32
     agg = aggregate(runs_frame(recs))
@@ -530,7 +525,7 @@ def test_duplicate_runs_of_a_seed_keep_the_latest_and_say_so(tmp_path):
 def test_paired_test_never_pairs_a_duplicate():
     from scipy.stats import ttest_rel
 
-    from ltbench.reporting import paired_tests
+    from ltbench.reports.tables import paired_tests
 
     recs = [record("ce", s, c) for s, c in enumerate(([5, 5, 5], [4, 5, 6], [6, 5, 4]))]
     recs += [record("la", s, c) for s, c in enumerate(([7, 7, 8], [7, 7, 7], [8, 7, 6]))]
@@ -590,9 +585,9 @@ def test_runs_with_different_settings_are_never_averaged_as_seeds():
 def test_every_published_index_row_can_be_compared():
     # DeiT-LT's rows use its index blocks: each dataset they are published on needs the block
     # sizes in its recipe, or `--convention index` fails there and the row never compares.
-    from ltbench.groups import assign_groups, group_sizes
-    from ltbench.published import PUBLISHED
-    from ltbench.recipes import load_catalog
+    from ltbench.evaluation.groups import assign_groups, group_sizes
+    from ltbench.planning.catalog import load_catalog
+    from ltbench.reports.published import PUBLISHED
 
     datasets = load_catalog().datasets
     for pub in PUBLISHED:

@@ -4,8 +4,8 @@ a validation set missing classes (¶), and SADE's integer shifted-test counts.""
 import pytest
 from fakes import record
 
-from ltbench.reporting import write_report
-from ltbench.shift import shifted_accuracy
+from ltbench.reports.shift import shifted_accuracy
+from ltbench.reports.write import write_report
 
 
 def _configured(method, model, augment=None, train=None, seed=0, dataset="cifar10_lt"):

@@ -1,4 +1,4 @@
-"""Accuracy under shifted test distributions (ltbench.shift), every expected value worked out by hand."""
+"""Accuracy under shifted test distributions (ltbench.reports.shift), every expected value worked out by hand."""
 
 import csv
 import shutil
@@ -8,10 +8,11 @@ import pytest
 from fakes import compile_latex, record
 
 from ltbench import api
-from ltbench.cli import build_parser
-from ltbench.reporting import runs_frame, write_report
-from ltbench.shift import DISTRIBUTIONS, aggregate_shift, ranks, shift_frame, shift_weights, shifted_accuracy
-from ltbench.store import ResultStore
+from ltbench.cli.args import build_parser
+from ltbench.reports.runs import runs_frame
+from ltbench.reports.shift import DISTRIBUTIONS, aggregate_shift, ranks, shift_frame, shift_weights, shifted_accuracy
+from ltbench.reports.write import write_report
+from ltbench.store.sqlite import ResultStore
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 S = 10**-0.5  # 10^(-1/2): the middle class's forward-10 weight with 3 classes

@@ -6,10 +6,11 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from ltbench.models.mae import MaskedAutoencoder
-from ltbench.runner import execute_run, plan_runs
-from ltbench.sam import SAM
-from ltbench.store import ResultStore
+from ltbench.execution.runner import execute_run
+from ltbench.planning.sweep import plan_runs
+from ltbench.store.sqlite import ResultStore
+from ltbench.training.models.mae import MaskedAutoencoder
+from ltbench.training.sam import SAM
 
 
 def tiny_mae(mask_ratio=0.75):

@@ -5,7 +5,9 @@ import multiprocessing as mp
 
 import pytest
 
-from ltbench.store import RECORD_SCHEMA, ResultStore, read_record, write_record
+from ltbench.config.record import RECORD_SCHEMA
+from ltbench.store.records import read_record, write_record
+from ltbench.store.sqlite import ResultStore
 
 
 def make_record(run_id="abc", method="ce", seed=0, status="done", top1=0.5):
@@ -170,7 +172,7 @@ def test_the_store_keeps_no_connection_open_between_calls(tmp_path):
     """Every call closes its connection: at rest SQLite has folded its WAL back and removed it.
     (A connection left to the garbage collector kept its locks in an unknown state, and another
     process's checkpoint could pull the WAL from under it: "database disk image is malformed".)"""
-    from ltbench.store import ResultStore
+    from ltbench.store.sqlite import ResultStore
 
     store = ResultStore(tmp_path / "s.db")
     store.status("nothing")

@@ -5,8 +5,9 @@ import dataclasses
 
 import pytest
 
-from ltbench.metrics import summarize, tail_accuracy
-from ltbench.reporting import aggregate, csv_table, latex_table, markdown_table, runs_frame
+from ltbench.evaluation.metrics import summarize, tail_accuracy
+from ltbench.reports.runs import aggregate, runs_frame
+from ltbench.reports.tables import csv_table, latex_table, markdown_table
 
 
 def record(method, seed, correct, counts=(150, 50, 10), total=None, **extra):
@@ -109,8 +110,8 @@ def test_error_csv():
 
 
 def test_bad_metric_is_refused_and_cli_accepts_error(tmp_path):
-    from ltbench.cli import build_parser
-    from ltbench.reporting import write_report
+    from ltbench.cli.args import build_parser
+    from ltbench.reports.write import write_report
 
     with pytest.raises(ValueError, match="unknown table metric 'top5'"):
         write_report(RECORDS, tmp_path, metric="top5")
@@ -122,7 +123,9 @@ def test_bad_metric_is_refused_and_cli_accepts_error(tmp_path):
 
 
 def test_recipes_declare_pretraining_data_outside_the_run_identity():
-    from ltbench.recipes import config_hash, load_catalog, resolve
+    from ltbench.config.identity import config_hash
+    from ltbench.config.run_config import resolve
+    from ltbench.planning.catalog import load_catalog
 
     catalog = load_catalog()
     assert catalog.methods.get("mgp").pretraining_data == "long_tailed_train"

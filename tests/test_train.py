@@ -5,11 +5,12 @@ import pytest
 import torch
 from fakes import interrupt_after
 
+from ltbench.core.errors import RunSetupError
 from ltbench.data import build_data
-from ltbench.errors import RunSetupError
-from ltbench.runner import execute_run, plan_runs
-from ltbench.store import ResultStore
-from ltbench.train import fit
+from ltbench.execution.runner import execute_run
+from ltbench.planning.sweep import plan_runs
+from ltbench.store.sqlite import ResultStore
+from ltbench.training.loop import fit
 
 
 def test_data_split_and_longtail(digits, catalog):
@@ -64,7 +65,7 @@ def test_resume_after_interrupt_matches_uninterrupted_run(smoke_config, digits, 
 
 def _test_evaluations(monkeypatch, digits) -> list:
     """Records each evaluation of the test set (by its size) made through ``Classify.evaluate``."""
-    from ltbench.objectives import Classify
+    from ltbench.training.objectives import Classify
 
     seen, evaluate = [], Classify.evaluate
 
@@ -81,7 +82,8 @@ def _test_evaluations(monkeypatch, digits) -> list:
 def test_best_val_is_its_epochs_weights_tested_once_after_the_last_epoch(smoke_config, digits, tmp_path, monkeypatch):
     # The validation set picks epoch 3 of 4. The test set sees those weights once, after the
     # last epoch, and gives exactly what they give; the run ends on the last epoch's weights.
-    from ltbench.train import CHECKPOINT, Dependencies, build_objective, make_batches
+    from ltbench.training.checkpoints import CHECKPOINT
+    from ltbench.training.loop import Dependencies, build_objective, make_batches
 
     cfg = smoke_config("ce", "epochs=4")
     weights = {}
@@ -128,7 +130,7 @@ def test_nan_loss_is_stored_as_failed(smoke_config, tmp_path, monkeypatch):
         def forward(self, logits, target):
             return logits.sum() * float("nan")
 
-    monkeypatch.setattr("ltbench.losses.build_loss", lambda *a, **k: NanLoss())
+    monkeypatch.setattr("ltbench.training.losses.build_loss", lambda *a, **k: NanLoss())
     spec = plan_runs(["ce"], ["digits_lt"], "smoke", out_dir=tmp_path)[0]
     store = ResultStore(tmp_path / "s.db")
     record = execute_run(spec, store, "cpu")

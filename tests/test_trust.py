@@ -9,12 +9,16 @@ from pathlib import Path
 
 import pytest
 
-import ltbench.runner as runner
+import ltbench.planning.stages as stages
 from ltbench import api
 from ltbench.cli import main
-from ltbench.recipes import RecipeError, builtin_recipe_dir, load_catalog
-from ltbench.runner import execute_run, plan_runs
-from ltbench.store import ResultStore, read_record
+from ltbench.config.recipe_files import builtin_recipe_dir
+from ltbench.config.specs import RecipeError
+from ltbench.execution.runner import execute_run
+from ltbench.planning.catalog import load_catalog
+from ltbench.planning.sweep import plan_runs
+from ltbench.store.records import read_record
+from ltbench.store.sqlite import ResultStore
 
 # ----------------------------------------------------------------- lineage is identity
 
@@ -62,7 +66,7 @@ def test_a_teacher_version_bump_reaches_the_student(tmp_path):
 
 def test_an_mgp_stage_change_gives_mgp_and_livt_new_ids(tmp_path, monkeypatch):
     before = plan_ids(tmp_path, ["mgp", "livt"])
-    monkeypatch.setattr(runner, "MGP_STAGE_VERSION", runner.MGP_STAGE_VERSION + 1)
+    monkeypatch.setattr(stages, "MGP_STAGE_VERSION", stages.MGP_STAGE_VERSION + 1)
     after = plan_ids(tmp_path, ["mgp", "livt"])
     for key in (("mgp", 0), ("livt", 0), ("mgp_pretrain", 0)):
         assert before[key].run_id != after[key].run_id
@@ -246,7 +250,7 @@ def test_reproduce_uses_the_stored_config_not_todays_recipe(tmp_path):
 
 
 def test_unverified_duplicates_never_count_as_seeds(tmp_path):
-    from ltbench import reporting
+    from ltbench.reports import runs as reporting
 
     run_smoke(tmp_path, seeds=[0, 1], overrides=["epochs=1"])
     run_smoke(tmp_path, seeds=[0], overrides=["epochs=1"], verify=False)

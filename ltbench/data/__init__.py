@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from ..recipes import DatasetSpec
+from ..config.specs import DatasetSpec
+from ..core.errors import DataError
 from .integrity import check_source
 from .longtail import longtail_counts, select_longtail, split_per_class
 from .sources import SOURCES, SourceData, Split
@@ -72,7 +72,7 @@ def carve_val(labels: np.ndarray, unused: np.ndarray, per_class: int, num_classe
     The CIFAR-LT head class keeps every one of its images, so it has none to give: such a
     class is absent from validation rather than the published training set being changed (or
     the test set). Reports mark every choice made on such a validation set
-    (:mod:`ltbench.row_marks`, docs/datasets.md).
+    (:mod:`ltbench.reports.row_marks`, docs/datasets.md).
     """
     rng = np.random.RandomState(SPLIT_SEED)
     chosen = [np.sort(rng.permutation(unused[labels[unused] == c])[:per_class]) for c in range(num_classes)]

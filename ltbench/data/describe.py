@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ..groups import CONVENTIONS, assign_groups, group_sizes
-from ..recipes import DatasetSpec
+from ..config.specs import DatasetSpec
+from ..evaluation.groups import CONVENTIONS, assign_groups, group_sizes
 from . import apply_protocol
 from .integrity import found_figures
 from .sources import SOURCES

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import DataError
-from ..recipes import DatasetSpec
+from ..config.specs import DatasetSpec
+from ..core.errors import DataError
 
 MANUAL = {
     "split_lists": "the images (ImageNet: https://image-net.org, Places365-Standard 256x256: "

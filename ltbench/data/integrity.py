@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import DataFormatError, DataIntegrityError
-from ..recipes import DatasetSpec
+from ..config.specs import DatasetSpec
+from ..core.errors import DataFormatError, DataIntegrityError
 from .sources import SourceData
 
 NO_VERIFY = "pass --no-verify to use a custom copy (the run's record then says it is unverified)"

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..recipes import AugmentSpec
+from ..config.specs import AugmentSpec
 from .samplers import epoch_indices
 
 AUGMENT_CHUNK = 1024  # images per RandAugment call

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataFormatError, DataMissingError
-from ..registry import Registry
+from ..core.errors import DataFormatError, DataMissingError
+from ..core.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from ..errors import DataFormatError
-from ..recipes import DatasetSpec
+from ..config.specs import DatasetSpec
+from ..core.errors import DataFormatError
 from .crops import center_crops, random_flip, random_resized_boxes, resized_crops
 from .decode import decode_rgb
 from .memory import random_erasing

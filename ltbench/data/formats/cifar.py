@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import DataFormatError, DataIntegrityError, DataMissingError
+from ...core.errors import DataFormatError, DataIntegrityError, DataMissingError
 from ._checksum import file_digest
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"

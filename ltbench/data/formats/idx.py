@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import DataFormatError, DataIntegrityError, DataMissingError
+from ...core.errors import DataFormatError, DataIntegrityError, DataMissingError
 from ._checksum import file_digest
 
 FASHION_MNIST_FILES = {

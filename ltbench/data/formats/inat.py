@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import DataFormatError, DataMissingError
+from ...core.errors import DataFormatError, DataMissingError
 
 INAT_URL = "https://github.com/visipedia/inat_comp/tree/master/2018"
 

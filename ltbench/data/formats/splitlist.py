@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import DataFormatError, DataMissingError
+from ...core.errors import DataFormatError, DataMissingError
 
 OLTR_URL = "https://github.com/zhmiao/OpenLongTailRecognition-OLTR"
 

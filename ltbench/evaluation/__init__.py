@@ -1,0 +1,1 @@
+"""Per-class statistics and the many / medium / few class groups: pure NumPy, no model."""

@@ -1,0 +1,78 @@
+"""Published numbers (top-1 %, from the LiVT and DeiT-LT repositories' READMEs), shown as
+reference rows in report tables next to ltbench's own.
+
+Both papers pick the best epoch on the test set, and DeiT-LT's group columns are its
+index-boundary groups (head / mid / tail), not the 100 / 20 thresholds; the rows say so.
+A published row is shown only for a method, dataset and setting some reported run has, and
+ltbench's difference only where the report compares like with like (the ``paper`` budget,
+the paper's group convention, the paper's model selection, verified data); otherwise the
+row says it is not comparable and why. ltbench never picks an epoch on test, so a row of a
+paper that did is never given a difference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Published:
+    method: str  # the ltbench method it corresponds to
+    paper: str
+    dataset: str
+    setting: str  # "rho=100", "224", ...
+    many: float
+    medium: float
+    few: float
+    all: float
+    convention: str  # how the paper formed its groups
+    selection: str = "best_test"  # how the paper chose its epoch: best_test, best_val or last
+
+    @property
+    def selection_text(self) -> str:
+        return SELECTION_TEXT.get(self.selection, self.selection)
+
+
+#: How a published number's epoch was chosen, in words. A difference to ltbench's mean is
+#: printed only where the report selects the same way; ltbench never selects on test.
+SELECTION_TEXT = {"best_test": "best on test", "best_val": "best on validation", "last": "last epoch"}
+
+
+PUBLISHED = (
+    Published("livt", "LiVT (ViT-B)", "imagenet_lt", "224", 73.6, 56.4, 41.0, 60.9, "threshold"),
+    Published("livt", "LiVT (ViT-B)", "imagenet_lt", "384", 76.4, 59.7, 42.7, 63.8, "threshold"),
+    Published("livt", "LiVT (ViT-B)", "inat2018", "224", 78.9, 76.5, 74.8, 76.1, "threshold"),
+    Published("livt", "LiVT (ViT-B)", "inat2018", "384", 83.2, 81.5, 79.7, 81.0, "threshold"),
+    Published("deit_lt", "DeiT-LT (DeiT-B)", "cifar10_lt", "rho=100", 94.5, 84.1, 85.0, 87.5, "index"),
+    Published("deit_lt", "DeiT-LT (DeiT-B)", "cifar10_lt", "rho=50", 94.9, 87.0, 88.6, 89.8, "index"),
+    Published("deit_lt", "DeiT-LT (DeiT-B)", "cifar100_lt", "rho=100", 72.8, 55.4, 31.4, 55.6, "index"),
+    Published("deit_lt", "DeiT-LT (DeiT-B)", "cifar100_lt", "rho=50", 74.8, 60.3, 43.1, 60.5, "index"),
+    Published("deit_lt", "DeiT-LT (DeiT-B)", "imagenet_lt", "224", 66.6, 58.3, 40.0, 59.1, "index"),
+    Published("deit_lt", "DeiT-LT (DeiT-B)", "inat2018", "224", 70.3, 75.2, 76.2, 75.1, "index"),
+)
+
+
+def setting_of(record: dict) -> str:
+    """The published setting a run corresponds to: ``rho=R`` for CIFAR-LT, else the input size."""
+    cfg = record.get("config") or {}
+    data, train = cfg.get("data") or {}, cfg.get("train") or {}
+    if record.get("dataset", "").startswith("cifar"):
+        return f"rho={(data.get('longtail') or {}).get('rho', 0):g}"
+    return str(train.get("img_size") or data.get("image_size") or "")
+
+
+def references_for(records) -> list[tuple[Published, str]]:
+    """Published rows of the methods, datasets and settings of ``records``, with each budget they ran under.
+
+    Whether a row is comparable (the ``paper`` budget, the paper's group convention) is the
+    report's to say: ``reports.tables._Grid.reference_rows`` prints a difference only then.
+    """
+    blocks = {(r["method"], r["dataset"], setting_of(r), r.get("budget")) for r in records}
+    return list(
+        dict.fromkeys(
+            (p, budget)
+            for p in PUBLISHED
+            for (method, dataset, setting, budget) in sorted(blocks, key=str)
+            if p.method == method and p.dataset == dataset and p.setting == setting
+        )
+    )

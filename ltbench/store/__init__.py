@@ -1,0 +1,1 @@
+"""The results store: run records in their folders (the truth) and their SQLite index."""

@@ -1,0 +1,442 @@
+"""The results store: run records as JSON files in run folders, indexed in SQLite.
+
+A run writes its record atomically into its own folder (``record.json``, temp file + rename),
+so a result survives the process that launched it. :meth:`ResultStore.ingest` copies records
+into the database idempotently (``INSERT OR REPLACE`` keyed by ``run_id``), inside one
+transaction; SQLite's WAL mode and a busy timeout let several processes write at once.
+
+Tables (see :data:`SCHEMA`):
+
+- ``runs``: one row per run: identity, status, timings, provenance columns for queries, the
+  record as JSON (history, resolved config, provenance) and, in ``vectors``, its per-class
+  vectors and calibration bins as one binary blob (the JSON holds an offset, dtype and shape
+  in their place). Decoding a JSON list of numbers is what made reading 10,000 runs slow;
+  :meth:`ResultStore.records` returns those vectors as read-only NumPy arrays instead.
+- ``metrics``: long form (run_id, selection, convention, metric, value), under the recipe's
+  default convention; reports recompute other conventions from the per-class counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config.record import RECORD_SCHEMA
+from ..core.errors import StoreError
+from .file_check import BUSY_TIMEOUT, cannot_write, check_store_file, error_text, open_readonly
+from .records import RECORD, folder_key, read_record
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id        TEXT PRIMARY KEY,   -- config hash (SHA-256 hex) of the resolved run config
+    method        TEXT NOT NULL,
+    dataset       TEXT NOT NULL,
+    budget        TEXT NOT NULL,
+    seed          INTEGER NOT NULL,   -- training seed
+    data_seed     INTEGER NOT NULL,   -- which images form the long-tailed train set
+    status        TEXT NOT NULL,      -- done | failed
+    error         TEXT,               -- the failure's message, for failed runs
+    started_at    TEXT,               -- ISO 8601, UTC
+    finished_at   TEXT,
+    train_seconds REAL,
+    eval_seconds  REAL,
+    ltbench_version TEXT,
+    git_commit    TEXT,
+    device        TEXT,
+    data_fingerprint TEXT,
+    run_dir       TEXT,
+    record        TEXT NOT NULL,      -- the record as JSON, per-class vectors replaced by stubs
+    vectors       BLOB                -- the per-class vectors, little-endian, back to back
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id     TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    selection  TEXT NOT NULL,         -- last | best_val
+    convention TEXT NOT NULL,         -- group convention of many/medium/few
+    metric     TEXT NOT NULL,         -- top1, many, medium, few, ece, ece_many, ...
+    value      REAL,                  -- fraction in [0, 1]; NULL for an empty group
+    PRIMARY KEY (run_id, selection, convention, metric)
+);
+CREATE INDEX IF NOT EXISTS runs_by_cell ON runs (dataset, method, budget);
+"""
+
+
+# Keys under a record's "results" whose values are per-class vectors or bins.
+_VECTORS = frozenset({"correct", "total", "count", "conf_sum", "correct_sum"})
+
+
+_STUB = "__vector__"
+
+
+def _pack(node: Any, chunks: list[bytes], offset: list[int]) -> Any:
+    """``node`` with every per-class vector replaced by ``{"__vector__": [offset, dtype, shape]}``."""
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key in _VECTORS and isinstance(value, (list, np.ndarray)):  # arrays: a record read from a store
+            try:
+                arr = np.asarray(value)
+            except ValueError:  # ragged: not a vector, keep it as JSON
+                out[key] = value
+                continue
+            if arr.dtype.kind in "iub":
+                arr = arr.astype("<i4" if arr.size == 0 or np.abs(arr).max() < 2**31 else "<i8")
+            elif arr.dtype.kind == "f":
+                arr = arr.astype("<f8")
+            else:  # not numbers: keep as JSON
+                out[key] = value
+                continue
+            out[key] = {_STUB: [offset[0], arr.dtype.str, list(arr.shape)]}
+            chunks.append(arr.tobytes())
+            offset[0] += arr.nbytes
+        else:
+            out[key] = _pack(value, chunks, offset)
+    return out
+
+
+def _unpack(node: Any, blob: bytes) -> Any:
+    if not isinstance(node, dict):
+        return node
+    if _STUB in node:
+        start, dtype, shape = node[_STUB]
+        count = math.prod(shape)
+        return np.frombuffer(blob, dtype=dtype, count=count, offset=start).reshape(shape)
+    return {k: _unpack(v, blob) for k, v in node.items()}
+
+
+def _decode(text: str, blob: bytes | None) -> dict[str, Any]:
+    record = json.loads(text)
+    if blob is not None and "results" in record:
+        record["results"] = _unpack(record["results"], blob)
+    return record
+
+
+class ResultStore:
+    """SQLite index of run records.
+
+    Example:
+        >>> store = ResultStore("results/ltbench.db")
+        >>> store.ingest(record)            # idempotent
+        >>> [r["method"] for r in store.records()]
+    """
+
+    busy_timeout = BUSY_TIMEOUT  # seconds a statement waits for another process's write lock
+
+    def __init__(self, path: str | Path, readonly: bool = False):
+        """Open the store at ``path``; a file that is not an ltbench store is refused untouched.
+
+        ``readonly``: open it with SQLite's ``mode=ro`` (nothing is created or changed; a store
+        on a read-only disk can be read); it must exist. Otherwise it is created if absent.
+
+        Raises:
+            StoreError: not an ltbench store (the message says what it is), absent when
+                reading, or not writable when writing.
+        """
+        self.path = Path(path)
+        self.readonly = readonly
+        self.notes: list[str] = []  # one-line notes for the user (a sync that could not write)
+        self._immutable = False
+        has_tables = check_store_file(self.path)
+        if readonly:
+            if not self.path.is_file():
+                raise StoreError(f"no results store at {self.path}; run `ltbench run` first or pass --store PATH")
+            self._has_vectors = self._vectors_column() if has_tables else True
+            self._empty = not has_tables
+            return
+        self._empty = False
+        self._has_vectors = True
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as db:
+                db.executescript(SCHEMA)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+                if "vectors" not in columns:  # a store written before vectors moved out of the JSON
+                    try:
+                        db.execute("ALTER TABLE runs ADD COLUMN vectors BLOB")
+                    except sqlite3.OperationalError as e:  # another process added it first
+                        if "duplicate column" not in str(e):
+                            raise
+        except (sqlite3.OperationalError, OSError) as e:
+            if isinstance(e, sqlite3.OperationalError) and not cannot_write(e):
+                raise
+            raise StoreError(
+                f"cannot write the results store {self.path} ({error_text(e)}); pass --store PATH on a writable disk"
+            ) from None
+
+    def _vectors_column(self) -> bool:
+        with self._connect() as db:
+            return "vectors" in {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one transaction (committed on success, rolled back on error), closed
+        at the end: a connection left open for the garbage collector keeps its locks and WAL in
+        an unknown state, and another process's checkpoint can pull the WAL from under it."""
+        if self.readonly:
+            db = self._connect_readonly()
+        else:
+            db = sqlite3.connect(self.path, timeout=self.busy_timeout)
+        try:
+            if not self.readonly:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA foreign_keys=ON")
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """SQLite's ``mode=ro``; on a read-only disk (where nobody can be writing it, and the
+        shared-memory file of WAL cannot be made) ``immutable=1``."""
+        db = open_readonly(self.path, self._immutable)
+        if not self._immutable:
+            try:
+                db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            except sqlite3.OperationalError as e:
+                if not cannot_write(e):
+                    raise
+                db.close()
+                self._immutable = True
+                return self._connect_readonly()
+        return db
+
+    def _require_writable(self) -> None:
+        if self.readonly:
+            raise StoreError(f"the results store {self.path} was opened read-only; open it without readonly=True")
+
+    def ingest(self, record: dict[str, Any]) -> None:
+        """Insert or replace one record and its metrics, atomically."""
+        self._require_writable()
+        if record.get("schema") != RECORD_SCHEMA:
+            raise ValueError(
+                f"record {record.get('run_id')} has schema {record.get('schema')}, expected {RECORD_SCHEMA}"
+            )
+        prov = record.get("provenance", {})
+        timings = record.get("timings", {})
+        row = (
+            record["run_id"],
+            record["method"],
+            record["dataset"],
+            record["budget"],
+            record["seed"],
+            record["data_seed"],
+            record["status"],
+            record.get("error"),
+            record.get("started_at"),
+            record.get("finished_at"),
+            timings.get("train_seconds"),
+            timings.get("eval_seconds"),
+            prov.get("ltbench_version"),
+            prov.get("git_commit"),
+            prov.get("device"),
+            prov.get("data_fingerprint"),
+            record.get("run_dir"),
+            *self._encode(record),
+        )
+        convention = record.get("group_convention", "threshold")
+        metric_rows = [
+            (record["run_id"], sel, convention, name, value)
+            for sel, metrics in record.get("metrics", {}).items()
+            for name, value in metrics.items()
+        ]
+        with self._connect() as db:  # one transaction: the run and its metrics, or nothing
+            db.execute("DELETE FROM metrics WHERE run_id = ?", (record["run_id"],))
+            db.execute(f"INSERT OR REPLACE INTO runs VALUES ({','.join('?' * len(row))})", row)
+            db.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?)", metric_rows)
+
+    @staticmethod
+    def _encode(record: dict[str, Any]) -> tuple[str, bytes]:
+        chunks: list[bytes] = []
+        slim = {**record, "results": _pack(record["results"], chunks, [0])} if record.get("results") else record
+        return json.dumps(slim), b"".join(chunks)
+
+    def ingest_retrying(self, record: dict[str, Any], attempts: int = 5, wait: float = 2.0) -> bool:
+        """:meth:`ingest`, retried while another process holds the store's write lock.
+
+        Returns False if the store stayed locked: the record is still in its run folder, and
+        the next command that reads the store ingests it (:meth:`sync`), so nothing is lost.
+        """
+        for attempt in range(attempts):
+            try:
+                self.ingest(record)
+                return True
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise
+                time.sleep(wait * (attempt + 1))
+        return False
+
+    def sync(self, out_dir: str | Path) -> int:
+        """Ingest the ``record.json`` files under ``out_dir/runs`` that the store lacks or holds
+        in an older state (a run killed between writing its record and ingesting it, a store
+        that was locked). Records are the truth; the store is their index. Returns how many.
+
+        A store opened read-only is written through a second, writable connection, only when
+        there is something to ingest; where that cannot write (a read-only disk), a line in
+        :attr:`notes` says so and the store is read as it is."""
+        runs = Path(out_dir) / "runs"
+        if not runs.is_dir() or self._empty:
+            return 0
+        with self._connect() as db:
+            known = {
+                folder_key(run_dir): (status, finished)
+                for run_dir, status, finished in db.execute("SELECT run_dir, status, finished_at FROM runs")
+                if run_dir
+            }
+        pending = []
+        for path in sorted(runs.glob(f"*/*/*/{RECORD}")):
+            seen = known.get(folder_key(path.parent))
+            if seen is not None and seen[0] == "done":
+                continue
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # being replaced this instant, or not a record: the next sync sees it
+            if not isinstance(record, dict) or record.get("schema") != RECORD_SCHEMA or not record.get("finished_at"):
+                continue
+            if seen is None or seen != (record.get("status"), record.get("finished_at")):
+                pending.append(record)
+        if not pending:
+            return 0
+        writer = self
+        if self.readonly:
+            try:
+                writer = ResultStore(self.path)
+            except StoreError:
+                self.notes.append(
+                    f"{len(pending)} finished runs under {runs} are not in the store {self.path}, which is "
+                    "read-only here; showing the store as it is (`ltbench ingest` them where it is writable)"
+                )
+                return 0
+        for record in pending:
+            if not writer.ingest_retrying(record):
+                raise StoreError(f"the store {self.path} stayed locked by another process; run the command again")
+        return len(pending)
+
+    def find(self, prefix: str) -> str:
+        """The one run id that starts with ``prefix``.
+
+        Raises:
+            ValueError: no run, or several, start with it (the message lists them).
+        """
+        if not prefix or not all(c in "0123456789abcdef" for c in prefix.lower()):
+            raise ValueError(f"{prefix!r} is not a run id (hexadecimal); `ltbench results` lists them")
+        if self._empty:
+            raise ValueError(f"no run id starts with {prefix!r} in {self.path} (it holds no runs)")
+        with self._connect() as db:
+            ids = [
+                row[0]
+                for row in db.execute("SELECT run_id FROM runs WHERE run_id LIKE ? LIMIT 6", (prefix.lower() + "%",))
+            ]
+        if len(ids) == 1:
+            return ids[0]
+        if not ids:
+            raise ValueError(f"no run id starts with {prefix!r} in {self.path}; `ltbench results` lists them")
+        raise ValueError(
+            f"run id prefix {prefix!r} is ambiguous ({', '.join(i[:12] for i in ids[:5])}, ...); give more of it"
+        )
+
+    def forget(self, run_id: str) -> None:
+        """Remove a run (``--force`` redoes it); its metrics go with it."""
+        self._require_writable()
+        with self._connect() as db:
+            db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+
+    def ingest_dirs(self, run_dirs: Iterable[Path]) -> int:
+        """Ingest every ``record.json`` found in ``run_dirs``; returns how many."""
+        n = 0
+        for d in run_dirs:
+            rec = read_record(Path(d))
+            if rec is not None:
+                self.ingest(rec)
+                n += 1
+        return n
+
+    def get(self, run_id: str) -> dict[str, Any] | None:
+        """The record of ``run_id`` (per-class vectors as read-only arrays), or None."""
+        if self._empty:
+            return None
+        vectors = "vectors" if self._has_vectors else "NULL"
+        with self._connect() as db:
+            row = db.execute(f"SELECT record, {vectors} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return _decode(*row) if row else None
+
+    def status(self, run_id: str) -> str | None:
+        """``done`` or ``failed`` for a stored run, None for one the store lacks."""
+        if self._empty:
+            return None
+        with self._connect() as db:
+            row = db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return row[0] if row else None
+
+    def records(self, status: str | None = "done", **where: Any) -> list[dict[str, Any]]:
+        """Full records, oldest first; filter by status and columns (``method="ce"``).
+
+        Per-class vectors and calibration bins (``correct``, ``total``, ``calib.count``, ...)
+        come back as read-only NumPy arrays; everything else as stored."""
+        allowed = {"method", "dataset", "budget", "seed", "data_seed"}
+        bad = set(where) - allowed
+        if bad:
+            raise ValueError(f"cannot filter records by {sorted(bad)}; use {sorted(allowed)}")
+        clauses = [f"{k} = ?" for k in where] + (["status = ?"] if status else [])
+        params = [*where.values(), *([status] if status else [])]
+        vectors = "vectors" if self._has_vectors else "NULL"
+        if self._empty:
+            return []
+        sql = f"SELECT record, {vectors} FROM runs" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        with self._connect() as db:
+            rows = db.execute(sql + " ORDER BY started_at, run_id", params).fetchall()
+        return [_decode(text, blob) for text, blob in rows]
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        """One flat row per run with its headline metrics (for ``ltbench results``)."""
+        sql = """
+            SELECT r.run_id, r.method, r.dataset, r.budget, r.seed, r.data_seed, r.status, r.error,
+                   r.train_seconds, r.finished_at, m.selection, m.metric, m.value
+            FROM runs r LEFT JOIN metrics m ON m.run_id = r.run_id
+            ORDER BY r.dataset, r.method, r.budget, r.seed"""
+        rows: dict[str, dict[str, Any]] = {}
+        if self._empty:
+            return []
+        with self._connect() as db:
+            for (
+                run_id,
+                method,
+                dataset,
+                budget,
+                seed,
+                data_seed,
+                status,
+                error,
+                secs,
+                finished,
+                sel,
+                metric,
+                value,
+            ) in db.execute(sql):
+                row = rows.setdefault(
+                    run_id,
+                    {
+                        "run_id": run_id,
+                        "method": method,
+                        "dataset": dataset,
+                        "budget": budget,
+                        "seed": seed,
+                        "data_seed": data_seed,
+                        "status": status,
+                        "error": error,
+                        "train_seconds": secs,
+                        "finished_at": finished,
+                    },
+                )
+                if metric is not None:
+                    row[f"{sel}.{metric}"] = value
+        return list(rows.values())

@@ -1,0 +1,96 @@
+"""Model builders: ViT and DeiT (timm), CIFAR-style ResNets and timm's ResNet-50, sized by the budget."""
+
+from __future__ import annotations
+
+import torch
+
+from ...config.specs import RunConfig
+from ...core.registry import Registry
+
+SMALL_IMAGE = 64  # up to this input size a CNN is the CIFAR-style ResNet, above it ResNet-50
+
+
+def input_size(cfg: RunConfig) -> int:
+    return cfg.train.img_size or cfg.data.image_size
+
+
+def vit_kwargs(cfg: RunConfig) -> dict:
+    t, d = cfg.train, cfg.data
+    size = input_size(cfg)
+    if size % t.patch_size:
+        raise ValueError(
+            f"image size {size} is not a multiple of patch_size {t.patch_size} "
+            f"(method {cfg.method.name}, budget {cfg.budget}); set train.img_size or train.patch_size"
+        )
+    return dict(
+        img_size=size,
+        patch_size=t.patch_size,
+        in_chans=d.channels,
+        num_classes=d.num_classes,
+        embed_dim=t.embed_dim,
+        depth=t.depth,
+        num_heads=t.num_heads,
+        mlp_ratio=t.mlp_ratio,
+    )
+
+
+# Model families by name: ``model = "<name>"`` in a recipe, an entry point of
+# ``ltbench.models``, or ``module:attr``; each builder takes the run's config.
+MODELS: Registry = Registry("model", entry_points="ltbench.models")
+
+
+def build_model(cfg: RunConfig) -> torch.nn.Module:
+    """The network of ``cfg.method.model`` (:data:`MODELS`) for ``cfg.data``'s images under ``cfg.train``.
+
+    - ``vit``: timm VisionTransformer trained from scratch.
+    - ``deit``: timm's distilled ViT (CLS and DIST tokens, two heads; eval averages them).
+    - ``cnn``: ResNet-(``cnn_depth``) of the LDAM code for inputs up to 64 px, timm's
+      ResNet-50 above; the classifier is cosine when the loss asks for one
+      (``cosine_classifier``, as LDAM).
+    - ``mae``: the ViT encoder of the MGP stage (no classifier head).
+    """
+    return MODELS.get(cfg.method.model)(cfg)
+
+
+@MODELS.register("vit")
+def _vit(cfg: RunConfig) -> torch.nn.Module:
+    from timm.models.vision_transformer import VisionTransformer  # here: a plan needs only the names
+
+    t = cfg.train
+    return VisionTransformer(**vit_kwargs(cfg), drop_path_rate=t.drop_path, global_pool=t.global_pool)
+
+
+@MODELS.register("deit")
+def _deit(cfg: RunConfig) -> torch.nn.Module:
+    from timm.models.deit import VisionTransformerDistilled
+
+    model = VisionTransformerDistilled(**vit_kwargs(cfg), drop_path_rate=cfg.train.drop_path)
+    model.set_distilled_training(True)
+    return model
+
+
+@MODELS.register("mae")
+def _mae_encoder(cfg: RunConfig) -> torch.nn.Module:
+    from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(**{**vit_kwargs(cfg), "num_classes": 0})
+
+
+@MODELS.register("cnn")
+def _cnn(cfg: RunConfig) -> torch.nn.Module:
+    from ..losses import loss_class
+
+    t, d = cfg.train, cfg.data
+    normed = bool(getattr(loss_class(cfg.method.loss), "cosine_classifier", False))
+    if input_size(cfg) <= SMALL_IMAGE:
+        from .resnet_cifar import CifarResNet
+
+        return CifarResNet(t.cnn_depth, d.num_classes, d.channels, normed)
+    import timm
+
+    from .resnet_cifar import NormedLinear
+
+    model = timm.create_model("resnet50", num_classes=d.num_classes, in_chans=d.channels)
+    if normed:
+        model.fc = NormedLinear(model.fc.in_features, d.num_classes)
+    return model

@@ -1,0 +1,421 @@
+"""What one training step computes and how a model is evaluated, per kind of method.
+
+- :class:`Classify`: a classifier and a loss of ``(logits, target)`` (ce, la, bce, bal_bce, ldam).
+- :class:`Distill`: DeiT-LT. The student's CLS and DIST heads; the frozen teacher sees the
+  student's augmented, mixed batch resized to its own resolution (out-of-distribution
+  distillation) and gives hard labels; from the DRW epoch the DIST term is re-weighted.
+  Evaluation keeps the CLS-only, DIST-only and averaged predictions.
+- :class:`MaskedPretrain`: the MAE objective of the MGP stage; nothing to evaluate.
+
+The trainer (``ltbench.training.loop``) only calls ``loss(x, target, epoch)`` and ``evaluate``.
+Training goes through ``self.forward`` (the model, or its DistributedDataParallel wrapper,
+which the trainer sets); evaluation uses the bare ``self.model``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..core.registry import Registry
+from ..evaluation.metrics import ClassStats, mean_class_accuracy
+
+
+def _autocast(device: torch.device):
+    # bf16 on CUDA; the CPU path stays in fp32, where autocast is slower and less exact.
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def channels_last(model: torch.nn.Module, device: torch.device) -> torch.memory_format:
+    """NHWC for a convolutional network on CUDA, where cuDNN's fast kernels want it (the
+    model's weights are converted here; inputs follow in the objective)."""
+    has_conv = any(isinstance(m, torch.nn.Conv2d) and m.kernel_size != m.stride for m in model.modules())
+    if device.type != "cuda" or not has_conv:
+        return torch.contiguous_format
+    model.to(memory_format=torch.channels_last)
+    return torch.channels_last
+
+
+class Classify:
+    has_eval = True
+    trains = True  # False: an evaluation-only stage (PosthocTransform)
+
+    def train_mode(self) -> None:
+        """Put what trains in train mode (frozen parts of a decoupling stage stay in eval)."""
+        self.model.train()
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        criterion: torch.nn.Module,
+        num_classes: int,
+        drw_epoch: int = 0,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ):
+        self.model, self.criterion, self.num_classes, self.drw_epoch = model, criterion, num_classes, drw_epoch
+        self.forward = model
+        self.memory_format = memory_format
+
+    def reweight(self, epoch: int) -> bool:
+        # Epochs count from 1: drw_epoch = 160 of 200 re-weights the last 40, as the LDAM code.
+        return bool(self.drw_epoch) and epoch > self.drw_epoch
+
+    def loss(self, x: torch.Tensor, target: torch.Tensor, epoch: int) -> torch.Tensor:
+        if hasattr(self.criterion, "set_reweight"):
+            self.criterion.set_reweight(self.reweight(epoch))
+        with _autocast(x.device):
+            return self.criterion(self.forward(x.contiguous(memory_format=self.memory_format)), target)
+
+    def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        z = self.model(x.contiguous(memory_format=self.memory_format))
+        calibrated = getattr(self.criterion, "calibrated", None)  # e.g. LDAM's scale s
+        return {"main": calibrated(z) if calibrated is not None else z}
+
+    @torch.inference_mode()
+    def evaluate(self, batches, batch_size: int, logits_out: dict | None = None) -> dict:
+        """Per-class correct/total and calibration bins; extra heads under ``heads``.
+
+        With ``logits_out``, the main prediction's logits (``[N, C]``, on the device) and labels
+        are put there as ``logits`` and ``labels`` (stored by :mod:`ltbench.reports.posthoc`, in float32):
+        the very tensors whose argmax the statistics counted, in their dtype (float32 on CPU, bf16
+        under CUDA autocast, which converts to float32 exactly), so the stored logits reproduce
+        the record's counts exactly."""
+        self.model.eval()
+        stats: dict[str, ClassStats] = {}
+        kept: list[tuple[torch.Tensor, torch.Tensor]] = []
+        with _autocast(batches.device):
+            for x, y in batches.eval_batches(batch_size):
+                for name, z in self.logits(x).items():
+                    stats.setdefault(name, ClassStats(self.num_classes, batches.device)).update(z, y)
+                    if name == "main" and logits_out is not None:  # the tensor counted, not rounded
+                        kept.append((z.detach(), y))
+        if logits_out is not None and kept:
+            logits_out["logits"] = torch.cat([z for z, _ in kept])
+            logits_out["labels"] = torch.cat([y for _, y in kept])
+        out = stats.pop("main").as_dict()
+        if stats:
+            out["heads"] = {name: s.as_dict() for name, s in stats.items()}
+        return out
+
+
+class Distill(Classify):
+    def __init__(
+        self, model, criterion, num_classes: int, teacher: torch.nn.Module, teacher_size: int, drw_epoch: int = 0
+    ):
+        super().__init__(model, criterion, num_classes, drw_epoch)
+        self.teacher, self.teacher_size = teacher.eval(), teacher_size
+        self.teacher_format = channels_last(teacher, next(teacher.parameters()).device)
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+
+    def loss(self, x: torch.Tensor, target: torch.Tensor, epoch: int) -> torch.Tensor:
+        with torch.no_grad(), _autocast(x.device):
+            seen = (
+                x
+                if x.shape[-1] == self.teacher_size
+                else F.interpolate(x, size=(self.teacher_size, self.teacher_size), mode="bilinear", align_corners=False)
+            )
+            teacher_logits = self.teacher(seen.contiguous(memory_format=self.teacher_format))
+        with _autocast(x.device):
+            cls, dist = self.forward(x)
+            return self.criterion(cls, dist, target, teacher_logits, reweight=self.reweight(epoch))
+
+    def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.model.forward_features(x)
+        cls, dist = self.model.head(feats[:, 0]), self.model.head_dist(feats[:, 1])
+        return {"main": (cls + dist) / 2, "cls": cls, "dist": dist}
+
+
+class MaskedPretrain:
+    has_eval = False
+    trains = True
+
+    def train_mode(self) -> None:
+        self.model.train()
+
+    def __init__(self, mae: torch.nn.Module):
+        self.model = self.forward = mae
+
+    def loss(self, x: torch.Tensor, target: torch.Tensor, epoch: int) -> torch.Tensor:
+        with _autocast(x.device):
+            return self.forward(x)[0]
+
+
+# ------------------------------------------------------------------ decoupling (Kang et al.)
+# Kang et al., Decoupling Representation and Classifier for Long-Tailed Recognition, ICLR 2020,
+# arXiv:1910.09217. Each starts from a trained classifier (the run's ``backbone`` stage) whose
+# representation stays fixed.
+
+
+def classifier_name(model: torch.nn.Module) -> str:
+    """The attribute holding the model's final linear layer (``fc`` of a ResNet, ``head`` of a ViT).
+
+    Raises:
+        ValueError: the model has no plain linear classifier (a cosine one cannot be re-used).
+    """
+    for name in ("fc", "head"):
+        if isinstance(getattr(model, name, None), torch.nn.Linear):
+            return name
+    raise ValueError(
+        f"{type(model).__name__} has no linear classifier (fc or head); decoupling needs one "
+        "(an LDAM backbone's cosine classifier is not)"
+    )
+
+
+def freeze(model: torch.nn.Module) -> None:
+    """No gradients for ``model``'s parameters (its BatchNorm statistics are ``train_mode``'s choice)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+# How a cRT / LWS stage treats its frozen backbone's BatchNorm layers (``train.backbone_bn``):
+# "train" normalises with each class-balanced batch's statistics and updates the running ones,
+# as Kang et al.'s code does (every network in train mode, frozen weights); "frozen" keeps the
+# statistics of representation learning (eval mode), ltbench's behaviour before.
+BACKBONE_BN = ("train", "frozen")
+
+
+def backbone_train_mode(model: torch.nn.Module, backbone_bn: str) -> None:
+    """Frozen backbone in eval mode (no dropout, no drop path), its BatchNorm layers in train
+    mode when ``backbone_bn`` is "train"."""
+    model.eval()
+    if backbone_bn == "train":
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.train()
+
+
+class RetrainClassifier(Classify):
+    """cRT: a new linear classifier, trained on the frozen backbone's features (with the
+    recipe's sampler: class-aware in the reference code). The backbone's BatchNorm layers
+    follow ``backbone_bn`` (:data:`BACKBONE_BN`)."""
+
+    def __init__(
+        self, model: torch.nn.Module, criterion, num_classes: int, drw_epoch: int = 0, backbone_bn: str = "train"
+    ):
+        if backbone_bn not in BACKBONE_BN:
+            raise ValueError(f"backbone_bn={backbone_bn!r}; use one of {', '.join(BACKBONE_BN)}")
+        freeze(model)
+        name = classifier_name(model)
+        old = getattr(model, name)
+        setattr(model, name, torch.nn.Linear(old.in_features, old.out_features).to(old.weight.device))
+        self.head_name, self.backbone_bn = name, backbone_bn
+        super().__init__(model, criterion, num_classes, drw_epoch)
+
+    def train_mode(self) -> None:
+        backbone_train_mode(self.model, self.backbone_bn)
+        getattr(self.model, self.head_name).train()
+
+
+class ScaledLogits(torch.nn.Module):
+    """LWS's model: the backbone's logits times a learned per-class scale f_j (initially 1).
+    Kang et al. scale the weight vectors w_j; scaling the logit also scales the bias."""
+
+    def __init__(self, model: torch.nn.Module, num_classes: int):
+        super().__init__()
+        self.inner = model
+        self.scale = torch.nn.Parameter(torch.ones(num_classes, device=next(model.parameters()).device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) * self.scale
+
+    def no_weight_decay(self) -> set[str]:
+        """The scales are never weight-decayed (``training.loop.build_optimizer``), whatever the
+        budget's ``decay_norm_and_bias``: decay would pull them towards 0, not towards 1."""
+        return {"scale"}
+
+
+class LearnScales(Classify):
+    """LWS: the backbone and its classifier frozen, one scale per class learned. The
+    backbone's BatchNorm layers follow ``backbone_bn`` (:data:`BACKBONE_BN`)."""
+
+    def __init__(
+        self, model: torch.nn.Module, criterion, num_classes: int, drw_epoch: int = 0, backbone_bn: str = "train"
+    ):
+        if backbone_bn not in BACKBONE_BN:
+            raise ValueError(f"backbone_bn={backbone_bn!r}; use one of {', '.join(BACKBONE_BN)}")
+        classifier_name(model)  # a linear classifier to scale
+        freeze(model)
+        self.backbone_bn = backbone_bn
+        super().__init__(ScaledLogits(model, num_classes), criterion, num_classes, drw_epoch)
+
+    def train_mode(self) -> None:
+        backbone_train_mode(self.model.inner, self.backbone_bn)  # the scales have no mode
+
+
+class PosthocTransform(Classify):
+    """An evaluation-only stage: the backbone's features through a classifier transformed with
+    one parameter ``tau``, chosen on the validation set (mean per-class accuracy; the test set
+    never chooses), then evaluated on test. Nothing trains.
+
+    ``transform(features, weight, bias, tau)`` gives the logits.
+    """
+
+    trains = False
+
+    def __init__(self, model: torch.nn.Module, num_classes: int, transform, taus, default_tau: float):
+        name = classifier_name(model)
+        head = getattr(model, name)
+        self.weight = head.weight.detach().clone()
+        self.bias = None if head.bias is None else head.bias.detach().clone()
+        setattr(model, name, torch.nn.Identity())  # the model now gives features
+        freeze(model)
+        self.transform, self.taus, self.tau = transform, tuple(taus), default_tau
+        super().__init__(model, None, num_classes)
+
+    def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.model(x.contiguous(memory_format=self.memory_format)).float()
+        # The transform in float32 outside autocast, as choose_tau runs it on validation: tau is
+        # chosen at the precision the test set is evaluated in (evaluate runs this under bf16).
+        with torch.autocast(x.device.type, enabled=False):
+            return {"main": self.transform(feats, self.weight, self.bias, self.tau)}
+
+    @torch.inference_mode()
+    def choose_tau(self, batches, batch_size: int) -> dict[str, float]:
+        """Pick ``tau`` by mean per-class accuracy on ``batches`` (the validation set); the
+        first of equal scores in grid order wins. Returns the score of each tau tried."""
+        self.model.eval()
+        feats, labels = [], []
+        with _autocast(batches.device):  # the precision the test set is evaluated in
+            for x, y in batches.eval_batches(batch_size):
+                feats.append(self.model(x.contiguous(memory_format=self.memory_format)).float())
+                labels.append(y)
+        f, y = torch.cat(feats), torch.cat(labels)
+        totals = torch.bincount(y, minlength=self.num_classes)
+        scores = {}
+        for tau in self.taus:
+            with torch.autocast(f.device.type, enabled=False):  # float32, as in logits (test)
+                pred = self.transform(f, self.weight, self.bias, tau).argmax(1)
+            hits = torch.bincount(y[pred == y], minlength=self.num_classes)
+            scores[tau] = mean_class_accuracy(hits.tolist(), totals.tolist())  # exact: ties stay ties
+        self.tau = max(self.taus, key=lambda t: scores[t])  # max keeps the first of ties
+        return scores
+
+
+def tau_normalised(feats, weight, bias, tau: float) -> torch.Tensor:
+    """tau-normalisation: w_j / ||w_j||^tau, bias dropped (Kang et al.)."""
+    w = weight / weight.norm(dim=1, keepdim=True).pow(tau)
+    return feats @ w.t()
+
+
+def logit_adjusted(log_prior: torch.Tensor):
+    """Post-hoc logit adjustment (Menon et al., ICLR 2021): z - tau * log(pi)."""
+
+    def transform(feats, weight, bias, tau: float) -> torch.Tensor:
+        z = feats @ weight.t() + (0 if bias is None else bias)
+        return z - tau * log_prior.to(z.device)
+
+    return transform
+
+
+# 0, 0.1, ..., 2.0: Kang et al.'s tau_norm.py sweeps np.linspace(0, 2, 21) (validation chose
+# tau > 1 in 3 of 3 runs of a 0..1 grid, at its edge).
+TAU_NORM_GRID = tuple(round(0.1 * i, 1) for i in range(21))
+LOGIT_ADJUST_GRID = tuple(round(0.25 * i, 2) for i in range(13))  # 0, 0.25, ..., 3.0
+
+
+# ------------------------------------------------------------------- objectives by name
+# A recipe's ``objective`` names one of these; each builds its objective from the run's config,
+# its data, the device and the stages it consumed (``stages``: role -> (config, checkpoint)).
+# ``roles`` are the [[needs]] roles it requires, checked when the plan is made.
+
+OBJECTIVES: Registry[Callable] = Registry("objective", entry_points="ltbench.objectives")
+OBJECTIVE_ROLES: dict[str, tuple[str, ...]] = {}
+
+
+def objective(name: str, roles: tuple[str, ...] = ()):
+    def deco(build: Callable) -> Callable:
+        OBJECTIVES.add(name, build)
+        OBJECTIVE_ROLES[name] = roles
+        return build
+
+    return deco
+
+
+def load_stage_model(stages: dict, role: str, device: torch.device) -> torch.nn.Module:
+    """The trained model of the stage consumed as ``role``, built from that stage's config."""
+    from .models import build_model
+
+    cfg, checkpoint = stages[role]
+    model = build_model(cfg)
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
+    return model.to(device)
+
+
+def _criterion(cfg, data, device):
+    from .losses import build_loss
+
+    return build_loss(cfg.method.loss, data.class_counts, **cfg.method.loss_params).to(device)
+
+
+@objective("classify")
+def _classify(cfg, data, device, stages):
+    """A classifier from scratch, or from an MGP encoder (``pretrained``), and its loss."""
+    from .checkpoints import load_pretrained_encoder
+    from .models import build_model
+
+    model = build_model(cfg)
+    if "pretrained" in stages:
+        load_pretrained_encoder(model, stages["pretrained"][1])
+    model = model.to(device)
+    return Classify(model, _criterion(cfg, data, device), cfg.data.num_classes, cfg.train.drw_epoch,
+                    channels_last(model, device))  # fmt: skip
+
+
+@objective("distill", roles=("teacher",))
+def _distill(cfg, data, device, stages):
+    """DeiT-LT: the student DeiT and the frozen teacher of the ``teacher`` stage."""
+    from .models import build_model, input_size
+
+    if "teacher" not in stages:
+        raise ValueError(f"method {cfg.method.name} distils from a teacher; set `teacher` in its recipe")
+    model = build_model(cfg).to(device)
+    teacher = load_stage_model(stages, "teacher", device)
+    teacher_size = input_size(stages["teacher"][0])
+    return Distill(model, _criterion(cfg, data, device), cfg.data.num_classes, teacher, teacher_size,
+                   cfg.train.drw_epoch)  # fmt: skip
+
+
+@objective("masked_pretrain")
+def _masked_pretrain(cfg, data, device, stages):
+    """The MGP stage: MAE on the encoder the fine-tuning runs will use (no classifier head:
+    it would be an unused parameter, and DDP refuses those)."""
+    from .models import build_model
+    from .models.mae import MaskedAutoencoder
+
+    t = cfg.train
+    encoder = build_model(cfg)  # the "mae" model: the encoder without a head
+    mae = MaskedAutoencoder(encoder, t.decoder_dim, t.decoder_depth, t.decoder_heads, t.mask_ratio)
+    return MaskedPretrain(mae.to(device))
+
+
+@objective("retrain_classifier", roles=("backbone",))
+def _crt(cfg, data, device, stages):
+    model = load_stage_model(stages, "backbone", device)
+    bn = cfg.train.backbone_bn or "train"
+    return RetrainClassifier(model, _criterion(cfg, data, device), cfg.data.num_classes, backbone_bn=bn)
+
+
+@objective("learn_scales", roles=("backbone",))
+def _lws(cfg, data, device, stages):
+    model = load_stage_model(stages, "backbone", device)
+    bn = cfg.train.backbone_bn or "train"
+    return LearnScales(model, _criterion(cfg, data, device), cfg.data.num_classes, backbone_bn=bn)
+
+
+@objective("tau_norm", roles=("backbone",))
+def _tau_norm(cfg, data, device, stages):
+    model = load_stage_model(stages, "backbone", device)
+    return PosthocTransform(model, cfg.data.num_classes, tau_normalised, TAU_NORM_GRID, 1.0)
+
+
+@objective("posthoc_logit_adjust", roles=("backbone",))
+def _posthoc_la(cfg, data, device, stages):
+    counts = torch.as_tensor(data.class_counts, dtype=torch.float32)
+    # A class with no training image gets no adjustment (log 0 would make it win everywhere).
+    log_prior = torch.where(counts > 0, (counts / counts.sum()).log(), torch.zeros_like(counts))
+    transform = logit_adjusted(log_prior)
+    model = load_stage_model(stages, "backbone", device)
+    return PosthocTransform(model, cfg.data.num_classes, transform, LOGIT_ADJUST_GRID, 1.0)
