@@ -10,7 +10,7 @@ from .specs import DESCRIPTIVE_KEYS, EXECUTION_KEYS, RunConfig
 
 # Keys added after runs were stored, with the value that means "not used": left out of the
 # identity at that value, so every run that does not use them keeps its id.
-_UNUSED_AT = {"backbone_bn": ""}
+_UNUSED_AT = {"backbone_bn": "", "max_norm": 0.0}
 
 
 def identity(x: Any) -> Any:

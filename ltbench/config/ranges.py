@@ -61,6 +61,7 @@ TRAIN_RANGES: dict[str, tuple] = {
             "drw_epoch",
             "mixup_off_epoch",
             "grad_clip",
+            "max_norm",
             "weight_decay",
             "mixup",
             "cutmix",

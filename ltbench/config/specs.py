@@ -153,6 +153,9 @@ class TrainConfig:
     min_lr: float = 1e-6
     weight_decay: float = 0.05
     grad_clip: float = 0.0  # 0: no clipping
+    # > 0: after every step, each class's classifier weight vector longer than this is scaled
+    # back to it (MaxNorm, Alshammari et al.'s weight balancing); 0: off
+    max_norm: float = 0.0
     # augmentation and targets
     mixup: float = 0.0
     cutmix: float = 0.0
@@ -241,7 +244,7 @@ DEFAULT_SELECTION = {"backbone": "best_val"}
 
 # The objectives that read train.backbone_bn (their builders in ltbench.objectives); they get
 # "train" unless a recipe or --set says "frozen".
-BN_OBJECTIVES = ("retrain_classifier", "learn_scales")
+BN_OBJECTIVES = ("retrain_classifier", "learn_scales", "finetune_classifier", "finetune_scaled_classifier")
 
 
 @dataclass(frozen=True)

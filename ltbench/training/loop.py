@@ -33,7 +33,7 @@ from ..data.sources import Split
 from .checkpoints import BEST_VAL, CHECKPOINT, save_atomic
 from .distributed import all_mean, rank_world
 from .logits import LogitKeeper
-from .objectives import OBJECTIVES
+from .objectives import OBJECTIVES, clamp_class_norms
 from .sam import SAM
 
 
@@ -432,6 +432,8 @@ class _Loop:
                 else:
                     loss = closure()
                     optimizer.step()
+                if t.max_norm > 0:
+                    clamp_class_norms(objective.model, t.max_norm)
                 step += 1
                 self.scheduler.step_update(step)
                 loss_sum += loss.detach()

@@ -8,6 +8,10 @@
   shifted by ``b_j = tau * (log pi_j - log(1 - pi_j))``.
 - ``ldam``: label-distribution-aware margin loss (Cao et al., NeurIPS 2019, arXiv:1906.07413),
   with deferred re-weighting (DRW) switched on by :meth:`set_reweight`.
+- ``lade``: LADE (Hong et al., CVPR 2021, arXiv:2012.00321): the PC softmax (CE on
+  ``z + log pi``, Balanced Softmax) plus ``alpha`` times the LADER regulariser.
+- ``las``: MiSLAS's label-aware smoothing (Zhong et al., CVPR 2021, arXiv:2104.00466): CE
+  against a target smoothed by ``eps_y``, more for head classes than for tail ones.
 - ``deit_lt``: DeiT-LT's two-token loss (Rangwani et al., CVPR 2024, arXiv:2404.02900): CE on
   the CLS head plus CE of the DIST head against the teacher's argmax, re-weighted by class.
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 
 import numpy as np
 import torch
@@ -336,6 +341,124 @@ class CrossEntropyDRW(torch.nn.Module):
         per_sample = -(t * F.log_softmax(logits, dim=1)).sum(1)
         sample_w = (t * self.weights.to(logits.dtype)).sum(1)
         return (sample_w * per_sample).sum() / sample_w.sum()
+
+
+@LOSSES.register("lade")
+class LADE(torch.nn.Module):
+    """LADE: ``PC(z) + alpha * LADER(z)``, for a batch ``z`` (B x C) with labels ``y``.
+
+    ``PC`` is the PC softmax, CE on ``z + log pi`` (Balanced Softmax: the logits learn a
+    prior-free score). LADER estimates, per class ``c``, the Donsker-Varadhan bound of the
+    log-likelihood ratio between class ``c``'s images and the balanced batch, with REMINE's
+    penalty on its second term::
+
+        first_c  = mean of z_ic over the batch's images of class c (0 where it has none)
+        second_c = log( mean_i exp(z_ic - log pi_c + log(1/C)) )   (over the whole batch)
+        LADER    = - sum_c pi_c * (first_c - second_c - lambda * second_c ** 2)
+
+    ``alpha`` 0.1 and ``remine_lambda`` 0.01 are the authors' CIFAR-100-LT config
+    (``lade.yaml``: ``RouteWeightLoss`` weight 0.1, ``remine_lambda`` 0.01). Soft targets
+    (Mixup) enter PC as they are and LADER through their argmax. At test the raw logits
+    predict (prior-free); LADE's test-prior option, ``argmax z + log p_test``, is the
+    ``+ known prior`` row of ``ltbench report --shift --posthoc`` (docs/metrics.md).
+    """
+
+    adjusts_inference = False
+
+    def __init__(self, class_counts, alpha: float = 0.1, remine_lambda: float = 0.01):
+        super().__init__()
+        if not alpha >= 0 or not remine_lambda >= 0:
+            raise ValueError(f"lade alpha and remine_lambda must be >= 0, got {alpha}, {remine_lambda}")
+        self.alpha, self.remine_lambda = float(alpha), float(remine_lambda)
+        prior = _prior(class_counts)
+        self.register_buffer("prior", prior)
+        self.register_buffer("log_prior", prior.log())
+
+    def lader(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        b, c = logits.shape
+        member = F.one_hot(labels.long(), c).to(logits.dtype)  # B x C
+        n = member.sum(0)
+        first = (logits * member).sum(0) / n.clamp(min=1)
+        balanced = logits - self.log_prior.to(logits.dtype) - math.log(c)
+        second = torch.logsumexp(balanced, dim=0) - math.log(b)
+        bound = first - second - self.remine_lambda * second**2
+        return -(self.prior.to(logits.dtype) * bound).sum()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        pc = _soft_ce(logits + self.log_prior.to(logits.dtype), target)
+        labels = target if target.ndim == 1 else target.argmax(1)
+        return pc + self.alpha * self.lader(logits, labels)
+
+
+LAS_SHAPES = ("concave", "linear", "convex")
+
+
+def label_aware_smoothing(class_counts, smooth_head: float, smooth_tail: float, shape: str = "concave") -> torch.Tensor:
+    """MiSLAS's per-class smoothing ``eps_j``: ``smooth_tail`` for the rarest class,
+    ``smooth_head`` for the most frequent, between them a function of
+    ``x_j = (n_j - n_min) / (n_max - n_min)``: concave ``sin(pi x / 2)``, linear ``x`` or
+    convex ``1 - cos(pi x / 2)`` (the released code's three shapes; concave is its default)."""
+    if shape not in LAS_SHAPES:
+        raise ValueError(f"las shape {shape!r}; use one of {', '.join(LAS_SHAPES)}")
+    for v in (smooth_head, smooth_tail):
+        if not 0 <= v < 1:
+            raise ValueError(f"las smoothing must be in [0, 1), got {v}")
+    counts = _counts(class_counts)
+    span = counts.max() - counts.min()
+    x = (counts - counts.min()) / span if span > 0 else np.ones_like(counts)
+    f = {"concave": np.sin(np.pi * x / 2), "linear": x, "convex": 1 - np.cos(np.pi * x / 2)}[shape]
+    return torch.as_tensor(smooth_tail + (smooth_head - smooth_tail) * f, dtype=torch.float32)
+
+
+@LOSSES.register("las")
+class LabelAwareSmoothing(torch.nn.Module):
+    """Label-aware smoothing: ``L_i = (1 - eps_yi) * (-log p_iyi) + eps_yi * mean_j(-log p_ij)``,
+    ``eps`` from :func:`label_aware_smoothing`.
+
+    The target puts ``1 - eps_y + eps_y / C`` on the true class and ``eps_y / C`` on every
+    other, as the authors' code computes it; the paper's text spreads ``eps_y`` over the
+    other ``C - 1`` classes only. ltbench follows the code. Soft targets ``t`` smooth each
+    sample by ``sum_j t_ij eps_j``.
+    """
+
+    adjusts_inference = False
+
+    def __init__(self, class_counts, smooth_head: float = 0.3, smooth_tail: float = 0.0, shape: str = "concave"):
+        super().__init__()
+        self.register_buffer("eps", label_aware_smoothing(class_counts, smooth_head, smooth_tail, shape))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        t = _soft(target, logits.shape[1], logits.dtype)
+        logp = F.log_softmax(logits, dim=1)
+        eps = t @ self.eps.to(logits.dtype)
+        nll = -(t * logp).sum(1)
+        return ((1 - eps) * nll - eps * logp.mean(1)).mean()
+
+
+@LOSSES.register("cb_softmax_bce")
+class ClassBalancedSoftmaxBCE(torch.nn.Module):
+    """The class-balanced "softmax" loss of the weight-balancing code (its
+    ``utils/class_balanced_loss.py``, after vandit15's port of Cui et al.): binary
+    cross-entropy between the softmax probabilities and the one-hot target, each sample
+    weighted by its class's effective-number weight :func:`drw_weights` (sum C), averaged over
+    the batch and the classes: ``L = mean_ij w_yi * BCE(softmax(z_i)_j, t_ij)``. Cui et al.'s
+    text defines the softmax variant as weighted CE (``cb_focal`` with gamma 0); weight
+    balancing's stage 2 ran this one, and ltbench follows its code."""
+
+    adjusts_inference = False
+
+    def __init__(self, class_counts, beta: float = 0.9999):
+        super().__init__()
+        if not 0 <= beta < 1:
+            raise ValueError(f"cb_softmax_bce beta must be in [0, 1), got {beta}")
+        self.register_buffer("weights", drw_weights(class_counts, beta))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        t = _soft(target, logits.shape[1], logits.dtype)
+        p = logits.softmax(1).clamp(1e-12, 1 - 1e-7)  # BCE's log of 0 and of 1 - 1
+        sample_w = (t * self.weights.to(logits.dtype)).sum(1, keepdim=True)
+        bce = -(t * p.log() + (1 - t) * (-p).log1p())
+        return (sample_w * bce).mean()
 
 
 def build_loss(name: str, class_counts, **params) -> torch.nn.Module:

@@ -245,6 +245,47 @@ class LearnScales(Classify):
         backbone_train_mode(self.model.inner, self.backbone_bn)  # the scales have no mode
 
 
+class FinetuneClassifier(Classify):
+    """The stage-1 classifier trained further (not re-initialised, unlike cRT) on the frozen
+    backbone's features, optionally with a learned per-class scale of its logits: MiSLAS's
+    stage 2 (classifier + scales, label-aware smoothing, class-balanced batches) and weight
+    balancing's (classifier only, a class-balanced loss, MaxNorm). The backbone's BatchNorm
+    layers follow ``backbone_bn`` (:data:`BACKBONE_BN`; "train" is MiSLAS's shift learning
+    of the statistics)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        criterion,
+        num_classes: int,
+        drw_epoch: int = 0,
+        backbone_bn: str = "train",
+        scales: bool = False,
+    ):
+        if backbone_bn not in BACKBONE_BN:
+            raise ValueError(f"backbone_bn={backbone_bn!r}; use one of {', '.join(BACKBONE_BN)}")
+        name = classifier_name(model)
+        freeze(model)
+        for p in getattr(model, name).parameters():
+            p.requires_grad_(True)
+        self.head_name, self.backbone_bn, self.backbone = name, backbone_bn, model
+        super().__init__(ScaledLogits(model, num_classes) if scales else model, criterion, num_classes, drw_epoch)
+
+    def train_mode(self) -> None:
+        backbone_train_mode(self.backbone, self.backbone_bn)
+        getattr(self.backbone, self.head_name).train()
+
+
+def clamp_class_norms(model: torch.nn.Module, limit: float) -> None:
+    """MaxNorm: each class's weight vector of ``model``'s linear classifier scaled back to
+    norm ``limit`` where it is longer (a projection after the step; the bias is left alone)."""
+    inner = getattr(model, "inner", model)  # an LWS / MiSLAS scaled model: its classifier
+    head = getattr(inner, classifier_name(inner))
+    with torch.no_grad():
+        norms = head.weight.flatten(1).norm(dim=1).clamp(min=limit)
+        head.weight.mul_((limit / norms).view(-1, *([1] * (head.weight.ndim - 1))))
+
+
 class PosthocTransform(Classify):
     """An evaluation-only stage: the backbone's features through a classifier transformed with
     one parameter ``tau``, chosen on the validation set (mean per-class accuracy; the test set
@@ -403,6 +444,21 @@ def _lws(cfg, data, device, stages):
     model = load_stage_model(stages, "backbone", device)
     bn = cfg.train.backbone_bn or "train"
     return LearnScales(model, _criterion(cfg, data, device), cfg.data.num_classes, backbone_bn=bn)
+
+
+@objective("finetune_classifier", roles=("backbone",))
+def _finetune(cfg, data, device, stages):
+    model = load_stage_model(stages, "backbone", device)
+    bn = cfg.train.backbone_bn or "train"
+    return FinetuneClassifier(model, _criterion(cfg, data, device), cfg.data.num_classes, backbone_bn=bn)
+
+
+@objective("finetune_scaled_classifier", roles=("backbone",))
+def _finetune_scaled(cfg, data, device, stages):
+    model = load_stage_model(stages, "backbone", device)
+    bn = cfg.train.backbone_bn or "train"
+    crit = _criterion(cfg, data, device)
+    return FinetuneClassifier(model, crit, cfg.data.num_classes, backbone_bn=bn, scales=True)
 
 
 @objective("tau_norm", roles=("backbone",))
