@@ -10,7 +10,7 @@ from ltbench.config.specs import RecipeError
 from ltbench.planning.catalog import load_catalog
 from ltbench.training.losses import LOSSES, build_loss, label_aware_smoothing
 from ltbench.training.models.resnet_cifar import CifarResNet
-from ltbench.training.objectives import FinetuneClassifier, clamp_class_norms
+from ltbench.training.objectives import FinetuneClassifier, MaxNorm
 
 
 def test_lade_is_pc_softmax_plus_alpha_lader_by_hand():
@@ -88,16 +88,22 @@ def test_cb_softmax_bce_is_the_weight_balancing_codes_loss_by_hand():
     assert float(build_loss("cb_softmax_bce", counts, beta=beta)(z, y)) == pytest.approx(want, abs=1e-6)
 
 
-def test_max_norm_projects_only_the_long_class_vectors():
+def test_max_norm_radius_is_relative_to_the_starting_norms_and_projects_only_long_vectors():
     head = torch.nn.Linear(2, 3)
     with torch.no_grad():
-        head.weight.copy_(torch.tensor([[3.0, 4.0], [0.06, 0.08], [0.0, 0.0]]))
+        head.weight.copy_(torch.tensor([[3.0, 4.0], [0.6, 0.8], [0.0, 2.0]]))  # norms 5, 1, 2
         head.bias.copy_(torch.tensor([5.0, 5.0, 5.0]))
     model = torch.nn.Sequential()
     model.fc = head
-    clamp_class_norms(model, 0.1)
-    assert head.weight.flatten().tolist() == pytest.approx([0.06, 0.08, 0.06, 0.08, 0.0, 0.0])
+    project = MaxNorm(model, 0.25)
+    assert project.radius == pytest.approx(1 + 0.25 * (5 - 1))  # n_min + 0.25 (n_max - n_min) = 2
+    with torch.no_grad():
+        head.weight.mul_(2)  # after a step: norms 10, 2, 4
+    project(model)
+    want = [1.2, 1.6, 1.2, 1.6, 0.0, 2.0]  # 10 and 4 scaled back to 2; 2 is on the radius
+    assert head.weight.flatten().tolist() == pytest.approx(want)
     assert head.bias.tolist() == [5.0, 5.0, 5.0]  # the bias is not projected
+    assert MaxNorm(model, 0.25).radius == pytest.approx(project.radius)  # a second build agrees
 
 
 def tiny_backbone() -> CifarResNet:
@@ -139,5 +145,94 @@ def test_the_recent_baselines_are_registered_recipes_outside_the_main_job():
 
 def test_max_norm_must_not_be_negative(smoke_config):
     assert smoke_config("cnn_wb").train.max_norm == pytest.approx(0.1)
-    with pytest.raises(RecipeError, match="max_norm"):
-        smoke_config("cnn_wb", "max_norm=-1")
+    for bad in ("-1", "1.5"):
+        with pytest.raises(RecipeError, match="max_norm"):
+            smoke_config("cnn_wb", f"max_norm={bad}")
+
+
+def _ce(logits, label):
+    return -(logits[label] - math.log(sum(math.exp(v) for v in logits)))
+
+
+def _softmax(v):
+    e = [math.exp(x) for x in v]
+    return [x / sum(e) for x in e]
+
+
+def test_ride_loss_by_hand():
+    counts, s, lam = [3, 1], 2.0, -0.2
+    m = [0.5 * 3**-0.25, 0.5]  # n^(-1/4), the largest 0.5
+    z = torch.tensor([[[0.5, 0.1]], [[0.2, 0.4]]])  # 2 experts, 1 image, 2 classes (cosines)
+    y = torch.tensor([0])
+    scaled = [[s * v for v in z[e, 0].tolist()] for e in range(2)]
+    mean = [(a + b) / 2 for a, b in zip(*scaled)]
+    p_mean = _softmax(mean)
+    want = 0.0
+    for ze in scaled:
+        want += _ce([ze[0] - s * m[0], ze[1]], 0)
+        q = _softmax(ze)
+        want += lam * sum(p * (math.log(p) - math.log(qq)) for p, qq in zip(p_mean, q))
+    loss = build_loss("ride", counts, s=s, diversity=lam)
+    assert float(loss(z, y)) == pytest.approx(want, abs=1e-6)
+    # After the DRW epoch: per-class temperatures t0 (C pi f + 1 - f) / max.
+    pi, f = [0.75, 0.25], 0.05
+    w = [2 * p * f + 1 - f for p in pi]
+    assert loss.temp_weights.tolist() == pytest.approx([v / max(w) for v in w])
+    with pytest.raises(ValueError, match="cnn_experts"):
+        loss(z[0], y)  # one slice: not a multi-expert model
+
+
+def test_sade_inverse_prior_and_loss_by_hand():
+    from ltbench.training.expert_losses import inverse_prior
+
+    prior = torch.tensor([0.5, 1 / 6, 1 / 3])  # ranks 0, 2, 1
+    assert inverse_prior(prior).tolist() == pytest.approx([1 / 6, 0.5, 1 / 3])
+    z = torch.tensor([[[1.0, 0.0, 0.5]], [[0.2, 0.3, 0.1]], [[0.0, 1.0, 0.0]]])
+    y = torch.tensor([1])
+    lp = [math.log(p) for p in prior.tolist()]
+    li = [math.log(p) for p in (1 / 6, 0.5, 1 / 3)]
+    want = _ce(z[0, 0].tolist(), 1)
+    want += _ce([a + b for a, b in zip(z[1, 0].tolist(), lp)], 1)
+    want += _ce([a + b - 2 * c for a, b, c in zip(z[2, 0].tolist(), lp, li)], 1)
+    loss = build_loss("sade", [3, 1, 2], s=1.0, tau=2.0)
+    assert float(loss(z, y)) == pytest.approx(want, abs=1e-6)
+
+
+def test_a_multi_expert_resnet_shares_its_early_layers_and_reports_each_expert():
+    from ltbench.training.models.multi_expert import MultiExpertResNet
+    from ltbench.training.objectives import MultiExpert
+
+    torch.manual_seed(0)
+    model = MultiExpertResNet(depth=8, num_classes=4, in_chans=1, num_experts=3, shared_stages=1, normed=True)
+    x = torch.randn(5, 1, 8, 8)
+    out = model(x)
+    assert out.shape == (3, 5, 4)
+    assert len(model.experts) == 3 and not torch.equal(out[0], out[1])  # own weights per expert
+    shared = {n for n, _ in model.named_parameters() if not n.startswith(("experts.", "heads."))}
+    assert any(n.startswith("shared.") for n in shared)
+    loss = build_loss("ride", [4, 3, 2, 1])
+    obj = MultiExpert(model, loss, 4)
+    model.eval()
+    logits = obj.logits(x)
+    assert set(logits) == {"main", "expert0", "expert1", "expert2"}
+    assert torch.allclose(logits["main"], torch.stack([logits[f"expert{i}"] for i in range(3)]).mean(0))
+    assert torch.allclose(logits["expert1"], 30 * model(x)[1])  # the loss's scale s, as LDAM's
+
+
+def test_a_multi_expert_loss_and_model_must_go_together(tmp_path):
+    import shutil
+
+    from ltbench.config.recipe_files import builtin_recipe_dir
+    from ltbench.planning.catalog import load_method
+
+    src = (builtin_recipe_dir() / "methods" / "cnn_ride.toml").read_text()
+    (tmp_path / "methods").mkdir()
+    shutil.copy(builtin_recipe_dir() / "methods" / "_cnn.toml", tmp_path / "methods" / "_cnn.toml")
+    for name, text, match in (
+        ("no_experts", src.replace('model = "cnn_experts"\n', ""), "set model = 'cnn_experts'"),
+        ("plain_loss", src.replace('loss = "ride"', 'loss = "ce"').split("[loss_params]")[0], "multi_expert"),
+    ):
+        path = tmp_path / "methods" / f"{name}.toml"
+        path.write_text(text.replace('name = "cnn_ride"', f'name = "{name}"'))
+        with pytest.raises(RecipeError, match=match):
+            load_method(path)

@@ -598,3 +598,12 @@ def test_every_published_index_row_can_be_compared():
         assert sum(sizes) == spec.num_classes, pub
         groups = group_sizes(assign_groups(list(range(spec.num_classes, 0, -1)), "index", sizes))
         assert list(groups.values()) == list(sizes), pub
+
+
+def test_a_published_row_without_group_numbers_shows_dashes_and_its_overall(tmp_path, last_epoch_papers):
+    # MiSLAS's README gives the overall accuracy only: its group cells are dashes, All compares.
+    paths = write_report(deit_cifar10(method="cnn_mislas"), tmp_path)
+    ref = line_of(paths["markdown"].read_text(encoding="utf-8"), "| MiSLAS (ResNet-32), published rho=100")
+    cells = [c.strip() for c in ref.strip("|").split("|")]
+    # ours, all: (450 + 470) / 2 / 1000 = 46.0 -> 46.0 - 82.5 = -36.5
+    assert cells[1:5] == ["–", "–", "–", "82.5 (-36.5)"]

@@ -45,6 +45,8 @@ TRAIN_RANGES: dict[str, tuple] = {
             "lr_base_batch",
             "eval_batch_size",
             "cnn_depth",
+            "num_experts",
+            "shared_stages",
             "decoder_dim",
             "decoder_depth",
             "decoder_heads",
@@ -61,7 +63,6 @@ TRAIN_RANGES: dict[str, tuple] = {
             "drw_epoch",
             "mixup_off_epoch",
             "grad_clip",
-            "max_norm",
             "weight_decay",
             "mixup",
             "cutmix",
@@ -72,7 +73,7 @@ TRAIN_RANGES: dict[str, tuple] = {
     ),
     "lr": _POSITIVE,
     "mlp_ratio": _POSITIVE,
-    **dict.fromkeys(("label_smoothing", "drop_path", "momentum", "layer_decay"), _PROB),
+    **dict.fromkeys(("label_smoothing", "drop_path", "momentum", "layer_decay", "max_norm"), _PROB),
     "mask_ratio": (0, 1, True, False),
 }
 

@@ -153,8 +153,9 @@ class TrainConfig:
     min_lr: float = 1e-6
     weight_decay: float = 0.05
     grad_clip: float = 0.0  # 0: no clipping
-    # > 0: after every step, each class's classifier weight vector longer than this is scaled
-    # back to it (MaxNorm, Alshammari et al.'s weight balancing); 0: off
+    # MaxNorm (weight balancing), 0: off. In (0, 1]: after every step each class's classifier
+    # weight vector longer than r = n_min + max_norm * (n_max - n_min) is scaled back to r, the
+    # n the per-class norms before the first step (the authors' per-layer threshold)
     max_norm: float = 0.0
     # augmentation and targets
     mixup: float = 0.0
@@ -192,6 +193,9 @@ class TrainConfig:
     mixup_off_epoch: int = 0  # after this many epochs, no mixup/cutmix and hard labels; 0 = never
     # CNNs: ResNet-(6n+2) of the LDAM code for small images
     cnn_depth: int = 32
+    # model "cnn_experts": experts, and stages (of 3) shared by all of them (RIDE's design)
+    num_experts: int = 3
+    shared_stages: int = 1
     # masked generative pretraining (MAE) stage: model dims come from above
     mask_ratio: float = 0.75
     decoder_dim: int = 128

@@ -70,6 +70,15 @@ def _check_loss(spec: MethodSpec, path: Path) -> None:
             f"model 'deit' needs {need}" if spec.model == "deit" else f"loss {spec.loss!r} distils: set model = 'deit'"
         )
         raise RecipeError(f"{path}: {why}")
+    experts = bool(getattr(cls, "multi_expert", False))
+    if experts != (spec.model == "cnn_experts"):
+        why = (
+            f"model 'cnn_experts' needs a loss of every expert's logits (one whose class sets multi_expert = True, "
+            f"e.g. ride or sade), not {spec.loss!r}"
+            if spec.model == "cnn_experts"
+            else f"loss {spec.loss!r} takes one logit slice per expert: set model = 'cnn_experts'"
+        )
+        raise RecipeError(f"{path}: {why}")
     if distills and not spec.teacher:
         raise RecipeError(f"{path}: loss {spec.loss!r} distils from a teacher; set teacher = '<method>'")
 

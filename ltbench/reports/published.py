@@ -1,5 +1,6 @@
-"""Published numbers (top-1 %, from the LiVT and DeiT-LT repositories' READMEs), shown as
-reference rows in report tables next to ltbench's own.
+"""Published numbers (top-1 %, from the LiVT, DeiT-LT and MiSLAS repositories' READMEs), shown
+as reference rows in report tables next to ltbench's own. A paper that gives only the overall
+accuracy has no group cells (``None``, printed as a dash).
 
 Both papers pick the best epoch on the test set, and DeiT-LT's group columns are its
 index-boundary groups (head / mid / tail), not the 100 / 20 thresholds; the rows say so.
@@ -21,9 +22,9 @@ class Published:
     paper: str
     dataset: str
     setting: str  # "rho=100", "224", ...
-    many: float
-    medium: float
-    few: float
+    many: float | None
+    medium: float | None
+    few: float | None
     all: float
     convention: str  # how the paper formed its groups
     selection: str = "best_test"  # how the paper chose its epoch: best_test, best_val or last
@@ -49,6 +50,12 @@ PUBLISHED = (
     Published("deit_lt", "DeiT-LT (DeiT-B)", "cifar100_lt", "rho=50", 74.8, 60.3, 43.1, 60.5, "index"),
     Published("deit_lt", "DeiT-LT (DeiT-B)", "imagenet_lt", "224", 66.6, 58.3, 40.0, 59.1, "index"),
     Published("deit_lt", "DeiT-LT (DeiT-B)", "inat2018", "224", 70.3, 75.2, 76.2, 75.1, "index"),
+    # MiSLAS's README (stage 2; its code keeps the best epoch on the evaluation set, the test
+    # set on CIFAR-LT and iNat18, and reports no group accuracies there).
+    Published("cnn_mislas", "MiSLAS (ResNet-32)", "cifar10_lt", "rho=100", None, None, None, 82.5, "threshold"),
+    Published("cnn_mislas", "MiSLAS (ResNet-32)", "cifar100_lt", "rho=100", None, None, None, 47.0, "threshold"),
+    Published("cnn_mislas", "MiSLAS (ResNet-50)", "imagenet_lt", "224", None, None, None, 52.7, "threshold"),
+    Published("cnn_mislas", "MiSLAS (ResNet-50)", "inat2018", "224", None, None, None, 71.6, "threshold"),
 )
 
 

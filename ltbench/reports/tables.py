@@ -166,6 +166,9 @@ class _Grid:
                         cells.append(missing)
                         continue
                     value = getattr(pub, "all" if metric == "top1" else metric)
+                    if value is None:  # the paper gives no such number
+                        cells.append(missing)
+                        continue
                     value = 100 - value if self.error else value
                     mine = self.cells.get((ours, b, metric))
                     diff = "" if why or mine is None or np.isnan(mine[0]) else f" ({mine[0] - value:+.1f})"

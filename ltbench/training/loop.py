@@ -33,7 +33,7 @@ from ..data.sources import Split
 from .checkpoints import BEST_VAL, CHECKPOINT, save_atomic
 from .distributed import all_mean, rank_world
 from .logits import LogitKeeper
-from .objectives import OBJECTIVES, clamp_class_norms
+from .objectives import OBJECTIVES, MaxNorm
 from .sam import SAM
 
 
@@ -124,7 +124,7 @@ class Dependencies:
 
 
 # The objective of a method whose recipe names none, by model kind.
-DEFAULT_OBJECTIVE = {"mae": "masked_pretrain", "deit": "distill"}
+DEFAULT_OBJECTIVE = {"mae": "masked_pretrain", "deit": "distill", "cnn_experts": "experts"}
 
 
 def build_objective(cfg: RunConfig, data: LTData, device: torch.device, deps: Dependencies):
@@ -337,6 +337,7 @@ class _Loop:
     # evaluated on them after the last epoch (saved in checkpoints until then).
     best_state: dict | None = None
     run_dir: Path | None = None  # set by fit: where the best-on-validation weights go (BEST_VAL)
+    max_norm: MaxNorm | None = None  # train.max_norm: its radius from the weights before any step or resume
 
     @classmethod
     def build(cls, cfg: RunConfig, objective, data: LTData, device: torch.device) -> _Loop:
@@ -388,6 +389,7 @@ class _Loop:
             device,
             rank,
             world,
+            max_norm=MaxNorm(model, t.max_norm) if t.max_norm > 0 else None,
         )
 
     def train_epoch(self, epoch: int) -> float:
@@ -432,8 +434,8 @@ class _Loop:
                 else:
                     loss = closure()
                     optimizer.step()
-                if t.max_norm > 0:
-                    clamp_class_norms(objective.model, t.max_norm)
+                if self.max_norm is not None:
+                    self.max_norm(objective.model)
                 step += 1
                 self.scheduler.step_update(step)
                 loss_sum += loss.detach()

@@ -461,6 +461,11 @@ class ClassBalancedSoftmaxBCE(torch.nn.Module):
         return (sample_w * bce).mean()
 
 
+# Losses of multi-expert models, imported on first use (they build on the helpers above).
+LOSSES.add("ride", "ltbench.training.expert_losses:RIDELoss")
+LOSSES.add("sade", "ltbench.training.expert_losses:SADELoss")
+
+
 def build_loss(name: str, class_counts, **params) -> torch.nn.Module:
     """Build a registered loss for a dataset with the given training counts per class.
 

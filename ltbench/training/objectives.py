@@ -128,6 +128,19 @@ class Distill(Classify):
         return {"main": (cls + dist) / 2, "cls": cls, "dist": dist}
 
 
+class MultiExpert(Classify):
+    """A model whose forward gives one logit slice per expert, ``(E, B, C)``: the loss sees
+    them all; evaluation predicts with their mean (RIDE without its router; SADE before its
+    test-time aggregation) and keeps each expert's statistics under ``heads``
+    (``expert0``, ``expert1``, ...)."""
+
+    def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        z = self.model(x.contiguous(memory_format=self.memory_format))
+        calibrated = getattr(self.criterion, "calibrated", None)
+        z = calibrated(z) if calibrated is not None else z
+        return {"main": z.mean(0), **{f"expert{i}": ze for i, ze in enumerate(z)}}
+
+
 class MaskedPretrain:
     has_eval = False
     trains = True
@@ -276,14 +289,27 @@ class FinetuneClassifier(Classify):
         getattr(self.backbone, self.head_name).train()
 
 
-def clamp_class_norms(model: torch.nn.Module, limit: float) -> None:
-    """MaxNorm: each class's weight vector of ``model``'s linear classifier scaled back to
-    norm ``limit`` where it is longer (a projection after the step; the bias is left alone)."""
-    inner = getattr(model, "inner", model)  # an LWS / MiSLAS scaled model: its classifier
-    head = getattr(inner, classifier_name(inner))
-    with torch.no_grad():
-        norms = head.weight.flatten(1).norm(dim=1).clamp(min=limit)
-        head.weight.mul_((limit / norms).view(-1, *([1] * (head.weight.ndim - 1))))
+class MaxNorm:
+    """Weight balancing's MaxNorm (Alshammari et al.; the authors' ``MaxNorm_via_PGD``): a
+    radius ``r = n_min + fraction * (n_max - n_min)`` from the per-class weight norms of
+    ``model``'s linear classifier when this is built (``setPerLayerThresh``), then after every
+    step each class's weight vector longer than ``r`` is scaled back to ``r`` (projected
+    gradient descent). The bias is left alone, as there."""
+
+    def __init__(self, model: torch.nn.Module, fraction: float):
+        norms = self._head(model).weight.detach().flatten(1).norm(dim=1)
+        self.radius = float(norms.min() + fraction * (norms.max() - norms.min()))
+
+    @staticmethod
+    def _head(model: torch.nn.Module) -> torch.nn.Module:
+        inner = getattr(model, "inner", model)  # an LWS / MiSLAS scaled model: its classifier
+        return getattr(inner, classifier_name(inner))
+
+    @torch.no_grad()
+    def __call__(self, model: torch.nn.Module) -> None:
+        w = self._head(model).weight
+        norms = w.flatten(1).norm(dim=1).clamp(min=self.radius)
+        w.mul_((self.radius / norms).view(-1, *([1] * (w.ndim - 1))))
 
 
 class PosthocTransform(Classify):
@@ -403,6 +429,16 @@ def _classify(cfg, data, device, stages):
     model = model.to(device)
     return Classify(model, _criterion(cfg, data, device), cfg.data.num_classes, cfg.train.drw_epoch,
                     channels_last(model, device))  # fmt: skip
+
+
+@objective("experts")
+def _experts(cfg, data, device, stages):
+    """A multi-expert model (``cnn_experts``) and a loss of all its experts' logits."""
+    from .models import build_model
+
+    model = build_model(cfg).to(device)
+    return MultiExpert(model, _criterion(cfg, data, device), cfg.data.num_classes, cfg.train.drw_epoch,
+                       channels_last(model, device))  # fmt: skip
 
 
 @objective("distill", roles=("teacher",))

@@ -48,6 +48,7 @@ def build_model(cfg: RunConfig) -> torch.nn.Module:
       ResNet-50 above; the classifier is cosine when the loss asks for one
       (``cosine_classifier``, as LDAM).
     - ``mae``: the ViT encoder of the MGP stage (no classifier head).
+    - ``cnn_experts``: RIDE's multi-expert CIFAR ResNet; logits ``(E, B, C)``.
     """
     return MODELS.get(cfg.method.model)(cfg)
 
@@ -94,3 +95,19 @@ def _cnn(cfg: RunConfig) -> torch.nn.Module:
     if normed:
         model.fc = NormedLinear(model.fc.in_features, d.num_classes)
     return model
+
+
+@MODELS.register("cnn_experts")
+def _cnn_experts(cfg: RunConfig) -> torch.nn.Module:
+    """RIDE's multi-expert ResNet for images up to 64 px (``num_experts``, ``shared_stages``)."""
+    from ..losses import loss_class
+    from .multi_expert import MultiExpertResNet
+
+    t, d = cfg.train, cfg.data
+    if input_size(cfg) > SMALL_IMAGE:
+        raise ValueError(
+            f"model 'cnn_experts' is the CIFAR-style multi-expert ResNet (images up to {SMALL_IMAGE} px); "
+            f"{d.name} has {input_size(cfg)} px and multi-expert ResNet-50s are not built yet"
+        )
+    normed = bool(getattr(loss_class(cfg.method.loss), "cosine_classifier", False))
+    return MultiExpertResNet(t.cnn_depth, d.num_classes, d.channels, t.num_experts, t.shared_stages, normed)
