@@ -236,3 +236,117 @@ def test_a_multi_expert_loss_and_model_must_go_together(tmp_path):
         path.write_text(text.replace('name = "cnn_ride"', f'name = "{name}"'))
         with pytest.raises(RecipeError, match=match):
             load_method(path)
+
+
+# ------------------------------------------------------------------ contrastive (BCL, PaCo)
+
+
+def test_views_augment_each_image_independently(digits):
+    from ltbench.config.specs import AugmentSpec
+    from ltbench.data.memory import DeviceBatches
+
+    split, aug = digits.train, AugmentSpec(crop_pad=2, flip=True)
+    one = DeviceBatches(split.images, split.labels, (0.5,), (0.5,), "cpu", aug=aug, views=1)
+    two = DeviceBatches(split.images, split.labels, (0.5,), (0.5,), "cpu", aug=aug, views=2)
+    (x1, y1), (x2, y2) = next(one.train_batches(16, 0)), next(two.train_batches(16, 0))
+    assert x1.shape == (16, 1, 8, 8) and x2.shape == (16, 2, 1, 8, 8)
+    assert torch.equal(y1, y2)  # the same images, in the same order
+    assert torch.equal(x2[:, 0], x1)  # the first view is the plain batch's draw
+    assert not torch.equal(x2[:, 0], x2[:, 1])  # the second its own draw
+
+
+def test_views_refuse_mixed_labels(smoke_config):
+    with pytest.raises(RecipeError, match="hard labels"):
+        smoke_config("cnn_bcl", "mixup=0.5")
+
+
+def _bcl_by_hand(z, centers, labels, t):
+    """The balanced contrastive loss, one anchor at a time."""
+    b, v, _ = z.shape
+    anchors = [z[i, j] for j in range(v) for i in range(b)]  # view-major
+    ys = [labels[i] for j in range(v) for i in range(b)]
+    every = anchors + list(centers)
+    ys_all = ys + list(range(len(centers)))
+    count = {c: ys_all.count(c) for c in set(ys_all)}
+    total = 0.0
+    for i, (a, yi) in enumerate(zip(anchors, ys)):
+        pos = [k for k, yk in enumerate(ys_all) if yk == yi and k != i]
+        denom = 0.0
+        for k, (e, yk) in enumerate(zip(every, ys_all)):
+            if k == i:
+                continue
+            share = count[yk] - (1 if yk == yi else 0)
+            denom += math.exp(float(a @ e) / t) / share
+        total += -sum(float(a @ every[p]) / t - math.log(denom) for p in pos) / len(pos)
+    return total / len(anchors)
+
+
+def test_bcl_by_hand():
+    torch.manual_seed(0)
+    z = torch.nn.functional.normalize(torch.randn(3, 2, 4), dim=2)
+    centers = torch.nn.functional.normalize(torch.randn(2, 4), dim=1)
+    labels = [0, 1, 0]
+    loss = build_loss("bcl", [5, 2], alpha=1.0, beta=0.35, temperature=0.5)
+    got = float(loss.balanced_contrast(z, centers, torch.tensor(labels)))
+    assert got == pytest.approx(_bcl_by_hand(z, centers, labels, 0.5), abs=1e-5)
+    logits = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
+    out = {"logits": logits, "z": z, "centers": centers}
+    ce = float(build_loss("la", [5, 2], tau=1.0)(logits, torch.tensor(labels)))
+    assert float(loss(out, torch.tensor(labels))) == pytest.approx(ce + 0.35 * got, abs=1e-5)
+
+
+def test_paco_by_hand():
+    torch.manual_seed(1)
+    q = torch.nn.functional.normalize(torch.randn(2, 3), dim=1)
+    k = torch.nn.functional.normalize(torch.randn(2, 3), dim=1)
+    queue = torch.nn.functional.normalize(torch.randn(2, 3), dim=1)
+    sup = torch.tensor([[1.0, -1.0], [0.2, 0.4]])
+    y, qy = [0, 1], [1, -1]  # one queue slot still empty (-1)
+    counts, alpha, beta, gamma, t = [3, 1], 0.5, 1.0, 0.8, 0.2
+    log_pi = [math.log(0.75), math.log(0.25)]
+    keys, key_y = [*q, *k, *queue], [*y, *y, *qy]
+    total = 0.0
+    for i in range(2):
+        centre = [float(sup[i, j]) + log_pi[j] for j in range(2)]
+        contrast = [float(q[i] @ key) / t for key in keys]
+        gate = [1.0, 1.0] + [0.0 if j == i else gamma for j in range(len(keys))]
+        terms = centre + contrast
+        lse = math.log(sum(g * math.exp(v) for g, v in zip(gate, terms)))
+        weights = [beta if j == y[i] else 0.0 for j in range(2)]
+        weights += [alpha if (key_y[j] == y[i] and j != i) else 0.0 for j in range(len(keys))]
+        total += -sum(w * (v - lse) for w, v in zip(weights, terms)) / sum(weights)
+    out = {"logits": sup, "z": torch.stack([q, q], 1), "keys": k, "queue": queue, "queue_labels": torch.tensor(qy)}
+    loss = build_loss("paco", counts, alpha=alpha, beta=beta, gamma=gamma, temperature=t, base_temperature=t)
+    assert float(loss(out, torch.tensor(y))) == pytest.approx(total / 2, abs=1e-5)
+
+
+def test_the_momentum_queue_is_a_ring_of_the_latest_keys():
+    from ltbench.training.models.contrastive import ContrastiveResNet
+
+    model = ContrastiveResNet(depth=8, num_classes=3, in_chans=1, feat_dim=4, queue_size=5)
+    keys = torch.eye(4)[:3]
+    model.enqueue(keys, torch.tensor([0, 1, 2]))
+    model.enqueue(keys, torch.tensor([2, 1, 0]))
+    # slots 0-2 then 3, 4, 0 (the ring wraps): the oldest label (slot 0) is overwritten
+    assert model.queue_labels.tolist() == [0, 1, 2, 2, 1] and int(model.queue_ptr) == 1
+    assert model.queue[0].tolist() == keys[2].tolist()
+    assert {"queue", "queue_labels", "queue_ptr"} <= set(model.state_dict())  # in every checkpoint
+    assert all(not p.requires_grad for p in model.key_encoder.parameters())
+
+
+def test_a_paco_run_resumed_from_its_checkpoint_matches_the_uninterrupted_run(smoke_config, digits, tmp_path):
+    from fakes import interrupt_after
+
+    from ltbench.training.loop import fit
+
+    cfg = smoke_config("cnn_paco", "epochs=3", "queue_size=64")
+    full = fit(cfg, digits, tmp_path / "full")
+    interrupt_after(cfg, digits, tmp_path / "cut", 2)
+    resumed = fit(cfg, digits, tmp_path / "cut")
+    assert resumed.resumed_from_epoch == 2
+    assert resumed.results["last"]["correct"] == full.results["last"]["correct"]
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
+    cut = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
+    whole = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
+    for name in ("queue", "queue_labels", "queue_ptr", "key_encoder.proj.0.weight"):
+        assert torch.equal(cut[name], whole[name]), name

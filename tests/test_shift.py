@@ -150,3 +150,43 @@ def test_shift_latex_compiles(tmp_path):
     recs = [*RECORDS, record("x_$%&#", 0, [1, 2, 3], budget="paper")]
     write_report(recs, tmp_path, shift=True)
     compile_latex(tmp_path, "shift.tex")
+
+
+def test_subset_indices_are_sades_integer_counts_drawn_once_per_class():
+    from ltbench.reports.shift import shift_weights, subset_indices
+
+    labels = np.repeat(np.arange(3), 10)  # 10 test images per class
+    train = [100, 10, 1]
+    idx = subset_indices(labels, train, "forward10")
+    want = shift_weights(train, "forward10", np.full(3, 10)).astype(int)  # int(10 * w)
+    assert np.bincount(labels[idx], minlength=3).tolist() == want.tolist()
+    assert np.array_equal(idx, subset_indices(labels, train, "forward10"))  # fixed seed: the same subset
+    assert len(np.unique(idx)) == len(idx)  # without replacement
+    assert np.array_equal(subset_indices(labels, train, "uniform"), np.arange(30))  # uniform: the whole set
+
+
+def test_subset_accuracy_scores_the_predictions_on_the_subset():
+    from ltbench.reports.shift import subset_accuracy, subset_indices
+
+    labels = np.repeat(np.arange(2), 4)
+    pred = labels.copy()
+    pred[labels == 1] = 0  # class 1 always wrong
+    train = [8, 1]
+    idx = subset_indices(labels, train, "backward8")  # int(4 * 1/8) = 0 of class 0, all 4 of class 1
+    assert np.bincount(labels[idx], minlength=2).tolist() == [0, 4]
+    assert subset_accuracy(pred, labels, train, "backward8") == 0.0
+    assert subset_accuracy(pred, labels, train, "uniform") == 0.5
+
+
+def test_report_scores_actual_subsets_from_the_stored_logits(tmp_path):
+    import ltbench
+    from ltbench.store.sqlite import ResultStore
+
+    ltbench.run(methods=["cnn_ce"], data=["digits_lt"], budget="smoke", out_dir=tmp_path, store=tmp_path / "s.db")
+    paths = ltbench.report(store=tmp_path / "s.db", out_dir=tmp_path / "rep", shift=True, shift_counts="subsets")
+    rows = {r.split(",")[3]: r for r in paths["shift_csv"].read_text().splitlines()[1:]}
+    record = ResultStore(tmp_path / "s.db").records()[0]
+    res = record["results"]["last"]
+    overall = 100 * sum(res["correct"]) / sum(res["total"])  # digits_lt's test set is balanced
+    assert float(rows["uniform"].split(",")[4]) == pytest.approx(overall, abs=0.05)
+    assert "actual test subsets" in paths["shift_markdown"].read_text()

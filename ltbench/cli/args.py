@@ -324,9 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--shift-counts",
         default="expected",
-        choices=("expected", "sade"),
+        choices=("expected", "sade", "subsets"),
         help="with --shift: weigh classes by continuous weights, or by SADE's integer per-class counts "
-        "int(m * w), its protocol's exact expectation (default: %(default)s)",
+        "int(m * w), its protocol's exact expectation, or score actual subsets of those counts (seed 0) "
+        "from the stored logits, as SADE does (default: %(default)s)",
     )
     _add_runs(p)
 

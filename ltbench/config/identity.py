@@ -9,9 +9,18 @@ from typing import Any
 from .specs import DESCRIPTIVE_KEYS, EXECUTION_KEYS, RunConfig
 
 # Keys added after runs were stored, with the value that means "not used": left out of the
-# identity at that value, so every run that does not use them keeps its id. (The defaults of
-# ``num_experts`` and ``shared_stages`` are such values: they must never change.)
-_UNUSED_AT = {"backbone_bn": "", "max_norm": 0.0, "num_experts": 3, "shared_stages": 1}
+# identity at that value, so every run that does not use them keeps its id. (Model settings
+# such as ``num_experts`` or ``feat_dim`` are left out at their defaults: those must never change.)
+_UNUSED_AT = {
+    "backbone_bn": "",
+    "max_norm": 0.0,
+    "num_experts": 3,
+    "shared_stages": 1,
+    "views": 1,
+    "feat_dim": 128,
+    "queue_size": 0,
+    "key_momentum": 0.999,
+}
 
 
 def identity(x: Any) -> Any:

@@ -46,6 +46,8 @@ TRAIN_RANGES: dict[str, tuple] = {
             "eval_batch_size",
             "cnn_depth",
             "num_experts",
+            "views",
+            "feat_dim",
             "shared_stages",
             "decoder_dim",
             "decoder_depth",
@@ -63,6 +65,7 @@ TRAIN_RANGES: dict[str, tuple] = {
             "drw_epoch",
             "mixup_off_epoch",
             "grad_clip",
+            "queue_size",
             "weight_decay",
             "mixup",
             "cutmix",
@@ -73,7 +76,7 @@ TRAIN_RANGES: dict[str, tuple] = {
     ),
     "lr": _POSITIVE,
     "mlp_ratio": _POSITIVE,
-    **dict.fromkeys(("label_smoothing", "drop_path", "momentum", "layer_decay", "max_norm"), _PROB),
+    **dict.fromkeys(("label_smoothing", "drop_path", "momentum", "layer_decay", "max_norm", "key_momentum"), _PROB),
     "mask_ratio": (0, 1, True, False),
 }
 
@@ -132,6 +135,10 @@ def check_train(t: TrainConfig, where: str) -> None:
     bad_betas = [b for b in t.betas if not (math.isfinite(b) and 0 <= b < 1)]
     if bad_betas or len(t.betas) not in (0, 2):
         raise RecipeError(f"{where}: train.betas = {list(t.betas)}; give two numbers in [0, 1), e.g. [0.9, 0.95]")
+    if t.views > 1 and (t.mixup or t.cutmix or t.label_smoothing):
+        raise RecipeError(
+            f"{where}: train.views = {t.views} takes hard labels; set mixup, cutmix and label_smoothing to 0"
+        )
     if t.min_lr > t.lr:
         raise RecipeError(f"{where}: train.min_lr = {t.min_lr} is above train.lr = {t.lr}; lower min_lr")
     bad = [r for r in t.sam_rho_schedule if not (math.isfinite(r) and r > 0)]

@@ -196,6 +196,14 @@ class TrainConfig:
     # model "cnn_experts": experts, and stages (of 3) shared by all of them (RIDE's design)
     num_experts: int = 3
     shared_stages: int = 1
+    # views of each training image per step, augmented independently (contrastive methods:
+    # batches of shape (B, V, C, H, W)); 1: plain batches
+    views: int = 1
+    # model "cnn_contrastive": projection dimension, queue of momentum keys (0: none) and the
+    # key encoder's momentum (PaCo's MoCo)
+    feat_dim: int = 128
+    queue_size: int = 0
+    key_momentum: float = 0.999
     # masked generative pretraining (MAE) stage: model dims come from above
     mask_ratio: float = 0.75
     decoder_dim: int = 128

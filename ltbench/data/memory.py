@@ -41,8 +41,10 @@ class DeviceBatches:
         out_size: int = 0,
         aug: AugmentSpec | None = None,
         sampler: str = "instance",
+        views: int = 1,
     ):
         self.aug = aug or AugmentSpec()
+        self.views = views  # > 1: each training image augmented this many times, (B, V, C, H, W)
         self.sampler = sampler  # a name in ltbench.data.samplers.SAMPLERS
         self.unreadable: set[str] = set()  # the streamed path's dropped files; none here
         self.x = torch.as_tensor(images, device=device)
@@ -84,14 +86,23 @@ class DeviceBatches:
         per_call = max(1, AUGMENT_CHUNK // batch_size) if self.randaugment is not None else 1
         for first in range(0, len(starts), per_call):
             indices = [perm[start : start + batch_size] for start in starts[first : first + per_call]]
-            xs = [self._shift_and_flip(self.x[idx], generator) for idx in indices]
-            if self.randaugment is not None:  # at the native size, before any upsampling
-                xs = self.randaugment(torch.cat(xs), generator).split(batch_size)
-            for x, idx in zip(xs, indices):
-                x = self._finish(x)
-                if self.erase is not None:  # on the normalised batch, as timm's prefetcher does
-                    x = self.erase(x)
+            views = [self._augment(indices, batch_size, generator) for _ in range(self.views)]
+            for i, idx in enumerate(indices):
+                x = views[0][i] if self.views == 1 else torch.stack([v[i] for v in views], dim=1)
                 yield x, self.y[idx]
+
+    def _augment(self, indices, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+        """One augmented, normalised view of each batch of ``indices`` (one random draw each)."""
+        xs = [self._shift_and_flip(self.x[idx], generator) for idx in indices]
+        if self.randaugment is not None:  # at the native size, before any upsampling
+            xs = self.randaugment(torch.cat(xs), generator).split(batch_size)
+        out = []
+        for x in xs:
+            x = self._finish(x)
+            if self.erase is not None:  # on the normalised batch, as timm's prefetcher does
+                x = self.erase(x)
+            out.append(x)
+        return out
 
     def _shift_and_flip(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.aug.crop_pad:

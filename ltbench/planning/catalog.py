@@ -79,6 +79,15 @@ def _check_loss(spec: MethodSpec, path: Path) -> None:
             else f"loss {spec.loss!r} takes one logit slice per expert: set model = 'cnn_experts'"
         )
         raise RecipeError(f"{path}: {why}")
+    contrastive = bool(getattr(cls, "contrastive", False))
+    if contrastive != (spec.model == "cnn_contrastive"):
+        why = (
+            f"model 'cnn_contrastive' needs a contrastive loss (one whose class sets contrastive = True, e.g. bcl "
+            f"or paco), not {spec.loss!r}"
+            if spec.model == "cnn_contrastive"
+            else f"loss {spec.loss!r} takes a contrastive model's outputs: set model = 'cnn_contrastive'"
+        )
+        raise RecipeError(f"{path}: {why}")
     if distills and not spec.teacher:
         raise RecipeError(f"{path}: loss {spec.loss!r} distils from a teacher; set teacher = '<method>'")
 

@@ -140,13 +140,18 @@ def known_prior_accuracies(
     Raises:
         MissingLogits, LogitsError: see :func:`load_logits` and :func:`model_prior`.
     """
-    from .shift import DISTRIBUTIONS, shifted_accuracy
+    from .shift import DISTRIBUTIONS, shift_weights, shifted_accuracy, subset_accuracy
 
     tau = model_prior(record, selection) if tau is None else tau
     z, y = load_logits(record, selection)["test"]
     train_counts = record["train_counts"]
     out = {}
     for d in distributions or DISTRIBUTIONS:
+        if counts == "subsets":  # the corrected predictions on the actual subset
+            w = shift_weights(train_counts, d)
+            pred = predict(z, np.log(w / w.sum()) - tau * log_prior(train_counts))
+            out[d] = subset_accuracy(pred, y, train_counts, d)
+            continue
         correct, total = known_prior_counts(z, y, train_counts, d, tau)
         out[d] = shifted_accuracy(correct, total, train_counts, d, counts)
     return out

@@ -89,7 +89,12 @@ def make_batches(data: LTData, split: Split, cfg: RunConfig, device: torch.devic
     t = cfg.train
     if split.images is not None:
         return DeviceBatches(
-            split.images, split.labels, cfg.data.mean, cfg.data.std, device, t.img_size, cfg.data.augment, t.sampler
+            split.images, split.labels, cfg.data.mean, cfg.data.std, device, t.img_size, cfg.data.augment, t.sampler,
+            t.views,
+        )  # fmt: skip
+    if t.views > 1:
+        raise ValueError(
+            f"train.views = {t.views} (method {cfg.method.name}) needs in-memory data; {cfg.data.name} is streamed"
         )
     from ..data.stream import StreamBatches
 
@@ -124,7 +129,12 @@ class Dependencies:
 
 
 # The objective of a method whose recipe names none, by model kind.
-DEFAULT_OBJECTIVE = {"mae": "masked_pretrain", "deit": "distill", "cnn_experts": "experts"}
+DEFAULT_OBJECTIVE = {
+    "mae": "masked_pretrain",
+    "deit": "distill",
+    "cnn_experts": "experts",
+    "cnn_contrastive": "contrastive",
+}
 
 
 def build_objective(cfg: RunConfig, data: LTData, device: torch.device, deps: Dependencies):

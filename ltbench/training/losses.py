@@ -464,6 +464,9 @@ class ClassBalancedSoftmaxBCE(torch.nn.Module):
 # Losses of multi-expert models, imported on first use (they build on the helpers above).
 LOSSES.add("ride", "ltbench.training.expert_losses:RIDELoss")
 LOSSES.add("sade", "ltbench.training.expert_losses:SADELoss")
+# Supervised contrastive losses of two-view batches (model "cnn_contrastive").
+LOSSES.add("bcl", "ltbench.training.contrastive_losses:BCLLoss")
+LOSSES.add("paco", "ltbench.training.contrastive_losses:PaCoLoss")
 
 
 def build_loss(name: str, class_counts, **params) -> torch.nn.Module:

@@ -141,6 +141,23 @@ class MultiExpert(Classify):
         return {"main": z.mean(0), **{f"expert{i}": ze for i, ze in enumerate(z)}}
 
 
+class Contrastive(Classify):
+    """A contrastive model on a batch of views ``(B, V, C, H, W)`` (``train.views``): the loss
+    sees the model's outputs (logits, projections, prototypes, keys and queue); after the loss
+    the step's keys enter the model's queue, where it has one. Evaluation is the classifier
+    on plain images. (With several processes each enqueues its own share's keys.)"""
+
+    def loss(self, x: torch.Tensor, target: torch.Tensor, epoch: int) -> torch.Tensor:
+        if x.ndim != 5:
+            raise ValueError("a contrastive objective needs a batch of views: set train.views = 2")
+        with _autocast(x.device):
+            out = self.forward(x)
+            loss = self.criterion(out, target)
+        if "keys" in out:
+            self.model.enqueue(out["keys"], target)
+        return loss
+
+
 class MaskedPretrain:
     has_eval = False
     trains = True
@@ -439,6 +456,15 @@ def _experts(cfg, data, device, stages):
     model = build_model(cfg).to(device)
     return MultiExpert(model, _criterion(cfg, data, device), cfg.data.num_classes, cfg.train.drw_epoch,
                        channels_last(model, device))  # fmt: skip
+
+
+@objective("contrastive")
+def _contrastive(cfg, data, device, stages):
+    """A contrastive model (``cnn_contrastive``) on two-view batches and its loss."""
+    from .models import build_model
+
+    model = build_model(cfg).to(device)
+    return Contrastive(model, _criterion(cfg, data, device), cfg.data.num_classes, cfg.train.drw_epoch)
 
 
 @objective("distill", roles=("teacher",))

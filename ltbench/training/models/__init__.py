@@ -49,6 +49,8 @@ def build_model(cfg: RunConfig) -> torch.nn.Module:
       (``cosine_classifier``, as LDAM).
     - ``mae``: the ViT encoder of the MGP stage (no classifier head).
     - ``cnn_experts``: RIDE's multi-expert CIFAR ResNet; logits ``(E, B, C)``.
+    - ``cnn_contrastive``: a CIFAR ResNet with projection heads (and a momentum queue) for BCL
+      and PaCo on two-view batches.
     """
     return MODELS.get(cfg.method.model)(cfg)
 
@@ -111,3 +113,23 @@ def _cnn_experts(cfg: RunConfig) -> torch.nn.Module:
         )
     normed = bool(getattr(loss_class(cfg.method.loss), "cosine_classifier", False))
     return MultiExpertResNet(t.cnn_depth, d.num_classes, d.channels, t.num_experts, t.shared_stages, normed)
+
+
+@MODELS.register("cnn_contrastive")
+def _cnn_contrastive(cfg: RunConfig) -> torch.nn.Module:
+    """A CIFAR ResNet with a projection head, BCL's prototype head where the loss uses
+    centres, and a momentum key encoder and queue where ``queue_size`` > 0 (PaCo)."""
+    from ..losses import loss_class
+    from .contrastive import ContrastiveResNet
+
+    t, d = cfg.train, cfg.data
+    if input_size(cfg) > SMALL_IMAGE:
+        raise ValueError(
+            f"model 'cnn_contrastive' is CIFAR-style (images up to {SMALL_IMAGE} px); {d.name} has "
+            f"{input_size(cfg)} px and contrastive ResNet-50s are not built yet"
+        )
+    loss = loss_class(cfg.method.loss)
+    if getattr(loss, "uses_queue", False) and t.queue_size <= 0:
+        raise ValueError(f"loss {cfg.method.loss!r} contrasts with a queue of keys: set train.queue_size > 0")
+    centers = bool(getattr(loss, "uses_centers", False))
+    return ContrastiveResNet(t.cnn_depth, d.num_classes, d.channels, t.feat_dim, centers, t.queue_size, t.key_momentum)
