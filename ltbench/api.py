@@ -439,8 +439,10 @@ def report(
     metric: str = "accuracy",
     posthoc: bool = False,
     shift_counts: str = "expected",
+    html: bool = True,
 ) -> dict[str, Path]:
-    """Write tables (LaTeX, Markdown, CSV) and figures of the finished runs in the store.
+    """Write tables (LaTeX, Markdown, CSV), figures and ``report.html`` (one offline page of
+    all of it) for the finished runs in the store.
 
     Args:
         store: the results store.
@@ -459,7 +461,9 @@ def report(
             runs' stored logits, posthoc.csv, .tex, .md, and with ``shift`` a ``+ known prior``
             row per method in the shifted tables (:mod:`ltbench.reports.posthoc`).
         shift_counts: how the shifted test sets weigh classes: ``expected`` (continuous
-            weights, the default) or ``sade`` (SADE's integer per-class counts).
+            weights, the default), ``sade`` (SADE's integer per-class counts) or ``subsets``
+            (actual subsets of those counts, scored from the stored logits).
+        html: also write ``report.html`` (default on; :mod:`ltbench.reports.html`).
 
     Returns:
         Paths of the written files by kind.
@@ -482,4 +486,5 @@ def report(
         metric=metric,
         posthoc=posthoc,
         shift_counts=shift_counts,
+        html=html,
     )

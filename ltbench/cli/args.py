@@ -322,6 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
         "with --shift, a '+ known prior' row per method in shift.*",
     )
     p.add_argument(
+        "--html",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also write report.html: every table and figure in one page that opens offline (default: on)",
+    )
+    p.add_argument(
         "--shift-counts",
         default="expected",
         choices=("expected", "sade", "subsets"),

@@ -259,6 +259,7 @@ def _cmd_report(args, console) -> int:
         metric=args.metric,
         posthoc=args.posthoc,
         shift_counts=args.shift_counts,
+        html=args.html,
     )
     for kind, path in paths.items():
         console.print(f"{kind:9s} {path}")

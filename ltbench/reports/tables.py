@@ -45,6 +45,8 @@ LATEX_SPECIALS = {
     "}": "\\}",
     "~": "\\textasciitilde{}",
     "^": "\\textasciicircum{}",
+    "<": "\\textless{}",  # OT1 would print them as inverted marks
+    ">": "\\textgreater{}",
 }
 
 

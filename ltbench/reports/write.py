@@ -75,8 +75,10 @@ def write_report(
     metric: str = "accuracy",
     posthoc: bool = False,
     shift_counts: str = "expected",
+    html: bool = True,
 ) -> dict[str, Path]:
-    """Write the tables (LaTeX, Markdown, CSV) and the figures (PNG and PDF) into ``out_dir``.
+    """Write the tables (LaTeX, Markdown, CSV) and the figures (PNG and PDF) into ``out_dir``,
+    and (``html``) all of it as one offline page, ``report.html`` (:mod:`ltbench.reports.html`).
 
     Args:
         records: run records as stored.
@@ -91,6 +93,7 @@ def write_report(
             ``shift.csv``, ``shift.tex``, ``shift.md``, ``shift.png`` / ``.pdf``.
         shift_counts: how the shifted test sets weigh classes: ``expected`` (continuous
             weights) or ``sade`` (SADE's integer per-class counts), :data:`ltbench.reports.shift.COUNTS`.
+        html: also write ``report.html``, the browsable page (default on).
         posthoc: also write post-hoc logit adjustment from the runs' stored logits
             (:mod:`ltbench.reports.posthoc`): ``posthoc.csv``, ``posthoc.tex``, ``posthoc.md``, each
             method as trained and ``+ post-hoc LA (tau=...)``; with ``shift``, the shifted
@@ -170,4 +173,8 @@ def write_report(
         from .posthoc import write_posthoc
 
         paths.update(write_posthoc(done, frame, out, selection, metric))
+    if html:
+        from .html import write_html
+
+        paths["html"] = write_html(out / "report.html", agg, frame, done, dict(paths), selection, convention, refs)
     return paths
