@@ -242,10 +242,10 @@ def test_a_filter_that_matches_nothing_is_named_with_what_the_store_holds():
 
 def test_write_report_files(tmp_path):
     paths = write_report(RECORDS, tmp_path / "rep", convention="threshold", selection="last")
-    assert set(paths) == {"latex", "markdown", "csv", "plot", "groups", "curves", "reliability"}
+    assert set(paths) == {"latex", "markdown", "csv", "plot", "groups", "curves", "reliability", "html"}
     figures = [f"{name}.{ext}" for name in ("curves", "groups", "reliability") for ext in ("pdf", "png")]
     assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == sorted(
-        ["per_class.pdf", "per_class.png", "table.csv", "table.md", "table.tex", *figures]
+        ["per_class.pdf", "per_class.png", "report.html", "table.csv", "table.md", "table.tex", *figures]
     )
     for name in ("plot", "groups", "curves", "reliability"):
         assert paths[name].read_bytes()[:8] == PNG_MAGIC and paths[name].stat().st_size > 1000, name
