@@ -45,6 +45,14 @@ def _check_objective(spec: MethodSpec, path: Path) -> None:
         _check_named(OBJECTIVES, spec.objective, path, "objective")
 
 
+# Capability flags of a loss class, the model family whose outputs such a loss takes, and what
+# the error says on either side.
+_PAIRED = (
+    ("multi_expert", "cnn_experts", "a loss of every expert's logits, e.g. ride or sade", "one logit slice per expert"),
+    ("contrastive", "cnn_contrastive", "a contrastive loss, e.g. bcl or paco", "a contrastive model's outputs"),
+)
+
+
 def _check_loss(spec: MethodSpec, path: Path) -> None:
     """The method's loss resolves (a registered name, an entry point of ``ltbench.losses`` or
     ``module:attr``) and accepts every key of its ``loss_params``: a misspelt key fails here,
@@ -70,24 +78,14 @@ def _check_loss(spec: MethodSpec, path: Path) -> None:
             f"model 'deit' needs {need}" if spec.model == "deit" else f"loss {spec.loss!r} distils: set model = 'deit'"
         )
         raise RecipeError(f"{path}: {why}")
-    experts = bool(getattr(cls, "multi_expert", False))
-    if experts != (spec.model == "cnn_experts"):
-        why = (
-            f"model 'cnn_experts' needs a loss of every expert's logits (one whose class sets multi_expert = True, "
-            f"e.g. ride or sade), not {spec.loss!r}"
-            if spec.model == "cnn_experts"
-            else f"loss {spec.loss!r} takes one logit slice per expert: set model = 'cnn_experts'"
-        )
-        raise RecipeError(f"{path}: {why}")
-    contrastive = bool(getattr(cls, "contrastive", False))
-    if contrastive != (spec.model == "cnn_contrastive"):
-        why = (
-            f"model 'cnn_contrastive' needs a contrastive loss (one whose class sets contrastive = True, e.g. bcl "
-            f"or paco), not {spec.loss!r}"
-            if spec.model == "cnn_contrastive"
-            else f"loss {spec.loss!r} takes a contrastive model's outputs: set model = 'cnn_contrastive'"
-        )
-        raise RecipeError(f"{path}: {why}")
+    for flag, model, needs, takes in _PAIRED:  # a loss of such outputs and the one model that gives them
+        if bool(getattr(cls, flag, False)) != (spec.model == model):
+            why = (
+                f"model {model!r} needs {needs} (one whose class sets {flag} = True), not {spec.loss!r}"
+                if spec.model == model
+                else f"loss {spec.loss!r} takes {takes}: set model = {model!r}"
+            )
+            raise RecipeError(f"{path}: {why}")
     if distills and not spec.teacher:
         raise RecipeError(f"{path}: loss {spec.loss!r} distils from a teacher; set teacher = '<method>'")
 

@@ -494,33 +494,22 @@ def _masked_pretrain(cfg, data, device, stages):
     return MaskedPretrain(mae.to(device))
 
 
-@objective("retrain_classifier", roles=("backbone",))
-def _crt(cfg, data, device, stages):
-    model = load_stage_model(stages, "backbone", device)
-    bn = cfg.train.backbone_bn or "train"
-    return RetrainClassifier(model, _criterion(cfg, data, device), cfg.data.num_classes, backbone_bn=bn)
+def _on_backbone(stage_class, **kwargs) -> Callable:
+    """The builder of a stage that trains on the consumed ``backbone`` run (cRT, LWS, MiSLAS,
+    weight balancing): its model, the run's loss and ``train.backbone_bn``."""
+
+    def build(cfg, data, device, stages):
+        model = load_stage_model(stages, "backbone", device)
+        bn = cfg.train.backbone_bn or "train"
+        return stage_class(model, _criterion(cfg, data, device), cfg.data.num_classes, backbone_bn=bn, **kwargs)
+
+    return build
 
 
-@objective("learn_scales", roles=("backbone",))
-def _lws(cfg, data, device, stages):
-    model = load_stage_model(stages, "backbone", device)
-    bn = cfg.train.backbone_bn or "train"
-    return LearnScales(model, _criterion(cfg, data, device), cfg.data.num_classes, backbone_bn=bn)
-
-
-@objective("finetune_classifier", roles=("backbone",))
-def _finetune(cfg, data, device, stages):
-    model = load_stage_model(stages, "backbone", device)
-    bn = cfg.train.backbone_bn or "train"
-    return FinetuneClassifier(model, _criterion(cfg, data, device), cfg.data.num_classes, backbone_bn=bn)
-
-
-@objective("finetune_scaled_classifier", roles=("backbone",))
-def _finetune_scaled(cfg, data, device, stages):
-    model = load_stage_model(stages, "backbone", device)
-    bn = cfg.train.backbone_bn or "train"
-    crit = _criterion(cfg, data, device)
-    return FinetuneClassifier(model, crit, cfg.data.num_classes, backbone_bn=bn, scales=True)
+objective("retrain_classifier", roles=("backbone",))(_on_backbone(RetrainClassifier))
+objective("learn_scales", roles=("backbone",))(_on_backbone(LearnScales))
+objective("finetune_classifier", roles=("backbone",))(_on_backbone(FinetuneClassifier))
+objective("finetune_scaled_classifier", roles=("backbone",))(_on_backbone(FinetuneClassifier, scales=True))
 
 
 @objective("tau_norm", roles=("backbone",))
