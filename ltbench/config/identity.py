@@ -17,6 +17,7 @@ _UNUSED_AT = {
     "num_experts": 3,
     "shared_stages": 1,
     "views": 1,
+    "test_views": 0,
     "feat_dim": 128,
     "queue_size": 0,
     "key_momentum": 0.999,

@@ -66,6 +66,7 @@ TRAIN_RANGES: dict[str, tuple] = {
             "mixup_off_epoch",
             "grad_clip",
             "queue_size",
+            "test_views",
             "weight_decay",
             "mixup",
             "cutmix",
@@ -138,6 +139,10 @@ def check_train(t: TrainConfig, where: str) -> None:
     if t.views > 1 and (t.mixup or t.cutmix or t.label_smoothing):
         raise RecipeError(
             f"{where}: train.views = {t.views} takes hard labels; set mixup, cutmix and label_smoothing to 0"
+        )
+    if t.test_views == 1:
+        raise RecipeError(
+            f"{where}: train.test_views = 1; test-time aggregation compares two or more views (or 0: none)"
         )
     if t.min_lr > t.lr:
         raise RecipeError(f"{where}: train.min_lr = {t.min_lr} is above train.lr = {t.lr}; lower min_lr")

@@ -199,6 +199,10 @@ class TrainConfig:
     # views of each training image per step, augmented independently (contrastive methods:
     # batches of shape (B, V, C, H, W)); 1: plain batches
     views: int = 1
+    # views of each test image, augmented as in training, on which every expert's logits are
+    # stored (model "cnn_experts"): SADE's test-time aggregation learns its expert weights on
+    # them (report --shift --shift-counts subsets); 0: none
+    test_views: int = 0
     # model "cnn_contrastive": projection dimension, queue of momentum keys (0: none) and the
     # key encoder's momentum (PaCo's MoCo)
     feat_dim: int = 128

@@ -111,6 +111,15 @@ class DeviceBatches:
             x = random_flip(x, generator)
         return x
 
+    def view_batches(self, batch_size: int, views: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every image in order, augmented ``views`` times as in training: ``(B, V, C, H, W)``
+        batches and their labels, one seeded stream (the same views on every call)."""
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        for start in range(0, len(self), batch_size):
+            idx = torch.arange(start, min(start + batch_size, len(self)), device=self.device)
+            drawn = [self._augment([idx], len(idx), generator)[0] for _ in range(views)]
+            yield torch.stack(drawn, dim=1), self.y[idx]
+
     def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for start in range(0, len(self), batch_size):
             yield self._finish(self.x[start : start + batch_size]), self.y[start : start + batch_size]

@@ -104,6 +104,17 @@ def check_plugins(kind: str, spec: MethodSpec | DatasetSpec, path: Path) -> None
     _check_objective(spec, path)
     for budget, train in spec.budgets.items():
         check_sampler(train.sampler, f"{path}: budgets.{budget}")
+        check_test_views(train.test_views, spec.model, f"{path}: budgets.{budget}")
+
+
+def check_test_views(test_views: int, model: str, where: str) -> None:
+    """``train.test_views`` asks for each expert's logits on augmented test views: only a
+    multi-expert model has experts (also checked after ``--set`` overrides)."""
+    if test_views and model != "cnn_experts":
+        raise RecipeError(
+            f"{where}: train.test_views = {test_views} stores each expert's logits on test views, and model "
+            f"{model!r} has no experts; use model = 'cnn_experts' or set test_views = 0"
+        )
 
 
 def check_sampler(name: str, where: str) -> None:

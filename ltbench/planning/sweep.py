@@ -21,7 +21,7 @@ from ..config.specs import (
     run_config_from_dict,
 )
 from ..store.records import DEFAULT_OUT
-from .catalog import check_sampler, load_catalog
+from .catalog import check_sampler, check_test_views, load_catalog
 from .stages import STAGE_CONFIGS, check_needs, consumed_config
 
 if TYPE_CHECKING:
@@ -134,10 +134,9 @@ def plan_runs(
             for seed in seeds:
                 own = tuple(overrides_for(ms, overrides, method_specs, budget))
                 cfg = resolve(ms, ds, budget, seed, data_seed, own)
-                check_sampler(
-                    cfg.train.sampler,
-                    f"method {ms.name}, budget {budget}" + (f" (with --set {' '.join(own)})" if own else ""),
-                )
+                where = f"method {ms.name}, budget {budget}" + (f" (with --set {' '.join(own)})" if own else "")
+                check_sampler(cfg.train.sampler, where)
+                check_test_views(cfg.train.test_views, ms.model, where)
                 sweep = _SweepOverrides(tuple(overrides), tuple(m.name for m in method_specs), budget)
                 spec = _add_with_stages(cfg, planned, catalog, Path(out_dir), data_root, verify, sweep)
                 planned[spec.run_id] = dataclasses.replace(spec, overrides=own)  # the row label names them

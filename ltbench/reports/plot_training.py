@@ -129,7 +129,20 @@ def plot_curves(
     return save_figure(figure_curves(records, names, style), path)
 
 
-HEADS = {"cls": ("CLS head", ""), "dist": ("DIST head", "///"), "average": ("average of both", "..")}
+# Head names a record may hold (DeiT-LT's tokens; a multi-expert model's experts) and their labels;
+# "average" is the prediction the record scores (DeiT-LT: the mean of both heads; experts: their mean).
+HEAD_LABELS = {"cls": "CLS head", "dist": "DIST head", "average": "prediction (average)"}
+_HATCHES = ("", "///", "\\\\", "xx", "--", "++", "oo")
+
+
+def _heads_of(records: Sequence[dict[str, Any]], selection: str) -> list[str]:
+    """Every head name of ``records`` in order of first appearance, then ``average``."""
+    names = dict.fromkeys(h for r in records for h in r["results"][selection]["heads"])
+    return [*names, "average"]
+
+
+def _head_label(head: str) -> str:
+    return HEAD_LABELS.get(head, head.replace("expert", "expert "))
 
 
 def figure_heads(
@@ -139,7 +152,7 @@ def figure_heads(
     names: Mapping[str, str] | None = None,
     style: MethodStyle | None = None,
 ):
-    """The DeiT-LT heads figure (see :func:`plot_heads`) as a Figure; None without such runs."""
+    """The heads figure (see :func:`plot_heads`) as a Figure; None without such runs."""
     from matplotlib.patches import Patch
 
     runs = [r for r in records if "heads" in ((r.get("results") or {}).get(selection) or {})]
@@ -151,12 +164,19 @@ def figure_heads(
     fig = new_figure(4.6 * len(rows) + 2.4, 3.8)
     axes = fig.subplots(1, len(rows), squeeze=False, sharey=True)[0]
     metrics = list(GROUP_LABELS)
+    every = _heads_of(runs, selection)
+    hatch = {h: _HATCHES[i % len(_HATCHES)] for i, h in enumerate(every)}
+    hatch["average"] = ".."
     for ax, ((method, dataset, budget), mine) in zip(axes, rows.items()):
-        for i, (head, (_, hatch)) in enumerate(HEADS.items()):
+        heads = _heads_of(mine, selection)
+        width = 0.8 / len(heads)
+        for i, head in enumerate(heads):
             values = []
             for r in mine:
                 res = r["results"][selection]
-                stats = res if head == "average" else res["heads"][head]
+                stats = res if head == "average" else res["heads"].get(head)
+                if stats is None:  # a seed without this head
+                    continue
                 m = summarize(
                     stats["correct"], stats["total"], r["train_counts"], None, convention, r.get("index_sizes")
                 )
@@ -167,14 +187,14 @@ def figure_heads(
                 mean = np.nanmean(v, 0)
                 err = np.nanstd(v, 0, ddof=1) if len(v) > 1 else None
             ax.bar(
-                np.arange(4) + (i - 1) * 0.27,
+                np.arange(4) + (i - (len(heads) - 1) / 2) * width,
                 np.nan_to_num(mean),
-                0.27,
+                width,
                 yerr=err,
                 capsize=2,
                 color=style(method).colour,
                 alpha=1.0 if head != "average" else 0.55,
-                hatch=hatch or None,
+                hatch=hatch[head] or None,
                 edgecolor="black",
                 lw=0.5,
             )
@@ -186,10 +206,10 @@ def figure_heads(
         ax.set_ylim(0, 100)
     axes[0].set_ylabel("test top-1 (%)")
     handles = [
-        Patch(facecolor="0.6", alpha=1.0 if h != "average" else 0.55, hatch=hatch or None, edgecolor="black")
-        for h, (_, hatch) in HEADS.items()
+        Patch(facecolor="0.6", alpha=1.0 if h != "average" else 0.55, hatch=hatch[h] or None, edgecolor="black")
+        for h in every
     ]
-    legend_outside(fig, handles, [label for label, _ in HEADS.values()], "DeiT-LT heads,\nmean over seeds")
+    legend_outside(fig, handles, [_head_label(h) for h in every], "heads,\nmean over seeds")
     return fig
 
 
@@ -201,8 +221,9 @@ def plot_heads(
     names: Mapping[str, str] | None = None,
     style: MethodStyle | None = None,
 ) -> list[Path] | None:
-    """DeiT-LT: the CLS, DIST and averaged heads' accuracy by group, a panel per method in its
-    colour; None without such runs.
+    """Each head's accuracy by group next to the prediction the record scores, a panel per
+    method in its colour (DeiT-LT: CLS, DIST and their average; a multi-expert model: each
+    expert and their mean); None without such runs.
 
     Args:
         records: finished run records; those whose results lack ``heads`` are skipped.

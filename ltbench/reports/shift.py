@@ -490,6 +490,7 @@ def write_shift(
     selection: str = "last",
     extra_rows: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
     counts: str = "expected",
+    extra_runs: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> dict[str, Path]:
     """Write ``shift.csv``, ``shift.tex``, ``shift.md`` and ``shift.png`` / ``shift.pdf``.
 
@@ -502,11 +503,15 @@ def write_shift(
             ``<method> + known prior`` row per method
             (:func:`ltbench.reports.posthoc.with_known_prior`; ``report --shift --posthoc``).
         counts: how classes are weighed, :data:`COUNTS` (``expected`` or SADE's integer ``sade``).
+        extra_runs: rows added to :func:`shift_frame`'s per-run rows before aggregating, in the
+            tables and the plot (e.g. ``<method> + test-time aggregation``,
+            :func:`ltbench.reports.shift_aggregation.with_test_time_rows`).
 
     Returns:
         Paths by kind: ``shift_csv``, ``shift_latex``, ``shift_markdown``, ``shift_plot`` (PNG).
     """
-    agg = aggregate_shift(shift_frame(records, frame, selection, counts))
+    long = shift_frame(records, frame, selection, counts)
+    agg = aggregate_shift(extra_runs(long) if extra_runs is not None else long)
     out = Path(out_dir)
     paths = {
         "shift_csv": out / "shift.csv",

@@ -167,8 +167,16 @@ def write_report(
         def known_prior(agg):
             return with_known_prior(done, frame, agg, selection, shift_counts)
 
+        def test_time(long):  # SADE's aggregation, learned on each actual subset
+            from .shift_aggregation import with_test_time_rows
+
+            return with_test_time_rows(long, {r["run_id"]: r for r in done}, frame, selection)
+
         extra = known_prior if posthoc else None
-        paths.update(write_shift(done, frame, out, selection, extra_rows=extra, counts=shift_counts))
+        aggregated = test_time if shift_counts == "subsets" else None
+        paths.update(
+            write_shift(done, frame, out, selection, extra_rows=extra, counts=shift_counts, extra_runs=aggregated)
+        )
     if posthoc:
         from .posthoc import write_posthoc
 

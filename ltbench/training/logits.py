@@ -50,6 +50,16 @@ def _host(kept: dict | None) -> tuple[np.ndarray, np.ndarray] | None:
     return z, y.astype(np.int16 if z.shape[1] <= np.iinfo(np.int16).max + 1 else np.int32)
 
 
+def _stacked(tensors):
+    import torch
+
+    return torch.stack(list(tensors))
+
+
+def _float32(z) -> np.ndarray:
+    return z.detach().cpu().float().numpy()
+
+
 def _write(path: Path, arrays: dict[str, np.ndarray]) -> None:
     # Uncompressed: float32 logits barely compress, and np.load then reads without inflating.
     write_atomic(path, lambda tmp: _savez(tmp, arrays))
@@ -79,6 +89,7 @@ class LogitKeeper:
         self.path = Path(run_dir) / LOGITS_FILE
         self.enabled = enabled
         self.entries: dict[int, dict[str, np.ndarray]] = {}
+        self.head_names: list[str] = []  # the heads whose logits are stored (experts), in order
         self.write_seconds = 0.0
 
     def keep(self, epoch: int, test: dict | None, val: dict | None = None) -> None:
@@ -90,6 +101,11 @@ class LogitKeeper:
             arrays = _host(kept)
             if arrays is not None:
                 entry[f"e{epoch}_{split}_logits"], entry[f"e{epoch}_{split}_labels"] = arrays
+                if kept.get("heads"):  # each expert's logits, (E, N, C), in the experts' order
+                    self.head_names = list(kept["heads"])
+                    entry[f"e{epoch}_{split}_heads"] = _float32(_stacked(kept["heads"].values()))
+                if kept.get("views") is not None:  # each expert on augmented views, (V, E, N, C)
+                    entry[f"e{epoch}_{split}_views"] = _float32(kept["views"])
         if not entry:
             return
         self.entries[epoch] = entry
@@ -152,7 +168,7 @@ class LogitKeeper:
         # float32; float16 only where a run resumed from a file written before float32 storage
         # still holds such an epoch (the least precise dtype stored: its rows may tie).
         dtypes = {np.dtype(v.dtype) for k, v in arrays.items() if k.endswith("_logits")}
-        return {
+        entry = {
             "file": LOGITS_FILE,
             "sha256": file_digest(self.path, "sha256"),
             "bytes": self.path.stat().st_size,
@@ -160,6 +176,9 @@ class LogitKeeper:
             "selections": selections,
             "write_seconds": round(self.write_seconds, 4),
         }
+        if any(k.endswith("_heads") for k in arrays):
+            entry["heads"] = self.head_names or _head_names(arrays)
+        return entry
 
 
 def logits_path(record: dict[str, Any]) -> Path:
@@ -223,6 +242,42 @@ def load_logits(record: dict[str, Any], selection: str = "last") -> dict[str, tu
         raise LogitsError(f"run {run}: cannot read {path} as plain arrays: {e}") from e
     if "test" not in out:
         raise LogitsError(f"run {run}: {path} holds no test logits for selection {selection!r}")
+    return out
+
+
+def _head_names(arrays: dict[str, np.ndarray]) -> list[str]:
+    """Expert names for a file whose heads were kept before a resume (this process saw none)."""
+    count = next(v.shape[0] for k, v in arrays.items() if k.endswith("_heads"))
+    return [f"expert{i}" for i in range(count)]
+
+
+def load_expert_logits(record: dict[str, Any], selection: str = "last") -> dict[str, dict[str, np.ndarray]]:
+    """Each expert's stored logits of one selection, checked like :func:`load_logits`.
+
+    Returns:
+        ``{split: {"heads": (E, N, C), "labels": (N,), "views": (V, E, N, C)}}`` for the splits
+        stored (``views``: augmented test views, only where the run kept them, ``train.test_views``).
+
+    Raises:
+        MissingLogits: the run stored no per-expert logits (not a multi-expert model, or a
+            record from before they were stored), or not for this selection.
+        LogitsError: as :func:`load_logits`.
+    """
+    load_logits(record, selection)  # the same checks: present, selection stored, SHA-256
+    run = record.get("run_id", "?")[:10]
+    if not record["logits"].get("heads"):
+        raise MissingLogits(f"run {run} stored no per-expert logits", "no expert logits")
+    key = record["logits"]["selections"][selection]
+    with np.load(logits_path(record), allow_pickle=False) as f:
+        out = {}
+        for split in SPLITS:
+            if f"{key}_{split}_heads" not in f.files:
+                continue
+            out[split] = {"heads": f[f"{key}_{split}_heads"], "labels": f[f"{key}_{split}_labels"]}
+            if f"{key}_{split}_views" in f.files:
+                out[split]["views"] = f[f"{key}_{split}_views"]
+    if "test" not in out:
+        raise MissingLogits(f"run {run} stored no per-expert test logits for {selection!r}", "no expert logits")
     return out
 
 

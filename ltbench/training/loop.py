@@ -92,10 +92,9 @@ def make_batches(data: LTData, split: Split, cfg: RunConfig, device: torch.devic
             split.images, split.labels, cfg.data.mean, cfg.data.std, device, t.img_size, cfg.data.augment, t.sampler,
             t.views,
         )  # fmt: skip
-    if t.views > 1:
-        raise ValueError(
-            f"train.views = {t.views} (method {cfg.method.name}) needs in-memory data; {cfg.data.name} is streamed"
-        )
+    if t.views > 1 or t.test_views:
+        key = f"views = {t.views}" if t.views > 1 else f"test_views = {t.test_views}"
+        raise ValueError(f"train.{key} (method {cfg.method.name}) needs in-memory data; {cfg.data.name} is streamed")
     from ..data.stream import StreamBatches
 
     return StreamBatches(
@@ -505,6 +504,9 @@ class _Loop:
             keep = self.keeper is not None and self.keeper.enabled and epoch not in self.keeper.entries
             test_logits: dict | None = {} if keep else None
             stats = self.objective.evaluate(self.test, self.cfg.train.eval_batch_size, test_logits)
+            if keep and getattr(self.objective, "test_views", 0):  # each expert on augmented test views
+                seed = _epoch_seed(self.cfg.seed, 10**6 + epoch)
+                test_logits["views"] = self.objective.view_logits(self.test, self.cfg.train.eval_batch_size, seed)
             if keep:
                 val_logits: dict | None = None
                 if self.val is not None:

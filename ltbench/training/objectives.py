@@ -41,6 +41,7 @@ def channels_last(model: torch.nn.Module, device: torch.device) -> torch.memory_
 class Classify:
     has_eval = True
     trains = True  # False: an evaluation-only stage (PosthocTransform)
+    stores_heads = False  # True: every head's logits go to the logits file too (experts)
 
     def train_mode(self) -> None:
         """Put what trains in train mode (frozen parts of a decoupling stage stay in eval)."""
@@ -85,15 +86,20 @@ class Classify:
         self.model.eval()
         stats: dict[str, ClassStats] = {}
         kept: list[tuple[torch.Tensor, torch.Tensor]] = []
+        heads: dict[str, list[torch.Tensor]] = {}
         with _autocast(batches.device):
             for x, y in batches.eval_batches(batch_size):
                 for name, z in self.logits(x).items():
                     stats.setdefault(name, ClassStats(self.num_classes, batches.device)).update(z, y)
                     if name == "main" and logits_out is not None:  # the tensor counted, not rounded
                         kept.append((z.detach(), y))
+                    elif self.stores_heads and logits_out is not None:
+                        heads.setdefault(name, []).append(z.detach())
         if logits_out is not None and kept:
             logits_out["logits"] = torch.cat([z for z, _ in kept])
             logits_out["labels"] = torch.cat([y for _, y in kept])
+            if heads:  # (heads, N, C), in the order the objective names them
+                logits_out["heads"] = {name: torch.cat(zs) for name, zs in heads.items()}
         out = stats.pop("main").as_dict()
         if stats:
             out["heads"] = {name: s.as_dict() for name, s in stats.items()}
@@ -132,13 +138,40 @@ class MultiExpert(Classify):
     """A model whose forward gives one logit slice per expert, ``(E, B, C)``: the loss sees
     them all; evaluation predicts with their mean (RIDE without its router; SADE before its
     test-time aggregation) and keeps each expert's statistics under ``heads``
-    (``expert0``, ``expert1``, ...)."""
+    (``expert0``, ``expert1``, ...) and each expert's logits in the logits file.
 
-    def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    With ``test_views`` > 0, :meth:`view_logits` gives every expert's logits on that many
+    augmented views of each test image, which SADE's test-time aggregation learns from
+    (:mod:`ltbench.training.test_time`)."""
+
+    stores_heads = True
+
+    def __init__(self, *args, test_views: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.test_views = test_views
+
+    def _experts(self, x: torch.Tensor) -> torch.Tensor:
         z = self.model(x.contiguous(memory_format=self.memory_format))
         calibrated = getattr(self.criterion, "calibrated", None)
-        z = calibrated(z) if calibrated is not None else z
+        return calibrated(z) if calibrated is not None else z
+
+    def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        z = self._experts(x)
         return {"main": z.mean(0), **{f"expert{i}": ze for i, ze in enumerate(z)}}
+
+    @torch.inference_mode()
+    def view_logits(self, batches, batch_size: int, seed: int) -> torch.Tensor:
+        """Every expert's logits on ``test_views`` augmented views of each image of ``batches``
+        (in-memory batches: :meth:`ltbench.data.memory.DeviceBatches.view_batches`), as a
+        ``(V, E, N, C)`` tensor; the views are drawn from ``seed``."""
+        self.model.eval()
+        out = []
+        with _autocast(batches.device):
+            for x, _ in batches.view_batches(batch_size, self.test_views, seed):
+                b, v = x.shape[:2]
+                z = self._experts(x.flatten(0, 1))  # (E, B*V, C)
+                out.append(z.unflatten(1, (b, v)).permute(2, 0, 1, 3))  # (V, E, B, C)
+        return torch.cat(out, dim=2)
 
 
 class Contrastive(Classify):
@@ -455,7 +488,7 @@ def _experts(cfg, data, device, stages):
 
     model = build_model(cfg).to(device)
     return MultiExpert(model, _criterion(cfg, data, device), cfg.data.num_classes, cfg.train.drw_epoch,
-                       channels_last(model, device))  # fmt: skip
+                       channels_last(model, device), test_views=cfg.train.test_views)  # fmt: skip
 
 
 @objective("contrastive")
