@@ -350,3 +350,59 @@ def test_a_paco_run_resumed_from_its_checkpoint_matches_the_uninterrupted_run(sm
     whole = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
     for name in ("queue", "queue_labels", "queue_ptr", "key_encoder.proj.0.weight"):
         assert torch.equal(cut[name], whole[name]), name
+
+
+# ------------------------------------------------------------------ ResNet-50 forms (images above 64 px)
+
+
+def test_resnet50_experts_share_the_stem_and_early_stages_and_train_their_own_branch():
+    from ltbench.training.models.multi_expert import MultiExpertResNet50
+
+    torch.manual_seed(0)
+    model = MultiExpertResNet50(num_classes=3, in_chans=3, num_experts=2, shared_stages=2)
+    x = torch.randn(2, 3, 96, 96)
+    out = model(x)
+    assert out.shape == (2, 2, 3)
+    assert len(model.shared) == 2 and len(model.experts[0]) == 2  # layer1-2 shared, layer3-4 per expert
+    assert model.experts[0][0] is not model.experts[1][0]
+    assert not torch.equal(model.experts[0][0][0].conv1.weight, model.experts[1][0][0].conv1.weight)
+    # One optimiser step on expert 0's loss moves expert 0 and the shared layers, never expert 1.
+    other = {n: p.detach().clone() for n, p in model.named_parameters() if n.startswith(("experts.1.", "heads.1."))}
+    stem = model.stem[0].weight.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    torch.nn.functional.cross_entropy(out[0], torch.tensor([0, 2])).backward()
+    opt.step()
+    assert all(torch.equal(p, other[n]) for n, p in model.named_parameters() if n in other)
+    assert not torch.equal(model.stem[0].weight, stem)
+    assert model.experts[0][0][0].conv1.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="shared_stages"):
+        MultiExpertResNet50(num_classes=3, shared_stages=4)
+
+
+def test_resnet50_contrastive_model_keeps_the_small_models_outputs_and_starts_its_key_encoder_equal():
+    from ltbench.training.models.contrastive import ContrastiveResNet
+
+    torch.manual_seed(0)
+    model = ContrastiveResNet(num_classes=3, in_chans=1, feat_dim=8, centers=True, queue_size=4, arch="resnet50")
+    query, key = model.encoder.state_dict(), model.key_encoder.state_dict()
+    assert query.keys() == key.keys() and all(torch.equal(query[k], key[k]) for k in query)
+    assert model.fc.in_features == 2048
+    views = torch.randn(2, 2, 1, 96, 96)  # (B, V, C, H, W)
+    out = model(views)
+    assert out["logits"].shape == (2, 3) and out["z"].shape == (2, 2, 8) and out["keys"].shape == (2, 8)
+    assert out["centers"].shape == (3, 8) and out["queue"].shape == (4, 8)
+    assert torch.allclose(out["z"].norm(dim=-1), torch.ones(2, 2))
+    model.eval()
+    assert model(views[:, 0]).shape == (2, 3)  # plain images: the classifier's logits
+
+
+def test_large_images_build_the_resnet50_forms(smoke_config):
+    from ltbench.training.models import build_model
+    from ltbench.training.models.contrastive import ContrastiveResNet
+    from ltbench.training.models.multi_expert import MultiExpertResNet, MultiExpertResNet50
+
+    assert isinstance(build_model(smoke_config("cnn_ride")), MultiExpertResNet)
+    assert isinstance(build_model(smoke_config("cnn_ride", "img_size=96")), MultiExpertResNet50)
+    model = build_model(smoke_config("cnn_paco", "img_size=96"))
+    assert isinstance(model, ContrastiveResNet) and model.encoder.arch == "resnet50"
+    assert build_model(smoke_config("cnn_bcl")).encoder.arch == "cifar"

@@ -1,4 +1,5 @@
-"""Model builders: ViT and DeiT (timm), CIFAR-style ResNets and timm's ResNet-50, sized by the budget."""
+"""Model builders: ViT and DeiT (timm), CIFAR-style ResNets and ResNet-50s (timm's for `cnn`, torchvision's for
+the expert and contrastive families), sized by the budget."""
 
 from __future__ import annotations
 
@@ -48,9 +49,10 @@ def build_model(cfg: RunConfig) -> torch.nn.Module:
       ResNet-50 above; the classifier is cosine when the loss asks for one
       (``cosine_classifier``, as LDAM).
     - ``mae``: the ViT encoder of the MGP stage (no classifier head).
-    - ``cnn_experts``: RIDE's multi-expert CIFAR ResNet; logits ``(E, B, C)``.
-    - ``cnn_contrastive``: a CIFAR ResNet with projection heads (and a momentum queue) for BCL
-      and PaCo on two-view batches.
+    - ``cnn_experts``: RIDE's multi-expert ResNet (CIFAR-style up to 64 px, torchvision's
+      ResNet-50 above, as ``cnn``); logits ``(E, B, C)``.
+    - ``cnn_contrastive``: a ResNet (the same choice) with projection heads (and a momentum
+      queue) for BCL and PaCo on two-view batches.
     """
     return MODELS.get(cfg.method.model)(cfg)
 
@@ -101,35 +103,32 @@ def _cnn(cfg: RunConfig) -> torch.nn.Module:
 
 @MODELS.register("cnn_experts")
 def _cnn_experts(cfg: RunConfig) -> torch.nn.Module:
-    """RIDE's multi-expert ResNet for images up to 64 px (``num_experts``, ``shared_stages``)."""
+    """RIDE's multi-expert ResNet (``num_experts``, ``shared_stages``): ResNet-(``cnn_depth``) of
+    the LDAM code for inputs up to 64 px, torchvision's ResNet-50 above."""
     from ..losses import loss_class
-    from .multi_expert import MultiExpertResNet
+    from .multi_expert import MultiExpertResNet, MultiExpertResNet50
 
     t, d = cfg.train, cfg.data
-    if input_size(cfg) > SMALL_IMAGE:
-        raise ValueError(
-            f"model 'cnn_experts' is the CIFAR-style multi-expert ResNet (images up to {SMALL_IMAGE} px); "
-            f"{d.name} has {input_size(cfg)} px and multi-expert ResNet-50s are not built yet"
-        )
     normed = bool(getattr(loss_class(cfg.method.loss), "cosine_classifier", False))
+    if input_size(cfg) > SMALL_IMAGE:
+        return MultiExpertResNet50(d.num_classes, d.channels, t.num_experts, t.shared_stages, normed)
     return MultiExpertResNet(t.cnn_depth, d.num_classes, d.channels, t.num_experts, t.shared_stages, normed)
 
 
 @MODELS.register("cnn_contrastive")
 def _cnn_contrastive(cfg: RunConfig) -> torch.nn.Module:
-    """A CIFAR ResNet with a projection head, BCL's prototype head where the loss uses
-    centres, and a momentum key encoder and queue where ``queue_size`` > 0 (PaCo)."""
+    """A ResNet (CIFAR-style up to 64 px, torchvision's ResNet-50 above) with a projection head,
+    BCL's prototype head where the loss uses centres, and a momentum key encoder and queue
+    where ``queue_size`` > 0 (PaCo)."""
     from ..losses import loss_class
     from .contrastive import ContrastiveResNet
 
     t, d = cfg.train, cfg.data
-    if input_size(cfg) > SMALL_IMAGE:
-        raise ValueError(
-            f"model 'cnn_contrastive' is CIFAR-style (images up to {SMALL_IMAGE} px); {d.name} has "
-            f"{input_size(cfg)} px and contrastive ResNet-50s are not built yet"
-        )
     loss = loss_class(cfg.method.loss)
     if getattr(loss, "uses_queue", False) and t.queue_size <= 0:
         raise ValueError(f"loss {cfg.method.loss!r} contrasts with a queue of keys: set train.queue_size > 0")
     centers = bool(getattr(loss, "uses_centers", False))
-    return ContrastiveResNet(t.cnn_depth, d.num_classes, d.channels, t.feat_dim, centers, t.queue_size, t.key_momentum)
+    arch = "resnet50" if input_size(cfg) > SMALL_IMAGE else "cifar"
+    return ContrastiveResNet(
+        t.cnn_depth, d.num_classes, d.channels, t.feat_dim, centers, t.queue_size, t.key_momentum, arch=arch
+    )

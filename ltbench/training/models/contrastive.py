@@ -1,5 +1,7 @@
-"""A CIFAR ResNet for supervised contrastive methods (BCL, PaCo): the encoder, a linear
-classifier, a projection head, and optionally a momentum key encoder with a queue of keys.
+"""A ResNet for supervised contrastive methods (BCL, PaCo): the encoder, a linear classifier, a
+projection head, and optionally a momentum key encoder with a queue of keys. The encoder is
+the CIFAR ResNet-(``depth``) (``arch = "cifar"``, 64-d features) or torchvision's ResNet-50
+(``arch = "resnet50"``, 2048-d features, for large images); heads, queue and outputs are the same.
 
 ``forward`` on plain images ``(B, C, H, W)`` gives the classifier's logits (evaluation, and
 any tool that wants a classifier). On a multi-view batch ``(B, V, C, H, W)``
@@ -25,7 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import resnet50 as r50
 from .resnet_cifar import CifarResNet
+
+ARCHS = ("cifar", "resnet50")
 
 
 def _projection(dim: int, out: int, norm: bool) -> nn.Sequential:
@@ -34,13 +39,22 @@ def _projection(dim: int, out: int, norm: bool) -> nn.Sequential:
 
 
 class _Encoder(nn.Module):
-    def __init__(self, depth: int, num_classes: int, in_chans: int, feat_dim: int, norm: bool):
+    """The trunk ``net`` (whose ``fc`` is the classifier) and the projection head ``proj``."""
+
+    def __init__(self, arch: str, depth: int, num_classes: int, in_chans: int, feat_dim: int, norm: bool):
         super().__init__()
-        self.net = CifarResNet(depth, num_classes, in_chans)
-        self.proj = _projection(64, feat_dim, norm)
+        self.arch = arch
+        if arch == "resnet50":
+            self.net, self.width = r50.resnet50(num_classes, in_chans), r50.WIDTH
+        else:
+            self.net, self.width = CifarResNet(depth, num_classes, in_chans), 64
+        self.proj = _projection(self.width, feat_dim, norm)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled features ``(B, width)``, the classifier's input."""
         net = self.net
+        if self.arch == "resnet50":
+            return r50.pooled_features(net, x)
         x = net.blocks(F.relu(net.bn1(net.conv1(x))))
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
@@ -55,12 +69,15 @@ class ContrastiveResNet(nn.Module):
         centers: bool = False,
         queue_size: int = 0,
         momentum: float = 0.999,
+        arch: str = "cifar",
     ):
         super().__init__()
+        if arch not in ARCHS:
+            raise ValueError(f"arch={arch!r}; use one of {', '.join(ARCHS)}")
         norm = centers  # BCL's heads use BatchNorm; PaCo's MoCo head does not
-        self.encoder = _Encoder(depth, num_classes, in_chans, feat_dim, norm)
+        self.encoder = _Encoder(arch, depth, num_classes, in_chans, feat_dim, norm)
         self.fc = self.encoder.net.fc  # the classifier (decoupling and MaxNorm find it here)
-        self.center_proj = _projection(64, feat_dim, norm) if centers else None
+        self.center_proj = _projection(self.encoder.width, feat_dim, norm) if centers else None
         self.momentum = float(momentum)
         self.key_encoder = None
         if queue_size > 0:
@@ -75,7 +92,7 @@ class ContrastiveResNet(nn.Module):
         if x.ndim == 4:
             return self.fc(self.encoder.features(x))
         b, v = x.shape[:2]
-        feats = self.encoder.features(x.flatten(0, 1))  # (B V, 64), views of one image adjacent
+        feats = self.encoder.features(x.flatten(0, 1))  # (B V, width), views of one image adjacent
         z = F.normalize(self.encoder.proj(feats), dim=1).view(b, v, -1)
         out = {"logits": self.fc(feats.view(b, v, -1)[:, 0]), "z": z}
         if self.center_proj is not None:
