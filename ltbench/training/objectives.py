@@ -177,8 +177,9 @@ class MultiExpert(Classify):
 class Contrastive(Classify):
     """A contrastive model on a batch of views ``(B, V, C, H, W)`` (``train.views``): the loss
     sees the model's outputs (logits, projections, prototypes, keys and queue); after the loss
-    the step's keys enter the model's queue, where it has one. Evaluation is the classifier
-    on plain images. (With several processes each enqueues its own share's keys.)"""
+    the step's keys enter the model's queue, where it has one: with several processes, every
+    process's keys and labels (gathered in rank order, as MoCo's code does), so each queue
+    holds the whole batch's keys. Evaluation is the classifier on plain images."""
 
     def loss(self, x: torch.Tensor, target: torch.Tensor, epoch: int) -> torch.Tensor:
         if x.ndim != 5:
@@ -187,8 +188,22 @@ class Contrastive(Classify):
             out = self.forward(x)
             loss = self.criterion(out, target)
         if "keys" in out:
-            self.model.enqueue(out["keys"], target)
+            self.model.enqueue(gathered(out["keys"].detach()), gathered(target))
         return loss
+
+
+def gathered(t: torch.Tensor) -> torch.Tensor:
+    """``t`` of every data-parallel process, concatenated in rank order (``t`` itself when alone)."""
+    import torch.distributed as dist
+
+    from .distributed import rank_world
+
+    world = rank_world()[1]
+    if world == 1:
+        return t
+    parts = [torch.empty_like(t) for _ in range(world)]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts)
 
 
 class MaskedPretrain:
