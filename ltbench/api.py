@@ -17,7 +17,8 @@ from rich.console import Console
 
 from .execution.progress import summary_rows, summary_table  # noqa: F401  (ltbench.api.summary_* kept)
 from .planning.catalog import load_catalog
-from .store.access import synced_store
+from .store.access import Store, connect_store, runs_folder, synced_store
+from .store.postgres import is_postgres_url
 from .store.records import DEFAULT_OUT, DEFAULT_STORE
 from .store.sqlite import ResultStore
 
@@ -54,7 +55,8 @@ def run(
         seeds: training seeds; one run each.
         data_seed: seed of the long-tail draw (which images), separate from training seeds.
         overrides: ``key=value`` recipe overrides; part of each run's identity.
-        store: SQLite results store; run folders go under ``out_dir/runs``.
+        store: the results store: a SQLite file's path or a ``postgresql://`` URL (a lab's
+            server, :mod:`ltbench.store.postgres`); run folders go under ``out_dir/runs``.
         device: ``cpu``, ``cuda``, ``cuda:1``...; None picks CUDA when present.
         force: re-run runs that are already done instead of skipping them.
         recipes: extra recipe folders.
@@ -90,8 +92,8 @@ def run(
     check_device(device)
     specs = _sweep(locals()).plan()
     # Everything checked before the first byte is written: the store (an ltbench store, or
-    # none yet, on a writable disk) and --out.
-    db = ResultStore(store)
+    # none yet, on a writable disk; or a server that lets us in) and --out.
+    db = connect_store(store)
     save_sweep(specs, check_writable_dir(out_dir))
     console = console or Console(stderr=True)
     from .execution.progress import Fanout, make_reporter, print_summary
@@ -109,7 +111,7 @@ def run(
         with make_reporter(console, len(specs)) as shown:
             reporter = Fanout(shown, *trackers)
             if executor == "inline":
-                records = _run_inline(specs, db, device, force, reporter, jobs, threads)
+                records = _run_inline(specs, store, db, device, force, reporter, jobs, threads)
             else:
                 records = _run_submitit(
                     specs, store, executor, Path(out_dir) / "jobs", slurm, device, force, wait, console, reporter
@@ -160,7 +162,12 @@ def plan(
     from .planning.sweep_files import plan_rows
 
     specs = _sweep(locals()).plan()
-    return plan_rows(specs, synced_store(store, out_dir) if Path(store).exists() else None)
+    return plan_rows(specs, synced_store(store, out_dir) if _store_exists(store) else None)
+
+
+def _store_exists(store: str | Path) -> bool:
+    """Whether there is a store to read: a SQLite file, or (a URL has no file) always: the server is asked."""
+    return is_postgres_url(store) or Path(store).exists()
 
 
 def status(out_dir: str | Path = DEFAULT_OUT) -> list[dict[str, Any]]:
@@ -171,12 +178,13 @@ def status(out_dir: str | Path = DEFAULT_OUT) -> list[dict[str, Any]]:
     return status_rows(Path(out_dir))
 
 
-def _run_inline(specs, db: ResultStore, device, force: bool, reporter, jobs: int, threads: int | None):
+def _run_inline(specs, store, db: Store, device, force: bool, reporter, jobs: int, threads: int | None):
     """The runs one after another in this process (``jobs == 1``), or side by side in workers."""
     if jobs > 1 and len(specs) > 1:
         from .execution.pool import run_side_by_side
 
-        return run_side_by_side(specs, str(db.path), device, force, reporter, jobs, threads or 1)
+        # The location as given (db.path of a URL has no password), for the pool to open itself.
+        return run_side_by_side(specs, str(store), device, force, reporter, jobs, threads or 1)
     import torch
 
     from .execution.runner import execute_run
@@ -208,7 +216,7 @@ def _run_submitit(
     from .execution.launch import submit
     from .execution.runner import finished_before
 
-    db = ResultStore(store)
+    db = connect_store(store)
     done_before = finished_before(specs, db, force)
     finished: dict[str, dict] = dict(done_before)
     for s in specs:
@@ -220,7 +228,10 @@ def _run_submitit(
         finished[spec.run_id] = {**placeholder(spec, record.get("status", "failed")), **record}
         reporter.run_finished(spec, finished[spec.run_id])
 
-    jobs = submit(specs, store, executor, folder, slurm, device, force, wait, on_done)
+    def submitted(count) -> None:  # jobs and sbatch calls, said before the wait
+        console.print(count.describe())
+
+    jobs = submit(specs, store, executor, folder, slurm, device, force, wait, on_done, submitted)
     if not wait:
         console.print(f"submitted {len(jobs)} jobs; `ltbench status` follows them, results reach the store as they end")
         return []
@@ -313,8 +324,9 @@ def download(name: str, root: str | Path | None = None, recipes: Sequence[str] =
 def results(store: str | Path = DEFAULT_STORE, runs: str | Path | None = None) -> list[dict[str, Any]]:
     """Every stored run (done and failed) with its headline metrics, one flat dict each.
 
-    Finished runs under ``runs`` (a run's ``--out``; default: the store's folder) that the
-    store lacks are ingested first, so a sweep's results show while it is still running."""
+    Finished runs under ``runs`` (a run's ``--out``; default: the SQLite store's folder,
+    ``results`` for a ``postgresql://`` store) that the store lacks are ingested first, so a
+    sweep's results show while it is still running."""
     return synced_store(store, runs).summary_rows()
 
 
@@ -327,10 +339,10 @@ def ingest(folder: str | Path, store: str | Path = DEFAULT_STORE) -> int:
         raise FileNotFoundError(f"no folder {folder}; give the folder that holds run folders (e.g. results/runs)")
     # Re-runs of `ltbench reproduce` keep their original's id: never let them replace it.
     found = [p.parent for p in sorted(folder.rglob("record.json")) if "reproduce" not in p.relative_to(folder).parts]
-    return ResultStore(store).ingest_dirs(found)
+    return connect_store(store).ingest_dirs(found)
 
 
-def lineage(db: ResultStore, run_id: str, role: str = "") -> dict[str, Any]:
+def lineage(db: Store, run_id: str, role: str = "") -> dict[str, Any]:
     """The tree of runs ``run_id`` consumed: ``{role, run_id, label, status, needs: [...]}``."""
     record = db.get(run_id)
     if record is None:
@@ -394,8 +406,9 @@ def reproduce(
     record = db.get(full)
     if record["status"] != "done":
         raise ValueError(f"run {full[:10]} is {record['status']}, not done: nothing to reproduce")
-    out = Path(out_dir) if out_dir is not None else Path(store).parent / "reproduce" / full[:10]
-    if out.resolve() == Path(store).parent.resolve():
+    home = runs_folder(store)  # the SQLite store's folder; for a URL, results/
+    out = Path(out_dir) if out_dir is not None else home / "reproduce" / full[:10]
+    if out.resolve() == home.resolve():
         raise ValueError(f"reproduce into another folder than the store's ({out}); pass --out DIR")
     specs = spec_from_record(record, db.get, out)
     target = ResultStore(out / "ltbench.db")
@@ -473,8 +486,7 @@ def report(
     """
     from .reports import write as reporting  # pandas and matplotlib load only when reporting
 
-    store = Path(store)
-    out = Path(out_dir) if out_dir is not None else store.parent / "report"
+    out = Path(out_dir) if out_dir is not None else runs_folder(store) / "report"
     records = reporting.select_records(synced_store(store, runs).records(), methods, data, budget)
     return reporting.write_report(
         records,

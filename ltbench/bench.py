@@ -258,52 +258,60 @@ def write_json(result: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def synthetic_record(i: int, num_classes: int = 100, methods: int = 10, rng=None, run_dir: str | None = None):
+    """A finished run record of made-up numbers (run ``i`` of a sweep of ``methods`` methods),
+    with per-class vectors and calibration bins of ``num_classes`` classes: for measuring the
+    store and reports at scale."""
+    from .config.record import RECORD_SCHEMA
+
+    rng = rng if rng is not None else np.random.default_rng(i)
+    counts = [int(500 * 0.01 ** (k / (num_classes - 1))) for k in range(num_classes)]
+    count = rng.integers(0, 10, (num_classes, 15))
+    return {
+        "schema": RECORD_SCHEMA,
+        "run_id": f"{i:064x}",
+        "method": f"m{i % methods}",
+        "dataset": "synthetic",
+        "budget": "quick",
+        "seed": i // methods,
+        "data_seed": 0,
+        "status": "done",
+        "train_counts": counts,
+        "index_sizes": None,
+        "started_at": f"2026-01-01T00:00:00.{i:06d}+00:00",
+        "finished_at": f"2026-01-01T01:00:00.{i:06d}+00:00",
+        "run_dir": run_dir,
+        "results": {
+            "last": {
+                "epoch": 1,
+                "correct": rng.integers(0, 101, num_classes).tolist(),
+                "total": [100] * num_classes,
+                "calib": {
+                    "n_bins": 15,
+                    "count": count.tolist(),
+                    "conf_sum": (count * 0.5).tolist(),
+                    "correct_sum": (count // 2).tolist(),
+                },
+            }
+        },
+        "history": [{"epoch": 1, "train_loss": 1.0, "val_top1": 0.5}],
+        "metrics": {"last": {"top1": 0.5}},
+        "provenance": {},
+        "timings": {},
+    }
+
+
 def bench_report(runs: int = 10_000, num_classes: int = 100, methods: int = 10) -> dict[str, Any]:
     """Seconds to ingest ``runs`` synthetic records and write the full report from the store."""
-    from .config.record import RECORD_SCHEMA
     from .reports.write import write_report
     from .store.sqlite import ResultStore
 
     rng = np.random.default_rng(0)
-    counts = [int(500 * 0.01 ** (i / (num_classes - 1))) for i in range(num_classes)]
     with tempfile.TemporaryDirectory() as tmp:
         store = ResultStore(Path(tmp) / "s.db")
         tick = time.perf_counter()
         for i in range(runs):
-            correct = rng.integers(0, 101, num_classes).tolist()
-            count = rng.integers(0, 10, (num_classes, 15))
-            store.ingest(
-                {
-                    "schema": RECORD_SCHEMA,
-                    "run_id": f"r{i}",
-                    "method": f"m{i % methods}",
-                    "dataset": "synthetic",
-                    "budget": "quick",
-                    "seed": i // methods,
-                    "data_seed": 0,
-                    "status": "done",
-                    "train_counts": counts,
-                    "index_sizes": None,
-                    "started_at": f"{i:08d}",
-                    "results": {
-                        "last": {
-                            "epoch": 1,
-                            "correct": correct,
-                            "total": [100] * num_classes,
-                            "calib": {
-                                "n_bins": 15,
-                                "count": count.tolist(),
-                                "conf_sum": (count * 0.5).tolist(),
-                                "correct_sum": (count // 2).tolist(),
-                            },
-                        }
-                    },
-                    "history": [{"epoch": 1, "train_loss": 1.0, "val_top1": 0.5}],
-                    "metrics": {},
-                    "provenance": {},
-                    "timings": {},
-                }
-            )
+            store.ingest(synthetic_record(i, num_classes, methods, rng))
         ingest = time.perf_counter() - tick
         tick = time.perf_counter()
         records = store.records()

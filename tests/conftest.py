@@ -40,3 +40,8 @@ def smoke_config(catalog):
 def digits(catalog):
     """digits_lt (real 8x8 digits from scikit-learn), data seed 0."""
     return build_data(catalog.datasets.get("digits_lt"), 0)
+
+
+# A real PostgreSQL server for the store's tests (postgres_url: a fresh database per test;
+# store_location: a SQLite file and a PostgreSQL database); see tests/postgres_fixture.py.
+from postgres_fixture import postgres_server, postgres_url, store_location  # noqa: E402, F401

@@ -1,4 +1,8 @@
-"""Results store: atomic records, round trip, idempotent ingest, concurrent writers."""
+"""Results store: atomic records, round trip, idempotent ingest, concurrent writers, sync.
+
+The store's tests run against both backends (``store_location``: a SQLite file and a fresh
+PostgreSQL database); the SQLite file's own behaviour (old layouts, its WAL) is tested once.
+"""
 
 import json
 import multiprocessing as mp
@@ -6,6 +10,8 @@ import multiprocessing as mp
 import pytest
 
 from ltbench.config.record import RECORD_SCHEMA
+from ltbench.core.errors import StoreError
+from ltbench.store.access import connect_store, open_store, synced_store
 from ltbench.store.records import read_record, write_record
 from ltbench.store.sqlite import ResultStore
 
@@ -35,8 +41,8 @@ def plain(record):
     return json.loads(json.dumps(record, default=lambda a: a.tolist()))
 
 
-def test_round_trip_and_idempotent_ingest(tmp_path):
-    store = ResultStore(tmp_path / "s.db")
+def test_round_trip_and_idempotent_ingest(store_location):
+    store = connect_store(store_location)
     rec = make_record()
     rec["results"]["last"]["calib"] = {
         "n_bins": 2,
@@ -64,8 +70,8 @@ def test_round_trip_and_idempotent_ingest(tmp_path):
     assert rows[0]["last.top1"] == 0.5 and rows[0]["last.medium"] is None
 
 
-def test_vectors_that_are_not_plain_numbers_keep_their_values(tmp_path):
-    store = ResultStore(tmp_path / "s.db")
+def test_vectors_that_are_not_plain_numbers_keep_their_values(store_location):
+    store = connect_store(store_location)
     rec = make_record()
     rec["results"]["last"]["correct"] = [2**40, 1]  # past int32: kept as integers, exactly
     rec["results"]["last"]["total"] = [[1, 2], [3]]  # ragged: stays JSON
@@ -75,7 +81,7 @@ def test_vectors_that_are_not_plain_numbers_keep_their_values(tmp_path):
     assert got["total"] == [[1, 2], [3]]
 
 
-def test_store_from_before_the_vectors_column_still_reads(tmp_path):
+def test_store_from_before_the_vectors_column_still_reads(tmp_path):  # SQLite only: its first layout
     import sqlite3
 
     with sqlite3.connect(tmp_path / "s.db") as db:  # the runs table as the first release made it
@@ -116,15 +122,15 @@ def test_store_from_before_the_vectors_column_still_reads(tmp_path):
     assert {r["run_id"] for r in store.records()} == {"abc", "new"}
 
 
-def test_reingest_replaces_metrics(tmp_path):
-    store = ResultStore(tmp_path / "s.db")
+def test_reingest_replaces_metrics(store_location):
+    store = connect_store(store_location)
     store.ingest(make_record(top1=0.5))
     store.ingest(make_record(top1=0.75))
     assert store.summary_rows()[0]["last.top1"] == 0.75
 
 
-def test_filters_and_failed_runs(tmp_path):
-    store = ResultStore(tmp_path / "s.db")
+def test_filters_and_failed_runs(store_location):
+    store = connect_store(store_location)
     store.ingest(make_record("a", "ce"))
     store.ingest(make_record("b", "la"))
     store.ingest({**make_record("c", "la", status="failed"), "error": "NonFiniteLoss: nan"})
@@ -134,38 +140,88 @@ def test_filters_and_failed_runs(tmp_path):
         store.records(colour="red")
 
 
-def test_atomic_record_file(tmp_path):
+def test_atomic_record_file(tmp_path, store_location):
     rec = make_record()
     path = write_record(rec, tmp_path / "run")
     assert json.loads(path.read_text()) == rec
     assert read_record(tmp_path / "run") == rec
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["record.json"]  # no temp file left
     assert read_record(tmp_path / "nothing") is None
-    store = ResultStore(tmp_path / "s.db")
+    store = connect_store(store_location)
     assert store.ingest_dirs([tmp_path / "run", tmp_path / "nothing"]) == 1
+    assert plain(store.get("abc")) == rec
 
 
-def test_rejects_unknown_schema(tmp_path):
+def test_rejects_unknown_schema(store_location):
+    store = connect_store(store_location)
     with pytest.raises(ValueError, match="schema"):
-        ResultStore(tmp_path / "s.db").ingest({**make_record(), "schema": 99})
+        store.ingest({**make_record(), "schema": 99})
+    assert store.records(status=None) == []
 
 
-def _writer(path, start):
-    store = ResultStore(path)
+def _writer(location, start):
+    store = connect_store(location)
     for i in range(start, start + 25):
         store.ingest(make_record(f"run{i}", seed=i))
 
 
-def test_concurrent_writers_lose_nothing(tmp_path):
-    path = tmp_path / "s.db"
-    ResultStore(path)
-    procs = [mp.get_context("spawn").Process(target=_writer, args=(path, k * 25)) for k in range(3)]
+def test_concurrent_writers_lose_nothing(store_location):
+    connect_store(store_location)
+    procs = [mp.get_context("spawn").Process(target=_writer, args=(store_location, k * 25)) for k in range(3)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(60)
     assert all(p.exitcode == 0 for p in procs)
-    assert len(ResultStore(path).records()) == 75
+    assert len(connect_store(store_location).records()) == 75
+
+
+def test_find_status_and_forget(store_location):
+    store = connect_store(store_location)
+    store.ingest(make_record("abc123"))
+    store.ingest(make_record("abd456", status="failed"))
+    assert store.find("ABC") == "abc123"  # a prefix, any case
+    with pytest.raises(ValueError, match="ambiguous"):
+        store.find("ab")
+    with pytest.raises(ValueError, match="no run id starts with 'f0'"):
+        store.find("f0")
+    with pytest.raises(ValueError, match="not a run id"):
+        store.find("xyz")
+    assert (store.status("abc123"), store.status("abd456"), store.status("none")) == ("done", "failed", None)
+    store.forget("abc123")  # its metrics go with it
+    assert store.get("abc123") is None and [r["run_id"] for r in store.summary_rows()] == ["abd456"]
+
+
+def test_records_come_back_oldest_first(store_location):
+    store = connect_store(store_location)
+    for run_id, started in [("c", "2026-11-22T12:00:02+00:00"), ("a", None), ("b", "2026-11-22T12:00:01+00:00")]:
+        store.ingest({**make_record(run_id), "started_at": started})
+    assert [r["run_id"] for r in store.records()] == ["a", "b", "c"]  # no start time first, as SQLite sorts
+
+
+def _finished(run_id, out, status="done", finished="2026-11-22T12:01:00+00:00"):
+    run_dir = out / "runs" / "digits_lt" / "ce" / f"smoke-s0-d0-{run_id}"
+    record = {**make_record(run_id, status=status), "finished_at": finished, "run_dir": str(run_dir)}
+    write_record(record, run_dir)
+    return record
+
+
+def test_sync_ingests_the_finished_folders_the_store_lacks(tmp_path, store_location):
+    out = tmp_path / "out"
+    store = connect_store(store_location)
+    store.ingest(_finished("a1", out))
+    _finished("b2", out)  # killed before its ingest
+    _finished("c3", out, status="failed")
+    unfinished = _finished("d4", out)
+    write_record({**unfinished, "finished_at": None}, out / "runs" / "digits_lt" / "ce" / "smoke-s0-d0-d4")
+    assert store.sync(out) == 2
+    assert store.sync(out) == 0  # nothing new: nothing re-ingested
+    assert {r["run_id"]: r["status"] for r in store.summary_rows()} == {"a1": "done", "b2": "done", "c3": "failed"}
+    _finished("c3", out, finished="2026-11-22T13:00:00+00:00")  # re-run, now done
+    reader = synced_store(store_location, out)  # read-only: written through a second connection
+    assert reader.readonly and reader.status("c3") == "done"
+    with pytest.raises(StoreError, match="read-only"):
+        open_store(store_location).ingest(make_record("e5"))
 
 
 def test_the_store_keeps_no_connection_open_between_calls(tmp_path):

@@ -14,6 +14,8 @@ EPILOGS = {
   ltbench run --methods la --seeds 0-2 --set tau=1.5 --set rho=100
   ltbench run --methods bal_bce,deit_lt --data cifar10_lt --root ~/data/cifar --seeds 0-4 \
       --executor slurm --partition gpu --gpus-per-job 1 --time-min 720
+  ltbench run --methods la --seeds 0-1999 --executor slurm --max-parallel 64   # 2,000 runs: 2 arrays
+  ltbench run --methods deit_lt --executor slurm --nodes 2 --gpus-per-job 4   # one job, 8 data-parallel GPUs
   ltbench run --jobs 1 --threads 2 --log tensorboard   # one run at a time; curves in TensorBoard
 """,
     "status": """examples:
@@ -122,7 +124,13 @@ def _names(text: str) -> list[str]:
 
 
 def _add_store(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", default="results/ltbench.db", help="SQLite results store (default: %(default)s)")
+    p.add_argument(
+        "--store",
+        default="results/ltbench.db",
+        metavar="PATH|URL",
+        help="results store: a SQLite file's path, or a postgresql://USER@HOST/DB URL of a lab's server "
+        "(needs pip install 'ltbench[postgres]') (default: %(default)s)",
+    )
 
 
 def _add_runs(p: argparse.ArgumentParser) -> None:
@@ -217,14 +225,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--cluster-profile", default=None, metavar="TOML", help="file with a [slurm] table of the options below"
     )
     g.add_argument("--partition")
-    g.add_argument("--gpus-per-job", type=_at_least(0))
-    g.add_argument("--cpus-per-job", type=_at_least(1))
+    g.add_argument(
+        "--gpus-per-job",
+        type=_at_least(0),
+        help="GPUs per node of each job, one data-parallel task per GPU (with --nodes N: N times as many)",
+    )
+    g.add_argument("--cpus-per-job", type=_at_least(1), help="CPUs of each task, also its torch threads")
     g.add_argument("--mem-gb", type=_at_least(0))
     g.add_argument("--time-min", type=_at_least(1))
     g.add_argument("--account")
     g.add_argument("--qos")
     g.add_argument("--constraint")
-    g.add_argument("--array-parallelism", type=_at_least(1))
+    g.add_argument(
+        "--max-parallel",
+        "--array-parallelism",
+        dest="array_parallelism",
+        type=_at_least(1),
+        metavar="N",
+        help="slurm: jobs running at once over the whole sweep, SLURM's %%N (default: 64)",
+    )
+    g.add_argument(
+        "--max-array-size",
+        type=_at_least(2),
+        metavar="N",
+        help="slurm: the cluster's MaxArraySize; each wave is split into arrays of at most N-1 tasks "
+        "(default: what `scontrol show config` says)",
+    )
+    g.add_argument("--nodes", type=_at_least(1), help="slurm: nodes per job; one process group spans them (default: 1)")
+    g.add_argument(
+        "--tasks-per-node",
+        type=_at_least(1),
+        help="CPU jobs: data-parallel tasks per node (default: 1; GPU jobs run one per GPU)",
+    )
 
     p = add("status", "Show each stage of the latest sweep: queued, running, done, failed.")
     p.add_argument("--out", default="results", help="the run's --out folder (default: %(default)s)")

@@ -216,7 +216,9 @@ def _cmd_results(args, console) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    table = Table(title=f"runs in {args.store}")
+    from ..store.access import shown
+
+    table = Table(title=f"runs in {shown(args.store)}")  # a URL without its password
     cols = (
         "method",
         "dataset",
@@ -403,7 +405,9 @@ def _cmd_ingest(args, console) -> int:
     from .. import api
 
     n = api.ingest(args.folder, args.store)
-    console.print(f"ingested {n} records from {args.folder} into {args.store}")
+    from ..store.access import shown
+
+    console.print(f"ingested {n} records from {args.folder} into {shown(args.store)}")
     return 0
 
 

@@ -9,8 +9,9 @@ against another's.
 Scheduling: a run starts once every stage it consumes has finished (stages of other sweeps
 are read from their folders as always). Among the runs that may start, the ones that head
 the longest chain of work go first (the DeiT-LT teacher before its student), except that one
-worker starts with the cheapest run, so that a first result shows within a minute. The cost
-of a run is a rough guess from its recipe (epochs, two passes per step with SAM), used only
+worker starts with the cheapest run, so that a first result shows within a minute. A run's
+cost is its epochs times the seconds per epoch that finished runs of its kind took
+(:mod:`ltbench.execution.cost`; the recipe's epoch count where none has finished), used only
 for this order.
 
 Thread count is a speed setting, kept out of every run's identity on purpose: the same run
@@ -113,13 +114,15 @@ def default_jobs(n_runs: int, device: str | None, threads: int | None = None) ->
 
 
 def run_cost(spec) -> float:
-    """A rough guess of a run's work, for ordering only: epochs, doubled for SAM's two passes."""
-    t = spec.config.train
-    return max(t.epochs, 1) * (2 if t.uses_sam else 1)
+    """The recipe's guess of a run's work (epochs, doubled for SAM's two passes), where no
+    finished run tells better (:class:`ltbench.execution.cost.CostModel`)."""
+    from .cost import epochs_guess
+
+    return epochs_guess(spec)
 
 
-def schedule_order(specs: Sequence) -> list:
-    """``specs`` by priority: longest chain of dependent work first (a run's cost plus the
+def schedule_order(specs: Sequence, cost=run_cost) -> list:
+    """``specs`` by priority: longest chain of dependent work first (a run's ``cost`` plus the
     longest chain of runs that consume it)."""
     users: dict[Any, list] = {s.run_dir: [] for s in specs}
     for s in specs:
@@ -128,7 +131,7 @@ def schedule_order(specs: Sequence) -> list:
                 users[d].append(s)
     chain: dict[Any, float] = {}
     for s in reversed(list(specs)):  # plan order puts stages before their users
-        chain[s.run_dir] = run_cost(s) + max((chain[u.run_dir] for u in users[s.run_dir]), default=0.0)
+        chain[s.run_dir] = cost(s) + max((chain[u.run_dir] for u in users[s.run_dir]), default=0.0)
     order = sorted(range(len(specs)), key=lambda i: (-chain[specs[i].run_dir], i))
     return [specs[i] for i in order]
 
@@ -165,21 +168,20 @@ def _follow_driver(driver: int) -> None:
 
 def _serve(tasks, events) -> None:
     """A worker's loop: run each spec sent until None, reporting events to the driver."""
-    from ..store.sqlite import ResultStore
     from .runner import execute_run
 
     while True:
         item = tasks.get()
         if item is None:
             break
-        spec, store, device, force = item
+        spec, device, force = item
 
         def on_epoch(epoch: int, total: int, row: dict, spec=spec) -> None:
             events.put(("epoch", spec.run_id, (epoch, total, row)))
 
         events.put(("started", spec.run_id, None))
         try:
-            record = execute_run(spec, ResultStore(store), device, force, on_epoch)
+            record = execute_run(spec, None, device, force, on_epoch)  # its folder only: the driver ingests
         except BaseException as e:  # noqa: BLE001 - handed to the driver, which decides
             events.put(("error", spec.run_id, _picklable(e)))
             if isinstance(e, KeyboardInterrupt):
@@ -214,7 +216,8 @@ def run_side_by_side(
 
     Args:
         specs: planned runs (stages before their users, as :func:`ltbench.planning.sweep.plan_runs` gives).
-        store: the results store's path; workers ingest their own records.
+        store: the results store's path. Workers write only their run folders; this process
+            (the driver) ingests each finished record, so one process writes the store.
         reporter: receives ``run_started`` / ``epoch`` / ``run_finished`` in this process
             (:mod:`ltbench.execution.progress`).
 
@@ -228,16 +231,19 @@ def run_side_by_side(
     """
     from ..config.record import placeholder
     from ..core.errors import RunSetupError
-    from ..store.sqlite import ResultStore
-    from .runner import finished_before
+    from ..store.access import connect_store
+    from .cost import CostModel
+    from .runner import finished_before, ingest_finished, with_stage_folders
 
-    records = finished_before(specs, ResultStore(store), force)
+    db = connect_store(store)
+    records = finished_before(specs, db, force)
     todo = [s for s in specs if s.run_id not in records]
     for s in specs:
         if s.run_id in records:
             reporter.run_finished(s, records[s.run_id])
     waiting_on = {s.run_id: {rid for _, rid in s.need_ids} & {t.run_id for t in todo} for s in todo}
-    order = schedule_order(todo)
+    cost = CostModel.from_records(r for d in {s.config.data.name for s in todo} for r in db.records(dataset=d))
+    order = schedule_order(todo, cost)
     by_id = {s.run_id: s for s in todo}
     ctx = multiprocessing.get_context("spawn")
     wanted = min(jobs, len(todo))
@@ -258,13 +264,13 @@ def run_side_by_side(
             ready = [s for s in order if not waiting_on[s.run_id]] if setup_error is None else []
             if first and len(ready) > 1 and len(idle) > 1:
                 # One worker starts with the cheapest run: a first result within a minute.
-                cheapest = min(ready, key=run_cost)
+                cheapest = min(ready, key=cost)
                 ready = [*[s for s in ready if s is not cheapest][: len(idle) - 1], cheapest]
             first = False
             for worker, spec in zip(idle, ready):
                 order.remove(spec)
                 worker[2] = spec.run_id
-                worker[1].put((spec, str(store), device, force))
+                worker[1].put((with_stage_folders(spec, db), device, force))
             if not any(w[2] for w in workers):
                 break
             try:
@@ -293,8 +299,8 @@ def run_side_by_side(
                 for other in waiting_on.values():
                     other.discard(run_id)
                 if kind == "finished":
-                    records[run_id] = payload
-                    reporter.run_finished(spec, payload)
+                    records[run_id] = ingest_finished(db, payload)
+                    reporter.run_finished(spec, records[run_id])
                 elif isinstance(payload, KeyboardInterrupt):
                     raise KeyboardInterrupt
                 elif isinstance(payload, RunSetupError):

@@ -8,6 +8,7 @@ atomically into its folder and ingests it into the store.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import shutil
 import time
@@ -115,6 +116,21 @@ def _dependencies(spec: RunSpec, store: ResultStore | None = None) -> Dependenci
     )
 
 
+def with_stage_folders(spec: RunSpec, store: ResultStore) -> RunSpec:
+    """``spec`` with each consumed stage's folder moved to where the store says it finished,
+    when its planned folder holds no record (done under another ``--out``): what a run that
+    writes only its folder (no store) needs to find its stages."""
+    ids = dict(spec.need_ids)
+    needs = []
+    for role, run_dir in spec.needs:
+        if role in ids and read_record(run_dir) is None:
+            stored = store.get(ids[role])
+            if stored and stored.get("status") == "done" and stored.get("run_dir"):
+                run_dir = Path(stored["run_dir"])
+        needs.append((role, run_dir))
+    return dataclasses.replace(spec, needs=tuple(needs)) if tuple(needs) != spec.needs else spec
+
+
 def stage_weights(role: str, run_dir: Path, record: dict[str, Any], selection: str) -> tuple[Path, dict[str, Any]]:
     """The weights file of the finished stage in ``run_dir`` (its ``record``) that ``selection``
     asks for, and what the consuming run's record says of it (``needs_selection``).
@@ -159,12 +175,17 @@ def finished_before(specs: Sequence[RunSpec], store: ResultStore, force: bool = 
 
 def execute_run(
     spec: RunSpec,
-    store: ResultStore,
+    store: ResultStore | None,
     device: str | torch.device | None = None,
     force: bool = False,
     on_epoch: EpochCallback | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one run, then store its record; skip it if already done.
+
+    ``store`` None: the run writes only its folder (record, logits, journal entry) and never
+    opens a store, as jobs on other hosts do; whoever follows the sweep ingests the record
+    (the driver, or ``ltbench ingest`` / any command that syncs). "Done already" is then what
+    the run folder says.
 
     A run that fails while training (NaN loss, a crash) is stored as ``failed`` with its
     error and returned; Ctrl-C propagates and leaves the latest checkpoint (the last epoch's,
@@ -180,8 +201,9 @@ def execute_run(
         RunSetupError: the run could not start; nothing was written to the store.
         UserError: the run's checkpoint is damaged (truncated); nothing was written.
     """
-    if not force and store.status(spec.run_id) == "done":
-        return {**store.get(spec.run_id), "skipped": True}
+    done = _done_already(spec, store, force)
+    if done is not None:
+        return done
     if rank_world()[1] > 1:  # data-parallel ranks run it together: no lock among them
         return _execute_run(spec, store, device, force, on_epoch)
     # One process per run: a second one started at once waits here, then finds it done.
@@ -219,12 +241,13 @@ def _execute_run(
     on_epoch: EpochCallback | None,
 ) -> dict[str, Any]:
     """:func:`execute_run` under the run's lock (the store is asked again: done meanwhile?)."""
-    if not force and store.status(spec.run_id) == "done":
-        return {**store.get(spec.run_id), "skipped": True}
+    done = _done_already(spec, store, force)
+    if done is not None:
+        return done
     on_disk = None if force else read_record(spec.run_dir)
     if on_disk and on_disk.get("status") == "done" and on_disk.get("run_id") == spec.run_id:
-        _ingest(store, on_disk)  # finished, but killed before the store heard of it
-        return {**(store.get(spec.run_id) or on_disk), "skipped": True}
+        record = _ingest(store, on_disk)  # finished, but killed before the store heard of it
+        return {**record, "skipped": True}
     if force and spec.run_dir.exists():
         shutil.rmtree(spec.run_dir)
     device = torch.device(device) if device is not None else default_device()
@@ -281,10 +304,38 @@ def _execute_run(
     return _ingest(store, record)
 
 
-def _ingest(store: ResultStore, record: dict[str, Any]) -> dict[str, Any]:
+def _done_already(spec: RunSpec, store: ResultStore | None, force: bool) -> dict[str, Any] | None:
+    """The stored record of a run done before, marked ``skipped`` (from its folder when there is
+    no store); None when it must run."""
+    if force:
+        return None
+    if store is None:
+        on_disk = read_record(spec.run_dir)
+        done = on_disk and on_disk.get("status") == "done" and on_disk.get("run_id") == spec.run_id
+        return {**on_disk, "skipped": True} if done else None
+    if store.status(spec.run_id) == "done":
+        return {**store.get(spec.run_id), "skipped": True}
+    return None
+
+
+def ingest_finished(store: ResultStore, record: dict[str, Any]) -> dict[str, Any]:
+    """What a driver does with a record a worker or job wrote to its folder only: index it
+    (a skipped run's record is already in the store) and return it as the store gives it back."""
+    if record.get("skipped") and store.status(record["run_id"]) == "done":
+        return {**store.get(record["run_id"]), "skipped": True}
+    clean = {k: v for k, v in record.items() if k != "skipped"}
+    if clean.get("finished_at") is None:  # a placeholder (never ran): nothing to index
+        return record
+    out = _ingest(store, clean)
+    return {**out, "skipped": True} if record.get("skipped") else out
+
+
+def _ingest(store: ResultStore | None, record: dict[str, Any]) -> dict[str, Any]:
     """Index a record written to its folder; the record as the store gives it back (one type for
     fresh and skipped runs), or as written if the store stayed locked (the next command that
-    reads the store ingests it from the folder)."""
+    reads the store ingests it from the folder) or there is no store (folder only)."""
+    if store is None:
+        return record
     if not store.ingest_retrying(record):
         warnings.warn(
             f"the store {store.path} stayed locked; run {record['run_id'][:10]} is safe in "

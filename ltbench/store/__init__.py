@@ -1,1 +1,1 @@
-"""The results store: run records in their folders (the truth) and their SQLite index."""
+"""The results store: run records in their folders (the truth) and their index (SQLite or PostgreSQL)."""

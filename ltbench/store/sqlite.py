@@ -10,8 +10,9 @@ Tables (see :data:`SCHEMA`):
 - ``runs``: one row per run: identity, status, timings, provenance columns for queries, the
   record as JSON (history, resolved config, provenance) and, in ``vectors``, its per-class
   vectors and calibration bins as one binary blob (the JSON holds an offset, dtype and shape
-  in their place). Decoding a JSON list of numbers is what made reading 10,000 runs slow;
-  :meth:`ResultStore.records` returns those vectors as read-only NumPy arrays instead.
+  in their place; :mod:`ltbench.store.codec`, shared with the PostgreSQL store). Decoding a
+  JSON list of numbers is what made reading 10,000 runs slow; :meth:`ResultStore.records`
+  returns those vectors as read-only NumPy arrays instead.
 - ``metrics``: long form (run_id, selection, convention, metric, value), under the recipe's
   default convention; reports recompute other conventions from the per-class counts.
 """
@@ -19,20 +20,27 @@ Tables (see :data:`SCHEMA`):
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..config.record import RECORD_SCHEMA
 from ..core.errors import StoreError
+from .codec import (
+    SUMMARY_COLUMNS,
+    check_filters,
+    check_prefix,
+    check_schema,
+    decode,
+    metric_rows,
+    one_run_id,
+    run_row,
+    summaries,
+)
 from .file_check import BUSY_TIMEOUT, cannot_write, check_store_file, error_text, open_readonly
-from .records import RECORD, folder_key, read_record
+from .records import read_record
+from .sync import pending_records
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -66,57 +74,6 @@ CREATE TABLE IF NOT EXISTS metrics (
 );
 CREATE INDEX IF NOT EXISTS runs_by_cell ON runs (dataset, method, budget);
 """
-
-
-# Keys under a record's "results" whose values are per-class vectors or bins.
-_VECTORS = frozenset({"correct", "total", "count", "conf_sum", "correct_sum"})
-
-
-_STUB = "__vector__"
-
-
-def _pack(node: Any, chunks: list[bytes], offset: list[int]) -> Any:
-    """``node`` with every per-class vector replaced by ``{"__vector__": [offset, dtype, shape]}``."""
-    if not isinstance(node, dict):
-        return node
-    out = {}
-    for key, value in node.items():
-        if key in _VECTORS and isinstance(value, (list, np.ndarray)):  # arrays: a record read from a store
-            try:
-                arr = np.asarray(value)
-            except ValueError:  # ragged: not a vector, keep it as JSON
-                out[key] = value
-                continue
-            if arr.dtype.kind in "iub":
-                arr = arr.astype("<i4" if arr.size == 0 or np.abs(arr).max() < 2**31 else "<i8")
-            elif arr.dtype.kind == "f":
-                arr = arr.astype("<f8")
-            else:  # not numbers: keep as JSON
-                out[key] = value
-                continue
-            out[key] = {_STUB: [offset[0], arr.dtype.str, list(arr.shape)]}
-            chunks.append(arr.tobytes())
-            offset[0] += arr.nbytes
-        else:
-            out[key] = _pack(value, chunks, offset)
-    return out
-
-
-def _unpack(node: Any, blob: bytes) -> Any:
-    if not isinstance(node, dict):
-        return node
-    if _STUB in node:
-        start, dtype, shape = node[_STUB]
-        count = math.prod(shape)
-        return np.frombuffer(blob, dtype=dtype, count=count, offset=start).reshape(shape)
-    return {k: _unpack(v, blob) for k, v in node.items()}
-
-
-def _decode(text: str, blob: bytes | None) -> dict[str, Any]:
-    record = json.loads(text)
-    if blob is not None and "results" in record:
-        record["results"] = _unpack(record["results"], blob)
-    return record
 
 
 class ResultStore:
@@ -215,48 +172,13 @@ class ResultStore:
     def ingest(self, record: dict[str, Any]) -> None:
         """Insert or replace one record and its metrics, atomically."""
         self._require_writable()
-        if record.get("schema") != RECORD_SCHEMA:
-            raise ValueError(
-                f"record {record.get('run_id')} has schema {record.get('schema')}, expected {RECORD_SCHEMA}"
-            )
-        prov = record.get("provenance", {})
-        timings = record.get("timings", {})
-        row = (
-            record["run_id"],
-            record["method"],
-            record["dataset"],
-            record["budget"],
-            record["seed"],
-            record["data_seed"],
-            record["status"],
-            record.get("error"),
-            record.get("started_at"),
-            record.get("finished_at"),
-            timings.get("train_seconds"),
-            timings.get("eval_seconds"),
-            prov.get("ltbench_version"),
-            prov.get("git_commit"),
-            prov.get("device"),
-            prov.get("data_fingerprint"),
-            record.get("run_dir"),
-            *self._encode(record),
-        )
-        convention = record.get("group_convention", "threshold")
-        metric_rows = [
-            (record["run_id"], sel, convention, name, value)
-            for sel, metrics in record.get("metrics", {}).items()
-            for name, value in metrics.items()
-        ]
+        check_schema(record)
+        row = run_row(record)
+        metrics = metric_rows(record)
         with self._connect() as db:  # one transaction: the run and its metrics, or nothing
             db.execute("DELETE FROM metrics WHERE run_id = ?", (record["run_id"],))
             db.execute(f"INSERT OR REPLACE INTO runs VALUES ({','.join('?' * len(row))})", row)
-            db.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?)", metric_rows)
-
-    @staticmethod
-    def _encode(record: dict[str, Any]) -> tuple[str, bytes]:
-        chunks: list[bytes] = []
-        slim = {**record, "results": _pack(record["results"], chunks, [0])} if record.get("results") else record
-        return json.dumps(slim), b"".join(chunks)
+            db.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?)", metrics)
 
     def ingest_retrying(self, record: dict[str, Any], attempts: int = 5, wait: float = 2.0) -> bool:
         """:meth:`ingest`, retried while another process holds the store's write lock.
@@ -286,24 +208,8 @@ class ResultStore:
         if not runs.is_dir() or self._empty:
             return 0
         with self._connect() as db:
-            known = {
-                folder_key(run_dir): (status, finished)
-                for run_dir, status, finished in db.execute("SELECT run_dir, status, finished_at FROM runs")
-                if run_dir
-            }
-        pending = []
-        for path in sorted(runs.glob(f"*/*/*/{RECORD}")):
-            seen = known.get(folder_key(path.parent))
-            if seen is not None and seen[0] == "done":
-                continue
-            try:
-                record = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue  # being replaced this instant, or not a record: the next sync sees it
-            if not isinstance(record, dict) or record.get("schema") != RECORD_SCHEMA or not record.get("finished_at"):
-                continue
-            if seen is None or seen != (record.get("status"), record.get("finished_at")):
-                pending.append(record)
+            known = db.execute("SELECT run_id, run_dir, status, finished_at FROM runs").fetchall()
+        pending = pending_records(runs, known)
         if not pending:
             return 0
         writer = self
@@ -327,22 +233,12 @@ class ResultStore:
         Raises:
             ValueError: no run, or several, start with it (the message lists them).
         """
-        if not prefix or not all(c in "0123456789abcdef" for c in prefix.lower()):
-            raise ValueError(f"{prefix!r} is not a run id (hexadecimal); `ltbench results` lists them")
+        prefix = check_prefix(prefix)
         if self._empty:
             raise ValueError(f"no run id starts with {prefix!r} in {self.path} (it holds no runs)")
         with self._connect() as db:
-            ids = [
-                row[0]
-                for row in db.execute("SELECT run_id FROM runs WHERE run_id LIKE ? LIMIT 6", (prefix.lower() + "%",))
-            ]
-        if len(ids) == 1:
-            return ids[0]
-        if not ids:
-            raise ValueError(f"no run id starts with {prefix!r} in {self.path}; `ltbench results` lists them")
-        raise ValueError(
-            f"run id prefix {prefix!r} is ambiguous ({', '.join(i[:12] for i in ids[:5])}, ...); give more of it"
-        )
+            ids = [row[0] for row in db.execute("SELECT run_id FROM runs WHERE run_id LIKE ? LIMIT 6", (prefix + "%",))]
+        return one_run_id(prefix, ids, str(self.path))
 
     def forget(self, run_id: str) -> None:
         """Remove a run (``--force`` redoes it); its metrics go with it."""
@@ -367,7 +263,7 @@ class ResultStore:
         vectors = "vectors" if self._has_vectors else "NULL"
         with self._connect() as db:
             row = db.execute(f"SELECT record, {vectors} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return _decode(*row) if row else None
+        return decode(*row) if row else None
 
     def status(self, run_id: str) -> str | None:
         """``done`` or ``failed`` for a stored run, None for one the store lacks."""
@@ -382,10 +278,7 @@ class ResultStore:
 
         Per-class vectors and calibration bins (``correct``, ``total``, ``calib.count``, ...)
         come back as read-only NumPy arrays; everything else as stored."""
-        allowed = {"method", "dataset", "budget", "seed", "data_seed"}
-        bad = set(where) - allowed
-        if bad:
-            raise ValueError(f"cannot filter records by {sorted(bad)}; use {sorted(allowed)}")
+        check_filters(where)
         clauses = [f"{k} = ?" for k in where] + (["status = ?"] if status else [])
         params = [*where.values(), *([status] if status else [])]
         vectors = "vectors" if self._has_vectors else "NULL"
@@ -394,49 +287,15 @@ class ResultStore:
         sql = f"SELECT record, {vectors} FROM runs" + (" WHERE " + " AND ".join(clauses) if clauses else "")
         with self._connect() as db:
             rows = db.execute(sql + " ORDER BY started_at, run_id", params).fetchall()
-        return [_decode(text, blob) for text, blob in rows]
+        return [decode(text, blob) for text, blob in rows]
 
     def summary_rows(self) -> list[dict[str, Any]]:
         """One flat row per run with its headline metrics (for ``ltbench results``)."""
-        sql = """
-            SELECT r.run_id, r.method, r.dataset, r.budget, r.seed, r.data_seed, r.status, r.error,
-                   r.train_seconds, r.finished_at, m.selection, m.metric, m.value
-            FROM runs r LEFT JOIN metrics m ON m.run_id = r.run_id
-            ORDER BY r.dataset, r.method, r.budget, r.seed"""
-        rows: dict[str, dict[str, Any]] = {}
         if self._empty:
             return []
+        sql = f"""
+            SELECT {", ".join("r." + c for c in SUMMARY_COLUMNS)}, m.selection, m.metric, m.value
+            FROM runs r LEFT JOIN metrics m ON m.run_id = r.run_id
+            ORDER BY r.dataset, r.method, r.budget, r.seed"""
         with self._connect() as db:
-            for (
-                run_id,
-                method,
-                dataset,
-                budget,
-                seed,
-                data_seed,
-                status,
-                error,
-                secs,
-                finished,
-                sel,
-                metric,
-                value,
-            ) in db.execute(sql):
-                row = rows.setdefault(
-                    run_id,
-                    {
-                        "run_id": run_id,
-                        "method": method,
-                        "dataset": dataset,
-                        "budget": budget,
-                        "seed": seed,
-                        "data_seed": data_seed,
-                        "status": status,
-                        "error": error,
-                        "train_seconds": secs,
-                        "finished_at": finished,
-                    },
-                )
-                if metric is not None:
-                    row[f"{sel}.{metric}"] = value
-        return list(rows.values())
+            return summaries(db.execute(sql))

@@ -24,8 +24,15 @@ def is_main() -> bool:
     return rank_world()[0] == 0
 
 
-def init_from_submitit() -> bool:
-    """Join the job's process group when submitit started several tasks; True if it did."""
+def init_from_submitit(device: str | None = None) -> bool:
+    """Join the job's process group when submitit started several tasks; True if it did.
+
+    One group spans every task of the job, on one node or several: submitit's
+    ``TorchDistributedEnvironment`` takes the master address (the job's first node) and a
+    port (from the job id) from SLURM, and the rank and world size from its task ids. The
+    backend is NCCL where the run trains on a GPU, gloo on a CPU (``device`` ``"cpu"``, or no
+    GPU visible).
+    """
     import submitit
 
     try:
@@ -34,13 +41,21 @@ def init_from_submitit() -> bool:
         return False
     if env.num_tasks <= 1 or (dist.is_available() and dist.is_initialized()):
         return False
-    dist_env = submitit.helpers.TorchDistributedEnvironment().export()
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if torch.cuda.is_available():
-        torch.cuda.set_device(dist_env.local_rank)
+    # The job's own values win over any MASTER_* / RANK the submitting shell passed down; and
+    # each task keeps every GPU of its node in view (SLURM's binding), picking its own below.
+    dist_env = submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    backend = process_group_backend(device)
+    if backend == "nccl":
+        torch.cuda.set_device(dist_env.local_rank % torch.cuda.device_count())
     dist.init_process_group(backend, rank=dist_env.rank, world_size=dist_env.world_size)
     os.environ.setdefault("LTBENCH_DDP", "1")
     return True
+
+
+def process_group_backend(device: str | None = None) -> str:
+    """``nccl`` for a run on a GPU, ``gloo`` for one on a CPU (``device`` None: a GPU if one is visible)."""
+    on_gpu = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
+    return "nccl" if on_gpu else "gloo"
 
 
 def all_mean(value: torch.Tensor) -> torch.Tensor:
