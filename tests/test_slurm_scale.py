@@ -94,7 +94,8 @@ def _fake_sbatch(monkeypatch) -> list[str]:
 
 def _fake_specs(root: Path, n: int, needs: tuple = (), prefix: str = "r") -> list:
     return [
-        SimpleNamespace(run_id=f"{prefix}{i:05d}", run_dir=root / f"{prefix}{i:05d}", needs=needs) for i in range(n)
+        SimpleNamespace(run_id=f"{prefix}{i:05d}", run_dir=root / f"{prefix}{i:05d}", needs=needs, need_ids=())
+        for i in range(n)
     ]
 
 

@@ -120,6 +120,8 @@ def with_stage_folders(spec: RunSpec, store: ResultStore) -> RunSpec:
     """``spec`` with each consumed stage's folder moved to where the store says it finished,
     when its planned folder holds no record (done under another ``--out``): what a run that
     writes only its folder (no store) needs to find its stages."""
+    if not spec.needs:
+        return spec
     ids = dict(spec.need_ids)
     needs = []
     for role, run_dir in spec.needs:

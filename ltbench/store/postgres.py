@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -21,17 +21,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from ..core.errors import StoreError
 from .codec import (
     RUN_COLUMNS,
-    SUMMARY_COLUMNS,
-    check_filters,
-    check_prefix,
     check_schema,
-    decode,
     metric_rows,
-    one_run_id,
     run_row,
-    summaries,
 )
-from .records import read_record
+from .queries import RunQueries
 from .sync import pending_records
 
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -138,7 +132,7 @@ def _transient(e: BaseException) -> bool:
     return isinstance(e, (psycopg.OperationalError, psycopg.errors.SerializationFailure))
 
 
-class PostgresStore:
+class PostgresStore(RunQueries):
     """The results store in a PostgreSQL database; the API of :class:`~ltbench.store.sqlite.ResultStore`.
 
     Example:
@@ -147,6 +141,9 @@ class PostgresStore:
         >>> [r["method"] for r in store.records()]
     """
 
+    _MARK = "%s"
+    _BY_START = _BY_START
+    _BY_CELL = _BY_CELL
     connect_timeout = 10  # seconds to reach the server before giving up with a StoreError
     check_after = 5.0  # seconds idle after which the kept connection is checked before use
 
@@ -302,72 +299,3 @@ class PostgresStore:
             if writer is not self:
                 writer.close()
         return len(pending)
-
-    def find(self, prefix: str) -> str:
-        """The one run id that starts with ``prefix``.
-
-        Raises:
-            ValueError: no run, or several, start with it (the message lists them).
-        """
-        prefix = check_prefix(prefix)
-        if self._empty:
-            raise ValueError(f"no run id starts with {prefix!r} in {self.path} (it holds no runs)")
-        with self._connect() as db:
-            rows = db.execute("SELECT run_id FROM runs WHERE run_id LIKE %s LIMIT 6", (prefix + "%",)).fetchall()
-        return one_run_id(prefix, [r[0] for r in rows], self.path)
-
-    def forget(self, run_id: str) -> None:
-        """Remove a run (``--force`` redoes it); its metrics go with it."""
-        self._require_writable()
-        with self._connect() as db:
-            db.execute("DELETE FROM runs WHERE run_id = %s", (run_id,))
-
-    def ingest_dirs(self, run_dirs: Iterable[Path]) -> int:
-        """Ingest every ``record.json`` found in ``run_dirs``; returns how many."""
-        n = 0
-        for d in run_dirs:
-            rec = read_record(Path(d))
-            if rec is not None:
-                self.ingest(rec)
-                n += 1
-        return n
-
-    def get(self, run_id: str) -> dict[str, Any] | None:
-        """The record of ``run_id`` (per-class vectors as read-only arrays), or None."""
-        if self._empty:
-            return None
-        with self._connect() as db:
-            row = db.execute("SELECT record, vectors FROM runs WHERE run_id = %s", (run_id,)).fetchone()
-        return decode(*row) if row else None
-
-    def status(self, run_id: str) -> str | None:
-        """``done`` or ``failed`` for a stored run, None for one the store lacks."""
-        if self._empty:
-            return None
-        with self._connect() as db:
-            row = db.execute("SELECT status FROM runs WHERE run_id = %s", (run_id,)).fetchone()
-        return row[0] if row else None
-
-    def records(self, status: str | None = "done", **where: Any) -> list[dict[str, Any]]:
-        """Full records, oldest first; filter by status and columns (``method="ce"``).
-
-        Per-class vectors and calibration bins come back as read-only NumPy arrays."""
-        check_filters(where)
-        if self._empty:
-            return []
-        clauses = [f"{k} = %s" for k in where] + (["status = %s"] if status else [])
-        params = [*where.values(), *([status] if status else [])]
-        sql = "SELECT record, vectors FROM runs" + (" WHERE " + " AND ".join(clauses) if clauses else "")
-        with self._connect() as db:
-            rows = db.execute(f"{sql} {_BY_START}", params).fetchall()
-        return [decode(text, blob) for text, blob in rows]
-
-    def summary_rows(self) -> list[dict[str, Any]]:
-        """One flat row per run with its headline metrics (for ``ltbench results``)."""
-        if self._empty:
-            return []
-        sql = f"""
-            SELECT {", ".join("r." + c for c in SUMMARY_COLUMNS)}, m.selection, m.metric, m.value
-            FROM runs r LEFT JOIN metrics m ON m.run_id = r.run_id {_BY_CELL}"""
-        with self._connect() as db:
-            return summaries(db.execute(sql).fetchall())

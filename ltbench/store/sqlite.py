@@ -22,24 +22,18 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import StoreError
 from .codec import (
-    SUMMARY_COLUMNS,
-    check_filters,
-    check_prefix,
     check_schema,
-    decode,
     metric_rows,
-    one_run_id,
     run_row,
-    summaries,
 )
 from .file_check import BUSY_TIMEOUT, cannot_write, check_store_file, error_text, open_readonly
-from .records import read_record
+from .queries import RunQueries
 from .sync import pending_records
 
 SCHEMA = """
@@ -76,7 +70,7 @@ CREATE INDEX IF NOT EXISTS runs_by_cell ON runs (dataset, method, budget);
 """
 
 
-class ResultStore:
+class ResultStore(RunQueries):
     """SQLite index of run records.
 
     Example:
@@ -127,6 +121,10 @@ class ResultStore:
             raise StoreError(
                 f"cannot write the results store {self.path} ({error_text(e)}); pass --store PATH on a writable disk"
             ) from None
+
+    @property
+    def _vectors(self) -> str:
+        return "vectors" if self._has_vectors else "NULL"  # a store from before vectors had a column
 
     def _vectors_column(self) -> bool:
         with self._connect() as db:
@@ -226,76 +224,3 @@ class ResultStore:
             if not writer.ingest_retrying(record):
                 raise StoreError(f"the store {self.path} stayed locked by another process; run the command again")
         return len(pending)
-
-    def find(self, prefix: str) -> str:
-        """The one run id that starts with ``prefix``.
-
-        Raises:
-            ValueError: no run, or several, start with it (the message lists them).
-        """
-        prefix = check_prefix(prefix)
-        if self._empty:
-            raise ValueError(f"no run id starts with {prefix!r} in {self.path} (it holds no runs)")
-        with self._connect() as db:
-            ids = [row[0] for row in db.execute("SELECT run_id FROM runs WHERE run_id LIKE ? LIMIT 6", (prefix + "%",))]
-        return one_run_id(prefix, ids, str(self.path))
-
-    def forget(self, run_id: str) -> None:
-        """Remove a run (``--force`` redoes it); its metrics go with it."""
-        self._require_writable()
-        with self._connect() as db:
-            db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
-
-    def ingest_dirs(self, run_dirs: Iterable[Path]) -> int:
-        """Ingest every ``record.json`` found in ``run_dirs``; returns how many."""
-        n = 0
-        for d in run_dirs:
-            rec = read_record(Path(d))
-            if rec is not None:
-                self.ingest(rec)
-                n += 1
-        return n
-
-    def get(self, run_id: str) -> dict[str, Any] | None:
-        """The record of ``run_id`` (per-class vectors as read-only arrays), or None."""
-        if self._empty:
-            return None
-        vectors = "vectors" if self._has_vectors else "NULL"
-        with self._connect() as db:
-            row = db.execute(f"SELECT record, {vectors} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return decode(*row) if row else None
-
-    def status(self, run_id: str) -> str | None:
-        """``done`` or ``failed`` for a stored run, None for one the store lacks."""
-        if self._empty:
-            return None
-        with self._connect() as db:
-            row = db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return row[0] if row else None
-
-    def records(self, status: str | None = "done", **where: Any) -> list[dict[str, Any]]:
-        """Full records, oldest first; filter by status and columns (``method="ce"``).
-
-        Per-class vectors and calibration bins (``correct``, ``total``, ``calib.count``, ...)
-        come back as read-only NumPy arrays; everything else as stored."""
-        check_filters(where)
-        clauses = [f"{k} = ?" for k in where] + (["status = ?"] if status else [])
-        params = [*where.values(), *([status] if status else [])]
-        vectors = "vectors" if self._has_vectors else "NULL"
-        if self._empty:
-            return []
-        sql = f"SELECT record, {vectors} FROM runs" + (" WHERE " + " AND ".join(clauses) if clauses else "")
-        with self._connect() as db:
-            rows = db.execute(sql + " ORDER BY started_at, run_id", params).fetchall()
-        return [decode(text, blob) for text, blob in rows]
-
-    def summary_rows(self) -> list[dict[str, Any]]:
-        """One flat row per run with its headline metrics (for ``ltbench results``)."""
-        if self._empty:
-            return []
-        sql = f"""
-            SELECT {", ".join("r." + c for c in SUMMARY_COLUMNS)}, m.selection, m.metric, m.value
-            FROM runs r LEFT JOIN metrics m ON m.run_id = r.run_id
-            ORDER BY r.dataset, r.method, r.budget, r.seed"""
-        with self._connect() as db:
-            return summaries(db.execute(sql))

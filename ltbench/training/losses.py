@@ -467,6 +467,8 @@ LOSSES.add("sade", "ltbench.training.expert_losses:SADELoss")
 # Supervised contrastive losses of two-view batches (model "cnn_contrastive").
 LOSSES.add("bcl", "ltbench.training.contrastive_losses:BCLLoss")
 LOSSES.add("paco", "ltbench.training.contrastive_losses:PaCoLoss")
+# Gaussian clouded logits on a cosine classifier (GCL, both of its stages).
+LOSSES.add("gcl", "ltbench.training.gcl_loss:GCLLoss")
 
 
 def build_loss(name: str, class_counts, **params) -> torch.nn.Module:

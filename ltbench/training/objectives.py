@@ -227,14 +227,20 @@ class MaskedPretrain:
 # representation stays fixed.
 
 
-def classifier_name(model: torch.nn.Module) -> str:
+def classifier_name(model: torch.nn.Module, cosine: bool = False) -> str:
     """The attribute holding the model's final linear layer (``fc`` of a ResNet, ``head`` of a ViT).
+
+    ``cosine``: a cosine classifier (``NormedLinear``) counts too, for a stage that trains the
+    classifier further rather than re-initialising it or reading its weight norms.
 
     Raises:
         ValueError: the model has no plain linear classifier (a cosine one cannot be re-used).
     """
+    from .models.resnet_cifar import NormedLinear
+
+    kinds = (torch.nn.Linear, NormedLinear) if cosine else torch.nn.Linear
     for name in ("fc", "head"):
-        if isinstance(getattr(model, name, None), torch.nn.Linear):
+        if isinstance(getattr(model, name, None), kinds):
             return name
     raise ValueError(
         f"{type(model).__name__} has no linear classifier (fc or head); decoupling needs one "
@@ -342,7 +348,7 @@ class FinetuneClassifier(Classify):
     ):
         if backbone_bn not in BACKBONE_BN:
             raise ValueError(f"backbone_bn={backbone_bn!r}; use one of {', '.join(BACKBONE_BN)}")
-        name = classifier_name(model)
+        name = classifier_name(model, cosine=True)  # trained further: a cosine one (GCL's) too
         freeze(model)
         for p in getattr(model, name).parameters():
             p.requires_grad_(True)
