@@ -56,14 +56,17 @@ def measure(method: str, rounds: int, steps: int) -> dict:
         optimizer.step()
 
     times: dict[str, list[float]] = {"fp32": [], "bf16": []}
-    for _ in range(rounds):
-        for dtype in times:
-            for _ in range(2):  # warm-up after a switch
-                step(dtype)
-            tick = time.perf_counter()
-            for _ in range(steps):
-                step(dtype)
-            times[dtype].append((time.perf_counter() - tick) / steps * 1000)
+    try:
+        for _ in range(rounds):
+            for dtype in times:
+                for _ in range(2):  # warm-up after a switch
+                    step(dtype)
+                tick = time.perf_counter()
+                for _ in range(steps):
+                    step(dtype)
+                times[dtype].append((time.perf_counter() - tick) / steps * 1000)
+    finally:
+        objectives._autocast = fp32_autocast  # the next method measures from ltbench's own setting
     fp32, bf16 = statistics.median(times["fp32"]), statistics.median(times["bf16"])
     return {
         "method": method,

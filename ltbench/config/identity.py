@@ -40,7 +40,8 @@ def identity(x: Any) -> Any:
     return x
 
 
-def config_hash(cfg: RunConfig) -> str:
-    """Stable identity of a run: SHA-256 of the canonical JSON of its :func:`identity`."""
-    blob = json.dumps(identity(cfg.to_dict()), sort_keys=True, separators=(",", ":"))
+def config_hash(cfg: RunConfig, plain: dict[str, Any] | None = None) -> str:
+    """Stable identity of a run: SHA-256 of the canonical JSON of its :func:`identity`
+    (``plain``: that identity, when the caller has it already)."""
+    blob = json.dumps(identity(cfg.to_dict()) if plain is None else plain, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()

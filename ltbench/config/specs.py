@@ -341,10 +341,15 @@ class RunConfig:
     data_seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return to_plain(dataclasses.asdict(self))
+        return to_plain(self)
 
 
 def to_plain(obj: Any) -> Any:
+    """Dataclasses as dicts, tuples as lists, recursively: what ``dataclasses.asdict`` then a
+    tuple-to-list pass give, without asdict's deep copy of every leaf (a sweep of thousands of
+    runs hashes each config twice)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):
         return {k: to_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

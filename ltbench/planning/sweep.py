@@ -183,7 +183,8 @@ def _add_with_stages(
     for role, (stage, own) in resolved.items():
         needs.append((role, _add_with_stages(stage, planned, catalog, out_dir, data_root, verify, sweep, own)))
     need_ids = tuple((role, dep.run_id) for role, dep in needs)
-    h = run_id(cfg, dict(need_ids), verify)
+    plain = identity(cfg.to_dict())  # once for both hashes
+    h = run_id(cfg, dict(need_ids), verify, plain)
     if h not in planned:
         planned[h] = RunSpec(
             cfg,
@@ -194,18 +195,19 @@ def _add_with_stages(
             tuple((role, dep.run_dir) for role, dep in needs),
             overrides,
             need_ids=need_ids,
-            variant=variant_id(cfg, {role: dep.variant for role, dep in needs}, verify),
+            variant=variant_id(cfg, {role: dep.variant for role, dep in needs}, verify, plain),
         )
     return planned[h]
 
 
-def run_id(cfg: RunConfig, needs: dict[str, str] | None = None, verify: bool = True) -> str:
+def run_id(cfg: RunConfig, needs: dict[str, str] | None = None, verify: bool = True, plain: dict | None = None) -> str:
     """A run's identity: its configuration's hash, the ids of the runs it consumes (so any
     change upstream, recursively, gives a new id downstream) and whether its data was verified.
 
     A run that consumes nothing on verified data keeps the plain :func:`config_hash`.
+    ``plain``: the config's :func:`identity`, when the caller has it already.
     """
-    h = config_hash(cfg)
+    h = config_hash(cfg, plain)
     if needs:
         blob = json.dumps({"config": h, "needs": needs}, sort_keys=True, separators=(",", ":"))
         h = hashlib.sha256(blob.encode()).hexdigest()
@@ -214,10 +216,12 @@ def run_id(cfg: RunConfig, needs: dict[str, str] | None = None, verify: bool = T
     return h
 
 
-def variant_id(cfg: RunConfig, needs: dict[str, str] | None = None, verify: bool = True) -> str:
+def variant_id(
+    cfg: RunConfig, needs: dict[str, str] | None = None, verify: bool = True, plain: dict | None = None
+) -> str:
     """What runs that differ only in their seeds share: the configuration without ``seed`` and
     ``data_seed``, the variants of the stages consumed, and whether the data was verified."""
-    plain = identity(cfg.to_dict())
+    plain = dict(identity(cfg.to_dict()) if plain is None else plain)
     plain.pop("seed", None)
     plain.pop("data_seed", None)
     blob = json.dumps({"config": plain, "needs": needs or {}, "verified": verify}, sort_keys=True)

@@ -99,6 +99,10 @@ PUBLISHED = (
     # paco_lt.py keeps the best epoch on the test set.
     Published("cnn_paco", "PaCo (ResNet-50)", "imagenet_lt", "224", None, None, None, 57.0, "threshold"),
     Published("cnn_paco", "PaCo (ResNet-50)", "inat2018", "224", None, None, None, 73.2, "threshold"),
+    # GCL: Keke921/GCLLoss README, stage 2 (its CIFAR numbers are not in the README); its
+    # cifar_train_classifier.py keeps the best epoch on the evaluation set (the test set).
+    Published("cnn_gcl", "GCL (ResNet-50)", "imagenet_lt", "224", None, None, None, 54.9, "threshold"),
+    Published("cnn_gcl", "GCL (ResNet-50)", "inat2018", "224", None, None, None, 71.6, "threshold"),
 )
 
 
