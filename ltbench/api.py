@@ -95,6 +95,9 @@ def run(
     # none yet, on a writable disk; or a server that lets us in) and --out.
     db = connect_store(store)
     save_sweep(specs, check_writable_dir(out_dir))
+    # Runs that finished with nobody ingesting them (--no-wait, a driver killed): known before
+    # deciding what to run, so they are skipped rather than started again (cheap: the journal).
+    db.sync(out_dir)
     console = console or Console(stderr=True)
     from .execution.progress import Fanout, make_reporter, print_summary
     from .execution.trackers import check_trackers, make_trackers
@@ -233,9 +236,11 @@ def _run_submitit(
 
     jobs = submit(specs, store, executor, folder, slurm, device, force, wait, on_done, submitted)
     if not wait:
-        console.print(f"submitted {len(jobs)} jobs; `ltbench status` follows them, results reach the store as they end")
+        console.print(
+            f"submitted {len(jobs)} jobs; `ltbench status` follows them, and the next command that reads the "
+            "store (results, report, run) ingests what they finished"
+        )
         return []
-    db.ingest_dirs(s.run_dir for s in specs)  # idempotent: the jobs ingested their own records already
     return [finished.get(s.run_id) or placeholder(s, "failed", "no record") for s in specs]
 
 

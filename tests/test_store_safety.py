@@ -187,3 +187,22 @@ def test_a_slurm_sweep_whose_driver_and_jobs_are_killed_leaves_a_complete_store(
     again = subprocess.run(run, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert sorted(r["method"] for r in synced_store(store, out).records()) == ["bce", "ce", "la"]
+
+
+@pytest.mark.parametrize("executor", ["inline", "local"])
+def test_a_run_finished_with_nobody_ingesting_it_is_skipped_by_the_next_run(tmp_path, catalog, executor):
+    """As after `--no-wait`: a job wrote its folder, no driver ingested it; `ltbench run` of the
+    same sweep finds it in the journal and skips it instead of starting it (or a job) again."""
+    from ltbench import api
+    from ltbench.execution.runner import execute_run
+    from ltbench.planning.sweep import plan_runs
+
+    (spec,) = plan_runs(["ce"], ["digits_lt"], "smoke", [0], overrides=["epochs=1"], out_dir=tmp_path)
+    first = execute_run(spec, None, "cpu")
+    (record,) = api.run(
+        methods=["ce"], data=["digits_lt"], budget="smoke", overrides=["epochs=1"], out_dir=tmp_path,
+        store=tmp_path / "ltbench.db", jobs=1, executor=executor,
+    )  # fmt: skip
+    assert record["skipped"] and record["finished_at"] == first["finished_at"]
+    assert not list((tmp_path / "jobs").glob("*_submitted.pkl"))  # no job started for it
+    assert ResultStore(tmp_path / "ltbench.db").status(spec.run_id) == "done"
