@@ -17,7 +17,7 @@ def _free_port() -> int:
 
 
 def _worker(rank, world, port, queue):
-    from ltbench.training.objectives import gathered
+    from ltbench.training.distributed import gathered
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -50,7 +50,19 @@ def test_keys_of_every_process_reach_every_queue():
 
 
 def test_alone_the_keys_are_the_process_own():
-    from ltbench.training.objectives import gathered
+    from ltbench.training.distributed import gathered
 
     t = torch.arange(4)
     assert gathered(t) is t
+
+
+def test_a_queue_over_processes_refuses_unequal_shares(monkeypatch, catalog):
+    from ltbench.config.run_config import resolve
+    from ltbench.data import build_data
+    from ltbench.training import distributed
+    from ltbench.training.objectives import OBJECTIVES
+
+    cfg = resolve(catalog.methods.get("cnn_paco"), catalog.datasets.get("digits_lt"), "smoke", 0, 0, ("batch_size=65",))
+    monkeypatch.setattr(distributed, "rank_world", lambda: (0, 2))
+    with pytest.raises(ValueError, match="divisible"):
+        OBJECTIVES.get("contrastive")(cfg, build_data(cfg.data, 0), torch.device("cpu"), {})

@@ -12,7 +12,8 @@ from ltbench.planning.sweep import plan_runs
 
 def _finished(spec, seconds_per_epoch: float, epochs: int) -> dict:
     c = spec.config
-    train = {"img_size": c.train.img_size, "sam_rho": c.train.sam_rho, "views": c.train.views}
+    train = {k: getattr(c.train, k) for k in ("img_size", "views", "batch_size", "embed_dim", "depth", "cnn_depth")}
+    train.update(num_experts=c.train.num_experts, sam_rho=c.train.sam_rho)
     return {
         "status": "done",
         "dataset": c.data.name,
@@ -47,6 +48,16 @@ def test_kinds_never_seen_take_the_median_rate_and_failed_runs_teach_nothing(vit
     vit, cnn = vit_and_cnn
     failed = {**_finished(cnn, 99.0, 2), "status": "failed"}
     cost = CostModel.from_records([_finished(vit, 3.0, 2), failed])
-    assert cost.rates == {next(iter(cost.rates)): 3.0}
+    assert list(cost.rates.values()) == [3.0]
     assert cost(cnn) == pytest.approx(3.0 * cnn.config.train.epochs)  # unknown kind: the median rate
     assert CostModel.from_records([])(cnn) == epochs_guess(cnn)  # nothing finished: the epoch count
+
+
+def test_a_bigger_model_of_the_same_family_does_not_take_the_small_ones_rate(vit_and_cnn):
+    vit, _ = vit_and_cnn
+    wide = dataclasses.replace(
+        vit, config=dataclasses.replace(vit.config, train=dataclasses.replace(vit.config.train, embed_dim=384))
+    )
+    cost = CostModel.from_records([_finished(vit, 0.5, 2), _finished(wide, 8.0, 2)])
+    assert cost(wide) == pytest.approx(8.0 * wide.config.train.epochs)
+    assert cost(vit) == pytest.approx(0.5 * vit.config.train.epochs)

@@ -187,3 +187,55 @@ def test_the_server_script_says_when_postgresql_is_missing(tmp_path):
         ["bash", str(SCRIPT), "url"], capture_output=True, text=True, env={**env, "POSTGRES_LOCAL_PORT": "5999"}
     )
     assert url.stdout.strip() == "postgresql://postgres@127.0.0.1:5999/postgres"
+
+
+def _login(url: str, user: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, f"{user}@{parts.hostname}:{parts.port}", parts.path, parts.query, ""))
+
+
+def test_lab_members_who_do_not_own_the_tables_write_and_read_only_logins_read(postgres_url, tmp_path):
+    """The tables' owner creates them once; a member granted rows only still ingests, and a
+    login that may only read gets the store and a note (no traceback) for what it cannot sync."""
+    import uuid
+
+    import psycopg
+
+    owner = PostgresStore(postgres_url)
+    owner.ingest(make_record("r1"))
+    member, reader = f"member_{uuid.uuid4().hex[:8]}", f"reader_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        for role in (member, reader):
+            admin.execute(f'CREATE ROLE "{role}" LOGIN')
+            admin.execute(f'REVOKE CREATE ON SCHEMA public FROM "{role}"')
+        admin.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON runs, metrics TO "{member}"')
+        admin.execute(f'GRANT SELECT ON runs, metrics TO "{reader}"')
+    try:
+        writer = PostgresStore(_login(postgres_url, member))
+        writer.ingest(make_record("r2"))
+        assert sorted(r["run_id"] for r in writer.records()) == ["r1", "r2"]
+        writer.close()
+        out = tmp_path / "out"
+        write_runs_folder(out, make_record("r3"))
+        read = PostgresStore(_login(postgres_url, reader), readonly=True)
+        assert read.sync(out) == 0 and "cannot write" in read.notes[0]
+        assert sorted(r["run_id"] for r in read.records()) == ["r1", "r2"]
+        read.close()
+        with pytest.raises(StoreError, match="grant this login"):
+            PostgresStore(_login(postgres_url, reader)).ingest(make_record("r4"))
+    finally:
+        owner.close()
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            for role in (member, reader):
+                admin.execute(f'REASSIGN OWNED BY "{role}" TO CURRENT_USER')
+                admin.execute(f'DROP OWNED BY "{role}"')
+                admin.execute(f'DROP ROLE "{role}"')
+
+
+def write_runs_folder(out, record):
+    from ltbench.store.records import write_record
+
+    run_dir = out / "runs" / record["dataset"] / record["method"] / f"quick-s0-d0-{record['run_id']}"
+    write_record({**record, "run_dir": str(run_dir), "finished_at": "2026-11-22T13:00:00+00:00"}, run_dir)

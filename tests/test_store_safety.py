@@ -21,15 +21,18 @@ from ltbench.store.records import JOURNAL, write_record
 from ltbench.store.sqlite import ResultStore
 
 
-def _run_dir(out: Path, i: int) -> Path:
-    return out / "runs" / "synthetic" / f"m{i % 10}" / f"quick-s{i // 10}-d0-{i:010x}"
+def _run_dir(out: Path, i: int, run_id: str | None = None) -> Path:
+    """Where ltbench puts run ``i``: ``<budget>-s<seed>-d<data seed>-<run id[:10]>``."""
+    run_id = run_id or synthetic_record(i, 2)["run_id"]
+    return out / "runs" / "synthetic" / f"m{i % 10}" / f"quick-s{i // 10}-d0-{run_id[:10]}"
 
 
 def write_runs(out: Path, n: int, classes: int = 10) -> list[dict]:
     records = []
     for i in range(n):
-        run_dir = _run_dir(out, i)
-        record = synthetic_record(i, classes, run_dir=str(run_dir))
+        record = synthetic_record(i, classes)
+        run_dir = _run_dir(out, i, record["run_id"])
+        record["run_dir"] = str(run_dir)
         write_record(record, run_dir)
         records.append(record)
     return records
@@ -46,7 +49,7 @@ def test_a_finished_record_has_one_journal_entry_naming_its_folder(tmp_path):
     journal = tmp_path / "runs" / JOURNAL
     (entry,) = journal.iterdir()
     assert entry.name.startswith(record["run_id"] + "~")
-    assert entry.read_text() == "synthetic/m0/quick-s0-d0-0000000000"
+    assert entry.read_text() == f"synthetic/m0/quick-s0-d0-{record['run_id'][:10]}"
     again = {**record, "finished_at": "2026-02-01T00:00:00+00:00"}  # a forced re-run
     write_record(again, Path(record["run_dir"]))
     (entry,) = journal.iterdir()  # the earlier entry is gone
@@ -79,7 +82,7 @@ def test_folders_the_journal_does_not_list_are_walked(tmp_path):
     write_runs(tmp_path, 5)
     db = ResultStore(_store_file(tmp_path))
     assert db.sync(tmp_path) == 5
-    copy = _run_dir(tmp_path, 99)
+    copy = _run_dir(tmp_path, 99, "c" * 64)
     shutil.copytree(_run_dir(tmp_path, 0), copy)  # copied in by hand: no journal entry
     record = json.loads((copy / "record.json").read_text())
     record.update(run_id="c" * 64, run_dir=str(copy))
@@ -206,3 +209,31 @@ def test_a_run_finished_with_nobody_ingesting_it_is_skipped_by_the_next_run(tmp_
     assert record["skipped"] and record["finished_at"] == first["finished_at"]
     assert not list((tmp_path / "jobs").glob("*_submitted.pkl"))  # no job started for it
     assert ResultStore(tmp_path / "ltbench.db").status(spec.run_id) == "done"
+
+
+def test_a_stale_entry_does_not_hide_a_folder_copied_in(tmp_path):
+    """A run folder deleted by hand leaves its journal entry; a folder copied in has none: the
+    copy is still found (folders are matched to entries by name, not counted)."""
+    records = write_runs(tmp_path, 4)
+    db = ResultStore(_store_file(tmp_path))
+    assert db.sync(tmp_path) == 4
+    shutil.rmtree(records[3]["run_dir"])  # its entry stays
+    copy = _run_dir(tmp_path, 99, "e" * 64)
+    shutil.copytree(records[0]["run_dir"], copy)
+    record = json.loads((copy / "record.json").read_text())
+    record.update(run_id="e" * 64, run_dir=str(copy))
+    (copy / "record.json").write_text(json.dumps(record))
+    assert db.sync(tmp_path) == 1 and db.status("e" * 64) == "done"
+    assert db.sync(tmp_path) == 0  # held as done now: not read again
+
+
+def test_a_folder_without_a_record_costs_one_look_not_a_walk(tmp_path, monkeypatch):
+    write_runs(tmp_path, 30)
+    db = ResultStore(_store_file(tmp_path))
+    db.sync(tmp_path)
+    (tmp_path / "runs" / "synthetic" / "m0" / "quick-s9-d0-ffffffffff").mkdir()  # a run still going
+    looked = []
+    real = sync_module._finished_record
+    monkeypatch.setattr(sync_module, "_finished_record", lambda path: looked.append(path) or real(path))
+    assert db.sync(tmp_path) == 0
+    assert [p.parent.name for p in looked] == ["quick-s9-d0-ffffffffff"]

@@ -3,7 +3,7 @@
 A guess from the recipe alone (epochs, twice for SAM's two passes) ranks a 200-epoch ResNet on
 MNIST above a 100-epoch ViT that takes ten times longer per epoch, and the sweep ends with the
 ViT training alone. :class:`CostModel` learns seconds per epoch from the finished runs of the
-same kind (model family, dataset, image size, SAM, views), and falls back to the recipe's
+same kind (model family and size, dataset, image size, batch, SAM, views), and falls back to the recipe's
 epoch count times the median rate of every finished run where it has seen none of a kind.
 """
 
@@ -13,17 +13,20 @@ import statistics
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+_SIZE_KEYS = ("img_size", "views", "batch_size", "embed_dim", "depth", "cnn_depth", "num_experts")
+
 
 def cost_key(train: Mapping[str, Any], model: str, dataset: str) -> tuple:
-    """What decides a run's seconds per epoch on one machine, from its train settings."""
+    """What decides a run's seconds per epoch on one machine: model family and size, dataset,
+    image size, batch, views and SAM's second pass (so the quick budget's tiny ViT and the
+    paper's DeiT-S never share a rate)."""
     sam = bool(train.get("sam_rho") or train.get("sam_rho_schedule"))
-    return (model, dataset, train.get("img_size", 0), sam, train.get("views", 1))
+    return (model, dataset, sam, *(train.get(k) for k in _SIZE_KEYS))
 
 
 def _spec_key(spec) -> tuple:
     c = spec.config
-    train = {"img_size": c.train.img_size, "sam_rho": c.train.sam_rho, "views": c.train.views}
-    train["sam_rho_schedule"] = c.train.sam_rho_schedule
+    train = {k: getattr(c.train, k) for k in (*_SIZE_KEYS, "sam_rho", "sam_rho_schedule")}
     return cost_key(train, c.method.model, c.data.name)
 
 

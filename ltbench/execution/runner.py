@@ -279,6 +279,8 @@ def _execute_run(
             finished_at=_now(),
             timings={"total_seconds": time.perf_counter() - tick},
         )
+        if not is_main():  # data-parallel: process 0 writes the one record, failed ones too
+            return record
         write_record(record, spec.run_dir)
         return _ingest(store, record)
     if not is_main():  # data-parallel: process 0 writes the one record

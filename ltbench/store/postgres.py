@@ -166,22 +166,38 @@ class PostgresStore(RunQueries):
         self.notes: list[str] = []  # one-line notes for the user (a sync that could not write)
         self._psycopg = _driver()
         self._db, self._db_pid, self._db_used = None, 0, 0.0
-        with self._connect() as db:
-            if not readonly:
-                db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                self._check_tables(db)
-                db.execute(SCHEMA)
-            self._empty = not self._check_tables(db)
+        try:
+            with self._connect() as db:
+                # Create or extend the tables only where they are missing: a lab member who may
+                # write rows but does not own the tables (nor may create in the schema) still opens it.
+                if not readonly and not self._has_current_tables(db):
+                    db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                    self._check_tables(db)
+                    db.execute(SCHEMA)
+                self._empty = not self._check_tables(db)
+        except self._psycopg.Error as e:  # e.g. no right to create the tables
+            raise StoreError(
+                f"cannot {'read' if readonly else 'set up'} the PostgreSQL results store {self.path} "
+                f"({' '.join(str(e).split())}); ask the database's owner to create the tables once "
+                "(any `ltbench run` by them does) and to grant this login SELECT, INSERT, UPDATE, DELETE on them"
+            ) from None
+
+    @staticmethod
+    def _columns(db, table: str) -> set[str]:
+        sql = (
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = %s"
+        )
+        return {name for (name,) in db.execute(sql, (table,))}
+
+    def _has_current_tables(self, db) -> bool:
+        """ltbench's tables are there, with the newest column: nothing to create."""
+        runs = self._columns(db, "runs")
+        return _RUNS_COLUMNS | {"vectors"} <= runs and bool(self._columns(db, "metrics"))
 
     def _check_tables(self, db) -> bool:
         """True if ltbench's tables are there, False if there is no ``runs`` table yet."""
-        columns = {
-            name
-            for (name,) in db.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
-                "AND table_name = 'runs'"
-            )
-        }
+        columns = self._columns(db, "runs")
         if columns and not _RUNS_COLUMNS <= columns:
             raise StoreError(
                 f"the database {self.path} has a table 'runs' of another program (columns: "
@@ -245,13 +261,19 @@ class PostgresStore(RunQueries):
         check_schema(record)
         row = run_row(record)
         metrics = metric_rows(record)
-        with self._connect() as db:  # one transaction: the run and its metrics, or nothing
-            # The upsert first: it holds the run's row lock, so a second writer of the same run
-            # waits here and then replaces this one's metrics instead of colliding with them.
-            db.execute(_UPSERT, row)
-            db.execute("DELETE FROM metrics WHERE run_id = %s", (record["run_id"],))
-            with db.cursor() as cur:
-                cur.executemany("INSERT INTO metrics VALUES (%s, %s, %s, %s, %s)", metrics)
+        try:
+            with self._connect() as db:  # one transaction: the run and its metrics, or nothing
+                # The upsert first: it holds the run's row lock, so a second writer of the same run
+                # waits here and then replaces this one's metrics instead of colliding with them.
+                db.execute(_UPSERT, row)
+                db.execute("DELETE FROM metrics WHERE run_id = %s", (record["run_id"],))
+                with db.cursor() as cur:
+                    cur.executemany("INSERT INTO metrics VALUES (%s, %s, %s, %s, %s)", metrics)
+        except self._psycopg.errors.InsufficientPrivilege as e:
+            raise StoreError(
+                f"this login may not write the PostgreSQL results store {self.path} ({' '.join(str(e).split())}); "
+                "ask the tables' owner to grant this login SELECT, INSERT, UPDATE, DELETE on runs and metrics"
+            ) from e
 
     def ingest_retrying(self, record: dict[str, Any], attempts: int = 5, wait: float = 2.0) -> bool:
         """:meth:`ingest`, retried while the server is out of reach or a transaction lost a race.
@@ -282,19 +304,25 @@ class PostgresStore(RunQueries):
         if not pending:
             return 0
         writer = self
+        cannot_write = (
+            f"{len(pending)} finished runs under {runs} are not in the store {self.path}, which this "
+            "login cannot write; showing the store as it is (`ltbench ingest` them with a login that can)"
+        )
         if self.readonly:
             try:
                 writer = PostgresStore(self._url)
             except StoreError:
-                self.notes.append(
-                    f"{len(pending)} finished runs under {runs} are not in the store {self.path}, which this "
-                    "login cannot write; showing the store as it is (`ltbench ingest` them with a login that can)"
-                )
+                self.notes.append(cannot_write)
                 return 0
         try:
             for record in pending:
                 if not writer.ingest_retrying(record):
                     raise StoreError(f"the store {self.path} stayed out of reach; run the command again")
+        except StoreError as e:
+            if not (self.readonly and isinstance(e.__cause__, self._psycopg.errors.InsufficientPrivilege)):
+                raise
+            self.notes.append(cannot_write)  # may read the rows, may not write them
+            return 0
         finally:
             if writer is not self:
                 writer.close()

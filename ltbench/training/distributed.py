@@ -65,3 +65,14 @@ def all_mean(value: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(value)
         value /= rank_world()[1]
     return value
+
+
+def gathered(t: torch.Tensor) -> torch.Tensor:
+    """``t`` of every data-parallel process, concatenated in rank order (``t`` itself when alone);
+    every process must pass a tensor of the same shape."""
+    world = rank_world()[1]
+    if world == 1:
+        return t
+    parts = [torch.empty_like(t) for _ in range(world)]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts)

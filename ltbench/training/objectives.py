@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ..core.registry import Registry
 from ..evaluation.metrics import ClassStats, mean_class_accuracy
+from .distributed import gathered
 
 
 def _autocast(device: torch.device):
@@ -190,20 +191,6 @@ class Contrastive(Classify):
         if "keys" in out:
             self.model.enqueue(gathered(out["keys"].detach()), gathered(target))
         return loss
-
-
-def gathered(t: torch.Tensor) -> torch.Tensor:
-    """``t`` of every data-parallel process, concatenated in rank order (``t`` itself when alone)."""
-    import torch.distributed as dist
-
-    from .distributed import rank_world
-
-    world = rank_world()[1]
-    if world == 1:
-        return t
-    parts = [torch.empty_like(t) for _ in range(world)]
-    dist.all_gather(parts, t.contiguous())
-    return torch.cat(parts)
 
 
 class MaskedPretrain:
@@ -515,8 +502,18 @@ def _experts(cfg, data, device, stages):
 @objective("contrastive")
 def _contrastive(cfg, data, device, stages):
     """A contrastive model (``cnn_contrastive``) on two-view batches and its loss."""
+    from .distributed import rank_world
     from .models import build_model
 
+    t, world = cfg.train, rank_world()[1]
+    share = t.batch_size // world
+    if t.queue_size and world > 1 and (t.batch_size % world or (t.micro_batch and share % t.micro_batch)):
+        # Every process gathers every process's keys at each forward: the shares (and their
+        # micro-batches) must be equal, or the processes' collective calls stop matching.
+        raise ValueError(
+            f"a queue of keys over {world} processes needs batch_size ({t.batch_size}) divisible by "
+            f"them and each share ({share}) by micro_batch ({t.micro_batch}); change --set batch_size or micro_batch"
+        )
     model = build_model(cfg).to(device)
     return Contrastive(model, _criterion(cfg, data, device), cfg.data.num_classes, cfg.train.drw_epoch)
 
