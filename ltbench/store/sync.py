@@ -54,7 +54,9 @@ def pending_records(runs_dir: Path, known_rows: Iterable[KnownRow]) -> list[dict
         return walk_records(runs_dir, known_rows)
     journaled = {name.partition("~")[0][:10] for name in entries}
     # Run folders are named <budget>-s<seed>-d<data seed>-<first 10 characters of the run id>.
-    unlisted = [path for path in _run_folders(runs_dir) if path.name.rsplit("-", 1)[-1] not in journaled]
+    unlisted = [
+        Path(parent, name) for parent, name in _run_folders(runs_dir) if name.rsplit("-", 1)[-1] not in journaled
+    ]
     found = _from_journal(runs_dir, entries, known_rows) + _read_folders(unlisted, known_rows)
     return [record for _, record in sorted(found, key=lambda pair: pair[0])]
 
@@ -67,16 +69,17 @@ def _entries(journal: Path) -> list[str] | None:
     return [n for n in names if not n.startswith(".") and "~" in n]  # not a writer's temporary file
 
 
-def _run_folders(runs_dir: Path) -> list[Path]:
-    """Every run folder, from the method folders' listings (one listing per dataset and method,
-    no stat per run where the file system gives entry types)."""
+def _run_folders(runs_dir: Path) -> list[tuple[str, str]]:
+    """Every run folder as (method folder, name), from the method folders' listings (one
+    listing per dataset and method, no stat per run where the file system gives entry types)."""
     out = []
     for dataset in os.scandir(runs_dir):
         if dataset.name.startswith(".") or not dataset.is_dir():
             continue
         for method in os.scandir(dataset.path):
             if method.is_dir():
-                out += [Path(run.path) for run in os.scandir(method.path) if run.is_dir()]
+                with os.scandir(method.path) as runs:
+                    out += [(method.path, run.name) for run in runs if run.is_dir()]
     return out
 
 
