@@ -112,3 +112,31 @@ def test_test_views_need_experts_and_two_views(catalog):
         plan_runs(["cnn_ce"], ["digits_lt"], "smoke", [0], overrides=["test_views=2"])
     with pytest.raises(RecipeError, match="test_views = 1"):
         plan_runs(["cnn_sade"], ["digits_lt"], "smoke", [0], overrides=["test_views=1"])
+
+
+def test_a_logits_file_changed_after_it_was_read_is_still_caught(sade_run, tmp_path):
+    """Its hash is kept per version of the file (a report reads one file several times), and a
+    change of the same size with the old modification time is a new version all the same."""
+    import os
+    import shutil
+
+    from ltbench.training.logits import LogitsError, load_logits, logits_path
+
+    _, record = sade_run
+    path = logits_path(record)
+    load_logits(record)  # hashed and kept
+    saved = tmp_path / "saved.npz"
+    shutil.copy2(path, saved)
+    try:
+        changed = bytearray(path.read_bytes())
+        changed[-100] ^= 0xFF  # same size
+        forged = tmp_path / "forged.npz"
+        forged.write_bytes(bytes(changed))
+        st = path.stat()
+        os.utime(forged, ns=(st.st_atime_ns, st.st_mtime_ns))
+        shutil.copy2(forged, path)  # the old mtime, the same inode and size
+        with pytest.raises(LogitsError, match="does not match its record"):
+            load_logits(record)
+    finally:
+        shutil.copy2(saved, path)
+    load_logits(record)  # restored: reads again

@@ -181,6 +181,20 @@ class LogitKeeper:
         return entry
 
 
+_DIGESTS: dict[tuple, str] = {}  # (path, inode, size, mtime, ctime) -> SHA-256: a report reads a file often
+
+
+def _sha256(path: Path) -> str:
+    """The file's SHA-256, hashed once per version of the file (a change gives a new mtime or size)."""
+    st = path.stat()
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)  # ctime: even a copy2 moves it
+    if key not in _DIGESTS:
+        if len(_DIGESTS) > 4096:
+            _DIGESTS.clear()
+        _DIGESTS[key] = file_digest(path, "sha256")
+    return _DIGESTS[key]
+
+
 def logits_path(record: dict[str, Any]) -> Path:
     """Where a record's logits file lies (its run folder).
 
@@ -224,7 +238,7 @@ def load_logits(record: dict[str, Any], selection: str = "last") -> dict[str, tu
     key = (entry.get("selections") or {}).get(selection)
     if key is None:
         raise MissingLogits(f"run {run} stored no logits for selection {selection!r}", f"no {selection} logits")
-    digest = file_digest(path, "sha256")
+    digest = _sha256(path)
     if digest != entry.get("sha256"):
         raise LogitsError(
             f"run {run}: {path} does not match its record (sha256 {digest[:16]}..., record says "
