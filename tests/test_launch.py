@@ -4,13 +4,13 @@ and a real SLURM (skipped only where none runs; CI starts one with scripts/slurm
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+from slurm_local import needs_slurm
 
 from ltbench.cli import main
 from ltbench.config.specs import RecipeError
@@ -121,14 +121,8 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert [h["train_loss"] for h in b["history"]] == pytest.approx([h["train_loss"] for h in a["history"]], rel=1e-6)
 
 
-def _slurm_up() -> bool:
-    if shutil.which("sinfo") is None:
-        return False
-    return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _slurm_up(), reason="no SLURM reachable (CI starts one: scripts/slurm-local.sh start)")
+@needs_slurm
 def test_slurm_sweep_with_array_and_dependent_stage(tmp_path, capsys):
     args = [
         "run",
@@ -183,7 +177,7 @@ def test_slurm_sweep_with_array_and_dependent_stage(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _slurm_up(), reason="no SLURM reachable (CI starts one: scripts/slurm-local.sh start)")
+@needs_slurm
 def test_cancelled_slurm_job_shows_as_cancelled(tmp_path, capsys):
     out = tmp_path / "out"
     long_run = ("--methods", "ce", "--set", "epochs=2000", "--executor", "slurm", "--cpus-per-job", "1")

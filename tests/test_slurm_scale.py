@@ -7,7 +7,6 @@ scripts/slurm-local.sh)."""
 
 import json
 import re
-import shutil
 import subprocess
 import time
 from datetime import datetime
@@ -16,24 +15,13 @@ from types import SimpleNamespace
 
 import pytest
 import submitit
+from slurm_local import needs_slurm
 
 from ltbench.cli import main
 from ltbench.cli.args import build_parser
 from ltbench.config.specs import RecipeError
 from ltbench.execution.arrays import chunk_count, dependency, parse_max_array_size, plan_wave, slurm_max_array_size
 from ltbench.execution.launch import SlurmOptions, load_profile, make_executor, submit
-
-
-def _slurm_up() -> bool:
-    if shutil.which("sinfo") is None:
-        return False
-    return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
-
-
-needs_slurm = pytest.mark.skipif(
-    not _slurm_up(), reason="no SLURM reachable (CI starts one: scripts/slurm-local.sh start)"
-)
-
 
 # -- how a wave becomes arrays -------------------------------------------------------------------
 

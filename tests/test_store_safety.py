@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from slurm_local import needs_slurm
 
 from ltbench.bench import synthetic_record
 from ltbench.store import sync as sync_module
@@ -154,14 +155,8 @@ def test_an_ingest_killed_midway_leaves_an_intact_store_that_the_next_sync_compl
     assert _check_intact(db_path, records) == 400 and len(db.records()) == 400
 
 
-def _slurm_up() -> bool:
-    if shutil.which("sinfo") is None:
-        return False
-    return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _slurm_up(), reason="no SLURM reachable (CI starts one: scripts/slurm-local.sh start)")
+@needs_slurm
 def test_a_slurm_sweep_whose_driver_and_jobs_are_killed_leaves_a_complete_store(tmp_path):
     """The driver following a SLURM sweep is killed with SIGKILL once a first run has finished,
     and the jobs still running are killed too: the store is intact, holds every record the

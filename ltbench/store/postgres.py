@@ -26,7 +26,6 @@ from .codec import (
     run_row,
 )
 from .queries import RunQueries
-from .sync import pending_records
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 
@@ -251,10 +250,6 @@ class PostgresStore(RunQueries):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, _db=None, _psycopg=_driver())
 
-    def _require_writable(self) -> None:
-        if self.readonly:
-            raise StoreError(f"the results store {self.path} was opened read-only; open it without readonly=True")
-
     def ingest(self, record: dict[str, Any]) -> None:
         """Insert or replace one record and its metrics, atomically."""
         self._require_writable()
@@ -275,32 +270,14 @@ class PostgresStore(RunQueries):
                 "ask the tables' owner to grant this login SELECT, INSERT, UPDATE, DELETE on runs and metrics"
             ) from e
 
-    def ingest_retrying(self, record: dict[str, Any], attempts: int = 5, wait: float = 2.0) -> bool:
-        """:meth:`ingest`, retried while the server is out of reach or a transaction lost a race.
-
-        Returns False if it stayed so: the record is still in its run folder, and the next
-        command that reads the store ingests it (:meth:`sync`), so nothing is lost.
-        """
-        for attempt in range(attempts):
-            try:
-                self.ingest(record)
-                return True
-            except Exception as e:
-                if not _transient(e):
-                    raise
-                time.sleep(wait * (attempt + 1))
-        return False
+    def _transient(self, error: Exception) -> bool:
+        return _transient(error)
 
     def sync(self, out_dir: str | Path) -> int:
         """Ingest the ``record.json`` files under ``out_dir/runs`` that the store lacks or holds
         in an older state; returns how many. A store opened read-only writes them through a
         writable connection; where the login may not write, a line in :attr:`notes` says so."""
-        runs = Path(out_dir) / "runs"
-        if not runs.is_dir() or self._empty:  # as the SQLite store: a store with no tables is not synced into
-            return 0
-        with self._connect() as db:
-            known = db.execute("SELECT run_id, run_dir, status, finished_at FROM runs").fetchall()
-        pending = pending_records(runs, known)
+        runs, pending = self._pending(out_dir)
         if not pending:
             return 0
         writer = self

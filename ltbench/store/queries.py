@@ -2,17 +2,21 @@
 
 A store class mixes in :class:`RunQueries` and gives its placeholder (``?`` for SQLite, ``%s``
 for psycopg), its row orders (PostgreSQL sorts with the "C" collation and NULLs first, so both
-give the same order) and a ``_connect()`` context manager whose connection has ``execute``.
+give the same order), a ``_connect()`` context manager whose connection has ``execute``, and
+``_transient(error)``: whether a failed write is worth retrying (a lock, a lost connection).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import StoreError
 from .codec import SUMMARY_COLUMNS, check_filters, check_prefix, decode, one_run_id, summaries
 from .records import read_record
+from .sync import pending_records
 
 
 class RunQueries:
@@ -30,6 +34,41 @@ class RunQueries:
 
     def _sql(self, text: str) -> str:
         return text.replace("?", self._MARK)
+
+    def _transient(self, error: Exception) -> bool:
+        """Whether a write that failed with ``error`` may succeed if tried again."""
+        return False
+
+    def _require_writable(self) -> None:
+        if self.readonly:
+            raise StoreError(f"the results store {self.path} was opened read-only; open it without readonly=True")
+
+    def ingest_retrying(self, record: dict[str, Any], attempts: int = 5, wait: float = 2.0) -> bool:
+        """``ingest``, retried while the error is transient (another process's write lock, a lost
+        connection).
+
+        Returns False if it stayed so: the record is still in its run folder, and the next
+        command that reads the store ingests it (``sync``), so nothing is lost.
+        """
+        for attempt in range(attempts):
+            try:
+                self.ingest(record)
+                return True
+            except Exception as e:
+                if not self._transient(e):
+                    raise
+                time.sleep(wait * (attempt + 1))
+        return False
+
+    def _pending(self, out_dir: str | Path) -> tuple[Path, list[dict[str, Any]]]:
+        """The runs folder of ``out_dir`` and its finished records this store lacks (the first
+        half of every store's ``sync``; a store with no tables yet is not synced into)."""
+        runs = Path(out_dir) / "runs"
+        if not runs.is_dir() or self._empty:
+            return runs, []
+        with self._connect() as db:
+            known = db.execute("SELECT run_id, run_dir, status, finished_at FROM runs").fetchall()
+        return runs, pending_records(runs, known)
 
     def find(self, prefix: str) -> str:
         """The one run id that starts with ``prefix``.

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,6 @@ from .codec import (
 )
 from .file_check import BUSY_TIMEOUT, cannot_write, check_store_file, error_text, open_readonly
 from .queries import RunQueries
-from .sync import pending_records
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -163,10 +161,6 @@ class ResultStore(RunQueries):
                 return self._connect_readonly()
         return db
 
-    def _require_writable(self) -> None:
-        if self.readonly:
-            raise StoreError(f"the results store {self.path} was opened read-only; open it without readonly=True")
-
     def ingest(self, record: dict[str, Any]) -> None:
         """Insert or replace one record and its metrics, atomically."""
         self._require_writable()
@@ -178,21 +172,8 @@ class ResultStore(RunQueries):
             db.execute(f"INSERT OR REPLACE INTO runs VALUES ({','.join('?' * len(row))})", row)
             db.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?)", metrics)
 
-    def ingest_retrying(self, record: dict[str, Any], attempts: int = 5, wait: float = 2.0) -> bool:
-        """:meth:`ingest`, retried while another process holds the store's write lock.
-
-        Returns False if the store stayed locked: the record is still in its run folder, and
-        the next command that reads the store ingests it (:meth:`sync`), so nothing is lost.
-        """
-        for attempt in range(attempts):
-            try:
-                self.ingest(record)
-                return True
-            except sqlite3.OperationalError as e:
-                if "locked" not in str(e) and "busy" not in str(e):
-                    raise
-                time.sleep(wait * (attempt + 1))
-        return False
+    def _transient(self, error: Exception) -> bool:
+        return isinstance(error, sqlite3.OperationalError) and ("locked" in str(error) or "busy" in str(error))
 
     def sync(self, out_dir: str | Path) -> int:
         """Ingest the ``record.json`` files under ``out_dir/runs`` that the store lacks or holds
@@ -202,12 +183,7 @@ class ResultStore(RunQueries):
         A store opened read-only is written through a second, writable connection, only when
         there is something to ingest; where that cannot write (a read-only disk), a line in
         :attr:`notes` says so and the store is read as it is."""
-        runs = Path(out_dir) / "runs"
-        if not runs.is_dir() or self._empty:
-            return 0
-        with self._connect() as db:
-            known = db.execute("SELECT run_id, run_dir, status, finished_at FROM runs").fetchall()
-        pending = pending_records(runs, known)
+        runs, pending = self._pending(out_dir)
         if not pending:
             return 0
         writer = self

@@ -211,23 +211,9 @@ def logits_path(record: dict[str, Any]) -> Path:
     return Path(record["run_dir"]) / name
 
 
-def load_logits(record: dict[str, Any], selection: str = "last") -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """A run's stored logits of one selection, checked against the record's SHA-256.
-
-    Args:
-        record: the run's record (its ``run_dir`` and ``logits`` entry).
-        selection: ``last`` or ``best_val``.
-
-    Returns:
-        ``{split: (logits [N, C], labels [N])}`` for ``test`` and, where stored, ``val``; the
-        logits as stored (float32; float16 in records from before exact storage).
-
-    Raises:
-        MissingLogits: no logits stored, the file is not in the run folder, or the selection
-            was not stored.
-        LogitsError: the file's SHA-256 differs from the record's (changed or swapped), or it
-            cannot be read as plain arrays.
-    """
+def _checked_file(record: dict[str, Any], selection: str) -> tuple[Path, str]:
+    """The run's logits file and the key prefix of ``selection`` in it, once the file is there,
+    holds that selection and matches the record's SHA-256 (the errors of :func:`load_logits`)."""
     path = logits_path(record)
     run = record.get("run_id", "?")[:10]
     if not path.is_file():
@@ -245,6 +231,28 @@ def load_logits(record: dict[str, Any], selection: str = "last") -> dict[str, tu
             f"{str(entry.get('sha256'))[:16]}...): the file was changed or swapped; restore it, or re-run "
             "the run with --force to store it afresh"
         )
+    return path, key
+
+
+def load_logits(record: dict[str, Any], selection: str = "last") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A run's stored logits of one selection, checked against the record's SHA-256.
+
+    Args:
+        record: the run's record (its ``run_dir`` and ``logits`` entry).
+        selection: ``last`` or ``best_val``.
+
+    Returns:
+        ``{split: (logits [N, C], labels [N])}`` for ``test`` and, where stored, ``val``; the
+        logits as stored (float32; float16 in records from before exact storage).
+
+    Raises:
+        MissingLogits: no logits stored, the file is not in the run folder, or the selection
+            was not stored.
+        LogitsError: the file's SHA-256 differs from the record's (changed or swapped), or it
+            cannot be read as plain arrays.
+    """
+    path, key = _checked_file(record, selection)
+    run = record.get("run_id", "?")[:10]
     try:
         with np.load(path, allow_pickle=False) as f:
             out = {
@@ -277,12 +285,11 @@ def load_expert_logits(record: dict[str, Any], selection: str = "last") -> dict[
             record from before they were stored), or not for this selection.
         LogitsError: as :func:`load_logits`.
     """
-    load_logits(record, selection)  # the same checks: present, selection stored, SHA-256
+    path, key = _checked_file(record, selection)
     run = record.get("run_id", "?")[:10]
     if not record["logits"].get("heads"):
         raise MissingLogits(f"run {run} stored no per-expert logits", "no expert logits")
-    key = record["logits"]["selections"][selection]
-    with np.load(logits_path(record), allow_pickle=False) as f:
+    with np.load(path, allow_pickle=False) as f:
         out = {}
         for split in SPLITS:
             if f"{key}_{split}_heads" not in f.files:
