@@ -428,10 +428,13 @@ def _legend_label(method: str, ns: list[int]) -> str:
     return f"{method} (n={ns[0]})" if len(ns) == 1 else f"{method} (n={ns[0]}–{ns[-1]})"
 
 
-def plot_shift(agg: pd.DataFrame, path: Path, selection: str | None = None, style=None) -> list[Path]:
-    """Expected top-1 against the test distribution, a line per method (mean over seeds, a
-    band of ± std where n > 1), a panel per (dataset, budget); PNG and PDF. ``style``: the
-    report's :class:`~ltbench.reports.plot_style.MethodStyle` (None: methods ordered by name)."""
+def plot_shift(
+    agg: pd.DataFrame, path: Path, selection: str | None = None, style=None, counts: str = "expected"
+) -> list[Path]:
+    """Top-1 against the test distribution, a line per method (mean over seeds, a band of ± std
+    where n > 1), a panel per (dataset, budget); PNG and PDF. ``style``: the report's
+    :class:`~ltbench.reports.plot_style.MethodStyle` (None: methods ordered by name); ``counts``
+    as :func:`write_shift`'s (the axis says expected or actual-subset accuracy)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -470,7 +473,7 @@ def plot_shift(agg: pd.DataFrame, path: Path, selection: str | None = None, styl
         title = f"{dataset} ({budget})" if several_budgets else str(dataset)
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("expected test top-1 (%)")
+    axes[0].set_ylabel("top-1 on shifted test subsets (%)" if counts == "subsets" else "expected test top-1 (%)")
     sel = f"\n({SELECTION_TEXT[selection]})" if selection in SELECTION_TEXT else ""
     fig.legend(
         list(handles.values()),
@@ -528,5 +531,5 @@ def write_shift(
     from .plot_style import MethodStyle  # the colours of the report's other figures
 
     style = MethodStyle.from_records(records, dict(zip(frame["run_id"], frame["method"])))
-    paths["shift_plot"] = plot_shift(agg, out / "shift", selection, style)[0]
+    paths["shift_plot"] = plot_shift(agg, out / "shift", selection, style, counts)[0]
     return paths
